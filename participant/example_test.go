@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/participant"
+	bolt "go.etcd.io/bbolt"
 )
 
 // A service that sells seats mounts the handler at /tx/{phase}. Its inventory lives in the
@@ -28,26 +29,39 @@ func ExampleNewHandler() {
 	}
 	defer store.Close()
 
-	// Two seats to start with; held seats are keyed by transaction id.
-	free := 2
+	// Free seats are a counter in bucket "seats"; the seats held are keyed by transaction id
+	// in bucket "held". Both change only inside the store's transaction.
+	err = store.DB().Update(func(tx *bolt.Tx) error {
+		b, _ := tx.CreateBucketIfNotExists([]byte("seats"))
+		_, _ = tx.CreateBucketIfNotExists([]byte("held"))
+		return b.Put([]byte("free"), []byte{2})
+	})
+	if err != nil {
+		panic(err)
+	}
+	move := func(ctx context.Context, txID string, delta int, hold bool) error {
+		tx := participant.BoltTx(ctx)
+		seats, held := tx.Bucket([]byte("seats")), tx.Bucket([]byte("held"))
+		free := int(seats.Get([]byte("free"))[0]) + delta
+		if free < 0 {
+			return errors.New("sold out") // a NACK vote; nothing was written
+		}
+		if hold {
+			_ = held.Put([]byte(txID), []byte{1})
+		} else {
+			_ = held.Delete([]byte(txID))
+		}
+		return seats.Put([]byte("free"), []byte{byte(free)})
+	}
 	h := participant.NewHandler(participant.Callbacks{
 		Prepare: func(ctx context.Context, txID string, deadline time.Time) error {
-			if free == 0 {
-				return errors.New("sold out")
-			}
-			free--
-			b, err := participant.BoltTx(ctx).CreateBucketIfNotExists([]byte("held"))
-			if err != nil {
-				return err
-			}
-			return b.Put([]byte(txID), []byte("1"))
+			return move(ctx, txID, -1, true)
 		},
 		Commit: func(ctx context.Context, txID string) error {
-			return participant.BoltTx(ctx).Bucket([]byte("held")).Delete([]byte(txID))
+			return move(ctx, txID, 0, false) // the held seat is sold
 		},
 		Rollback: func(ctx context.Context, txID string) error {
-			free++
-			return participant.BoltTx(ctx).Bucket([]byte("held")).Delete([]byte(txID))
+			return move(ctx, txID, +1, false)
 		},
 	}, store)
 
@@ -68,7 +82,7 @@ func ExampleNewHandler() {
 		defer resp.Body.Close()
 		var rep participant.Reply
 		_ = json.NewDecoder(resp.Body).Decode(&rep)
-		fmt.Println(phase, txID, "->", rep.Status, rep.Reason)
+		fmt.Println(strings.TrimSpace(fmt.Sprint(phase, " ", txID, " -> ", rep.Status, " ", rep.Reason)))
 	}
 	send(participant.PhasePrepare, "t1")
 	send(participant.PhasePrepare, "t1") // a duplicate: same vote, no second seat
@@ -77,7 +91,10 @@ func ExampleNewHandler() {
 	send(participant.PhaseRollback, "t2") // never prepared: acknowledged, remembered
 	send(participant.PhasePrepare, "t2")  // arrived too late: refused
 	send(participant.PhaseCommit, "t3")   // never prepared: refused
-	fmt.Println("free seats:", free)
+	_ = store.DB().View(func(tx *bolt.Tx) error {
+		fmt.Println("free seats:", tx.Bucket([]byte("seats")).Get([]byte("free"))[0])
+		return nil
+	})
 	// Output:
 	// prepare t1 -> ACK
 	// prepare t1 -> ACK
