@@ -1,0 +1,401 @@
+// Package cluster owns the Raft side of a txcoord node: the log and stable store
+// (raft-boltdb/v2, fsync on, behind a log cache), file snapshots, the TCP transport, static
+// bootstrap, the leader loop and what forwarding needs to know about the leader.
+//
+// The leader loop follows Consul and Nomad: leadership changes arrive on a buffered
+// Config.NotifyCh; on gaining leadership the node issues a Barrier so its FSM holds all that
+// earlier leaders committed, records its HTTP address in the log, and only then runs the
+// leader's work (the 2PC engine) under a context that is canceled the moment leadership is
+// lost. The loop waits for that work to stop before it reacts to the next change.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// Peer is one member of the initial configuration: "id=raftaddr@httpaddr" on the command line.
+type Peer struct {
+	ID       string
+	RaftAddr string // host:port
+	HTTPAddr string // host:port or URL base, as clients and other nodes reach the node's API
+}
+
+// Config describes one node. Zero durations take the defaults in brackets.
+type Config struct {
+	NodeID   string
+	RaftBind string // listen address for Raft traffic, host:port
+	// RaftAdvertise is the address other nodes dial [RaftBind]; it must not be 0.0.0.0.
+	RaftAdvertise string
+	// HTTPAdvertise is this node's API address as other nodes reach it, "host:port".
+	HTTPAdvertise string
+	DataDir       string
+	// Peers is the static initial configuration, including this node. A node with no Raft
+	// state bootstraps with exactly this list; every node must be given the same list.
+	// Empty means "do not bootstrap" (join an existing cluster).
+	Peers []Peer
+
+	// HeartbeatTimeout [1s], ElectionTimeout [1s] and LeaderLeaseTimeout [500ms] set how
+	// fast a dead leader is replaced; see docs/failover.md for the trade-off.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// CommitTimeout [5ms] bounds how long a follower waits to learn a commit index when no
+	// new entries arrive.
+	CommitTimeout time.Duration
+	// SnapshotThreshold [8192 entries], SnapshotInterval [30s] and TrailingLogs [10240]
+	// bound the log: see hashicorp/raft Config.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// MaxAppendEntries [256] is the largest batch one AppendEntries carries and, with
+	// BatchApplyCh, the largest batch one fsync covers.
+	MaxAppendEntries int
+
+	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
+	Transport raft.Transport
+	// InMemory keeps the log, stable store and snapshots in memory (tests only: not durable).
+	InMemory bool
+	Logger   hclog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.NodeID == "" {
+		return errors.New("node id is required")
+	}
+	if c.Transport == nil && c.RaftBind == "" {
+		return errors.New("raft address is required")
+	}
+	if c.RaftAdvertise == "" {
+		c.RaftAdvertise = c.RaftBind
+	}
+	if !c.InMemory && c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	def(&c.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.CommitTimeout, 5*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.MaxAppendEntries <= 0 {
+		c.MaxAppendEntries = 256
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Peers {
+		if p.ID == "" || p.RaftAddr == "" {
+			return fmt.Errorf("peer %+v: id and raft address are required", p)
+		}
+		if seen[p.ID] {
+			return fmt.Errorf("peer id %q appears twice", p.ID)
+		}
+		seen[p.ID] = true
+	}
+	if len(c.Peers) > 0 && !seen[c.NodeID] {
+		return fmt.Errorf("peer list does not include this node %q", c.NodeID)
+	}
+	return nil
+}
+
+// Node is one running Raft member with its FSM.
+type Node struct {
+	cfg   Config
+	Raft  *raft.Raft
+	FSM   *fsm.FSM
+	lg    hclog.Logger
+	peers map[string]Peer
+
+	notify  chan bool
+	closers []func() error
+
+	mu     sync.Mutex
+	ready  bool // leader established: barrier done and engine running
+	leadWG sync.WaitGroup
+	stop   chan struct{}
+	done   chan struct{}
+	runs   atomic.Bool
+}
+
+// Open creates or reopens a node's stores, starts Raft and, for a node without state that
+// was given Peers, bootstraps the cluster. It does not start the leader loop: call Run.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{})}
+	for _, p := range cfg.Peers {
+		n.peers[p.ID] = p
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.NotifyCh = n.notify
+	rc.Logger = cfg.Logger.Named("raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.InMemory {
+		s := raft.NewInmemStore()
+		logs, stable, snaps = s, s, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		if err != nil {
+			return nil, fmt.Errorf("opening raft.db: %w", err)
+		}
+		n.closers = append(n.closers, bolt.Close)
+		cached, err := raft.NewLogCache(1024, bolt)
+		if err != nil {
+			n.closeStores()
+			return nil, err
+		}
+		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("snapshot store: %w", err)
+		}
+		logs, stable, snaps = cached, bolt, fss
+	}
+
+	trans := cfg.Transport
+	if trans == nil {
+		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
+		}
+		if adv.IP == nil || adv.IP.IsUnspecified() {
+			n.closeStores()
+			return nil, fmt.Errorf("raft advertise address %q: must be an address other nodes can dial", cfg.RaftAdvertise)
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 5, 10*time.Second, cfg.Logger.Named("transport"))
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+		}
+		n.closers = append([]func() error{tcp.Close}, n.closers...)
+		trans = tcp
+	}
+
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("reading raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.FSM, logs, stable, snaps, trans)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	n.Raft = r
+	if !existing && len(cfg.Peers) > 0 {
+		conf := raft.Configuration{}
+		for _, p := range cfg.Peers {
+			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		}
+		// Every node runs this with the same list; raft accepts identical bootstraps and
+		// a node that already has state skips it, so a restart never forms a second cluster.
+		if err := r.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			_ = r.Shutdown().Error()
+			n.closeStores()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		n.lg.Info("bootstrapped cluster", "peers", len(cfg.Peers))
+	}
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	for _, c := range n.closers {
+		_ = c()
+	}
+	n.closers = nil
+}
+
+// ID returns this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// HTTPAdvertise returns this node's API address as configured.
+func (n *Node) HTTPAdvertise() string { return n.cfg.HTTPAdvertise }
+
+// Apply encodes cmd, proposes it and waits until it is committed and applied locally. It
+// returns the FSM's Result, or an error wrapping raft.ErrNotLeader,
+// raft.ErrLeadershipTransferInProgress (nothing written), raft.ErrLeadershipLost (unknown:
+// the entry may still commit under the next leader, hashicorp/raft#561) or
+// raft.ErrRaftShutdown. ctx bounds only the wait to enqueue.
+func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	f := n.Raft.Apply(fsm.Encode(cmd), timeout)
+	if err := f.Error(); err != nil {
+		return fsm.Result{}, err
+	}
+	res, _ := f.Response().(fsm.Result)
+	return res, nil
+}
+
+// Run watches leadership until ctx ends or Close is called. While this node leads it calls
+// lead with a context that ends when leadership is lost, after a Barrier and after its HTTP
+// address is in the log; Run waits for lead to return before handling the next change.
+func (n *Node) Run(ctx context.Context, lead func(ctx context.Context)) {
+	if !n.runs.CompareAndSwap(false, true) {
+		panic("cluster: Node.Run called twice")
+	}
+	defer close(n.done)
+	var cancel context.CancelFunc = func() {}
+	stopLeading := func() {
+		cancel()
+		n.leadWG.Wait()
+		n.setReady(false)
+	}
+	defer stopLeading()
+	isLeader := false
+	handle := func(leader bool) {
+		if leader == isLeader {
+			return
+		}
+		isLeader = leader
+		if !leader {
+			n.lg.Info("lost leadership: stopping leader work", "term", n.Raft.CurrentTerm())
+			stopLeading()
+			return
+		}
+		var lctx context.Context
+		lctx, cancel = context.WithCancel(ctx)
+		n.leadWG.Add(1)
+		go func() {
+			defer n.leadWG.Done()
+			n.establish(lctx, lead)
+		}()
+	}
+	// Leadership may have been gained before Run started listening.
+	handle(n.Raft.State() == raft.Leader)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.stop:
+			return
+		case leader := <-n.notify:
+			handle(leader)
+		}
+	}
+}
+
+func (n *Node) establish(ctx context.Context, lead func(context.Context)) {
+	start := time.Now()
+	for ctx.Err() == nil {
+		if err := n.Raft.Barrier(10 * time.Second).Error(); err != nil {
+			n.lg.Warn("barrier failed after gaining leadership", "error", err)
+			if n.Raft.State() != raft.Leader {
+				return
+			}
+			continue
+		}
+		break
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if n.cfg.HTTPAdvertise != "" && n.FSM.Members()[n.cfg.NodeID] != n.cfg.HTTPAdvertise {
+		if _, err := n.Apply(ctx, &fsm.SetMember{NodeID: n.cfg.NodeID, HTTPAddr: n.cfg.HTTPAdvertise}); err != nil {
+			n.lg.Warn("recording HTTP address failed", "error", err)
+			return
+		}
+	}
+	n.lg.Info("leadership established", "term", n.Raft.CurrentTerm(), "index", n.Raft.AppliedIndex(), "took", time.Since(start))
+	n.setReady(true)
+	lead(ctx)
+}
+
+func (n *Node) setReady(v bool) {
+	n.mu.Lock()
+	n.ready = v
+	n.mu.Unlock()
+}
+
+// LeaderReady reports whether this node leads and has finished establishing leadership.
+func (n *Node) LeaderReady() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready && n.Raft.State() == raft.Leader
+}
+
+// Leader returns the current leader's id and HTTP address as known here; empty when no
+// leader is known. The HTTP address comes from the log (SetMember) or, before that is
+// replicated, from the static peer list.
+func (n *Node) Leader() (id, httpAddr string) {
+	_, lid := n.Raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	id = string(lid)
+	if addr, ok := n.FSM.Members()[id]; ok {
+		return id, addr
+	}
+	return id, n.peers[id].HTTPAddr
+}
+
+// Close stops the leader loop, hands leadership to another voter when this node leads (so
+// in-flight transactions continue there at once), shuts Raft down and closes the stores.
+func (n *Node) Close() error {
+	if n.Raft.State() == raft.Leader {
+		if err := n.Raft.LeadershipTransfer().Error(); err != nil {
+			n.lg.Warn("leadership transfer on shutdown failed", "error", err)
+		}
+	}
+	select {
+	case <-n.stop:
+	default:
+		close(n.stop)
+	}
+	if n.runs.Load() {
+		<-n.done // the leader's work has stopped before Raft goes away
+	}
+	err := n.Raft.Shutdown().Error()
+	n.closeStores()
+	return err
+}
+

@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Member is one server of the Raft configuration as GET /v1/cluster shows it.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raftAddr"`
+	HTTPAddr string `json:"httpAddr,omitempty"`
+	Suffrage string `json:"suffrage"` // "voter", "nonvoter" or "staging"
+	Leader   bool   `json:"leader"`
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	NodeID       string   `json:"nodeId"`
+	Role         string   `json:"role"` // "leader", "follower", "candidate" or "shutdown"
+	LeaderID     string   `json:"leaderId,omitempty"`
+	LeaderHTTP   string   `json:"leaderAddr,omitempty"`
+	Term         uint64   `json:"term"`
+	CommitIndex  uint64   `json:"commitIndex"`
+	AppliedIndex uint64   `json:"appliedIndex"`
+	LastIndex    uint64   `json:"lastIndex"`
+	LastContact  string   `json:"lastContact,omitempty"` // RFC 3339, followers only
+	Ready        bool     `json:"ready"`
+	Members      []Member `json:"members"`
+}
+
+// Status returns this node's view of the cluster. The member list comes from the latest
+// Raft configuration.
+func (n *Node) Status() Status {
+	leaderID, leaderHTTP := n.Leader()
+	st := Status{
+		NodeID:       n.cfg.NodeID,
+		Role:         roleName(n.Raft.State()),
+		LeaderID:     leaderID,
+		LeaderHTTP:   leaderHTTP,
+		Term:         n.Raft.CurrentTerm(),
+		CommitIndex:  n.Raft.CommitIndex(),
+		AppliedIndex: n.Raft.AppliedIndex(),
+		LastIndex:    n.Raft.LastIndex(),
+		Ready:        n.Ready(),
+	}
+	if st.Role == "follower" {
+		if lc := n.Raft.LastContact(); !lc.IsZero() {
+			st.LastContact = lc.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	httpAddrs := n.FSM.Members()
+	if f := n.Raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			id := string(s.ID)
+			addr := httpAddrs[id]
+			if addr == "" {
+				addr = n.peers[id].HTTPAddr
+			}
+			st.Members = append(st.Members, Member{ID: id, RaftAddr: string(s.Address), HTTPAddr: addr, Suffrage: suffrageName(s.Suffrage), Leader: id == leaderID})
+		}
+	}
+	return st
+}
+
+// Ready reports whether this node can serve: a leader is known and this node has applied
+// every entry it knows to be committed; a leader must also have established leadership.
+func (n *Node) Ready() bool {
+	id, _ := n.Leader()
+	if id == "" {
+		return false
+	}
+	if n.Raft.State() == raft.Leader {
+		return n.LeaderReady()
+	}
+	return n.Raft.AppliedIndex() >= n.Raft.CommitIndex()
+}
+
+func roleName(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}
+
+func suffrageName(s raft.ServerSuffrage) string {
+	switch s {
+	case raft.Voter:
+		return "voter"
+	case raft.Nonvoter:
+		return "nonvoter"
+	default:
+		return "staging"
+	}
+}

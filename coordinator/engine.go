@@ -1,0 +1,335 @@
+// Package coordinator is txcoord's two-phase-commit engine. It runs on the Raft leader only
+// and drives each transaction through one step function, the same for a new transaction
+// and for one a new leader resumes:
+//
+//	preparing     Prepare to every participant in parallel, bounded by the logged deadline;
+//	              all ACK -> log commit; any NACK, error or the deadline -> log abort
+//	              (presumed abort).
+//	committing /  Commit or Rollback to every participant until each acknowledges, with
+//	rolling_back  capped exponential backoff and jitter; then log completion. A participant
+//	              that refuses past the attempt limit makes the outcome heuristic: failed.
+//
+// The engine reads state only from the FSM and writes only through Log.Apply, and it sends
+// a phase-two message only after the decision entry is committed. Apply errors that leave
+// the outcome unknown (raft.ErrLeadershipLost) or say this node no longer leads stop the
+// transaction's driver: the next leader reads the log and continues. The package declares
+// the small interfaces it needs (Log, Caller) and never imports cluster/.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// Log proposes commands to the replicated log.
+type Log interface {
+	// Apply proposes cmd, waits until it is committed and applied to the local FSM, and
+	// returns the FSM's Result. Errors wrap raft.ErrNotLeader or
+	// raft.ErrLeadershipTransferInProgress when nothing was written, and
+	// raft.ErrLeadershipLost when the entry may still commit under the next leader.
+	Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
+}
+
+// State is the read side of the FSM the engine needs.
+type State interface {
+	Get(id string) (*fsm.Txn, bool)
+	ByKey(key string) (*fsm.Txn, bool)
+	Active() []*fsm.Txn
+}
+
+// Caller sends one protocol call to a participant (participant.Client implements it).
+type Caller interface {
+	Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error)
+}
+
+// Errors returned by Submit and the operator actions.
+var (
+	// ErrNotLeader: this node is not the leader (or is between leadership and readiness);
+	// nothing was written.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrBusy: the in-flight limit is reached; nothing was written. Retry later.
+	ErrBusy = errors.New("too many transactions in flight")
+	// ErrIndeterminate: the Begin entry was proposed but leadership was lost before it was
+	// known to commit. The transaction may still run under the next leader; ask for it by
+	// id (or retry with the same idempotency key).
+	ErrIndeterminate = errors.New("outcome unknown: leadership lost while logging")
+)
+
+// Config tunes the engine. Zero values take the defaults in brackets.
+type Config struct {
+	// MaxInFlight bounds transactions between Begin and a terminal status that this leader
+	// accepted [1024]. Resumed transactions always run but count against it.
+	MaxInFlight int
+	// PhaseTwoMaxAttempts is how many Commit or Rollback calls one participant may refuse or
+	// fail before the transaction becomes failed (a heuristic outcome) [30].
+	PhaseTwoMaxAttempts int
+	// RetryInitial and RetryMax bound the phase-two backoff [50ms, 5s]; RetryAfterMax caps a
+	// participant's Retry-After [60s].
+	RetryInitial, RetryMax, RetryAfterMax time.Duration
+	// CallTimeout bounds one phase-two call [10s]. Phase-one calls end at the deadline.
+	CallTimeout time.Duration
+	// ProgressEvery: after this many failed phase-two attempts of one participant, and
+	// every this many after, the leader logs a Progress entry so the stuck transaction is
+	// visible on every node [3].
+	ProgressEvery int
+	// Now is the clock [time.Now]; tests replace it.
+	Now    func() time.Time
+	Logger hclog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.PhaseTwoMaxAttempts <= 0 {
+		c.PhaseTwoMaxAttempts = 30
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 50 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.RetryAfterMax <= 0 {
+		c.RetryAfterMax = 60 * time.Second
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 10 * time.Second
+	}
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = 3
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Engine drives transactions while this node leads. Create it with New; it is idle until
+// Lead is called.
+type Engine struct {
+	cfg    Config
+	log    Log
+	state  State
+	caller Caller
+	lg     hclog.Logger
+
+	mu      sync.Mutex
+	lead    *term // nil while not leading
+	driving map[string]struct{}
+
+	inflight atomic.Int64
+	// Hooks lets tests observe the engine; nil in production.
+	hooks *Hooks
+}
+
+// Hooks are test seams called at protocol steps; any may be nil.
+type Hooks struct {
+	// BeforeDecide runs after phase one, before the decision is proposed.
+	BeforeDecide func(id string, d fsm.Decision)
+	// AfterDecide runs once the decision entry is committed, before any phase-two call.
+	AfterDecide func(id string, d fsm.Decision)
+}
+
+// term is one period of leadership.
+type term struct {
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// New returns an engine that writes through log, reads state and calls participants
+// through caller.
+func New(cfg Config, log Log, state State, caller Caller) *Engine {
+	cfg.defaults()
+	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}}
+}
+
+// SetHooks installs test hooks; call before Lead.
+func (e *Engine) SetHooks(h *Hooks) { e.hooks = h }
+
+// Lead runs the engine for one term of leadership: it resumes every non-terminal
+// transaction in the FSM (the caller must have issued a Raft barrier first, so the FSM holds
+// all that earlier leaders committed), accepts Submit calls, and when ctx ends waits for
+// every driver to stop before it returns. After Lead returns this node sends nothing more.
+func (e *Engine) Lead(ctx context.Context) {
+	t := &term{ctx: ctx}
+	e.mu.Lock()
+	e.lead = t
+	e.mu.Unlock()
+	active := e.state.Active()
+	for _, txn := range active {
+		if txn.Status.Terminal() {
+			continue
+		}
+		e.inflight.Add(1)
+		e.startDriver(t, txn.ID)
+	}
+	if len(active) > 0 {
+		e.lg.Info("resumed in-flight transactions", "count", len(active))
+	}
+	<-ctx.Done()
+	e.mu.Lock()
+	e.lead = nil
+	e.mu.Unlock()
+	t.wg.Wait()
+}
+
+// Leading reports whether Lead is running.
+func (e *Engine) Leading() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lead != nil
+}
+
+// InFlight returns the number of transactions this leader is driving.
+func (e *Engine) InFlight() int64 { return e.inflight.Load() }
+
+// startDriver starts one driver for id unless one already runs. The caller has counted
+// the transaction in inflight; the driver releases it.
+func (e *Engine) startDriver(t *term, id string) {
+	e.mu.Lock()
+	if _, ok := e.driving[id]; ok || e.lead != t {
+		e.mu.Unlock()
+		e.inflight.Add(-1)
+		return
+	}
+	e.driving[id] = struct{}{}
+	t.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer func() {
+			e.mu.Lock()
+			delete(e.driving, id)
+			e.mu.Unlock()
+			e.inflight.Add(-1)
+			t.wg.Done()
+		}()
+		e.drive(t.ctx, id)
+	}()
+}
+
+// currentTerm returns the running term or ErrNotLeader.
+func (e *Engine) currentTerm() (*term, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lead == nil || e.lead.ctx.Err() != nil {
+		return nil, ErrNotLeader
+	}
+	return e.lead, nil
+}
+
+// Request is a client's transaction as the engine takes it, already validated.
+type Request struct {
+	Participants []fsm.Participant
+	Timeout      time.Duration // phase one's bound, > 0
+	Key          string        // idempotency key, "" for none
+}
+
+// Submit logs Begin for a new transaction and starts driving it; it returns the logged
+// record as soon as Begin is committed (wait on the FSM for the outcome). With a Key that
+// is already bound it returns the earlier transaction and starts nothing. Errors:
+// ErrNotLeader and ErrBusy (nothing written), ErrIndeterminate (the returned record has the
+// id that may yet run).
+func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
+	t, err := e.currentTerm()
+	if err != nil {
+		return nil, err
+	}
+	if r.Key != "" {
+		if txn, ok := e.state.ByKey(r.Key); ok {
+			return txn, nil
+		}
+	}
+	if e.inflight.Add(1) > int64(e.cfg.MaxInFlight) {
+		e.inflight.Add(-1)
+		return nil, ErrBusy
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		e.inflight.Add(-1)
+		return nil, fmt.Errorf("minting transaction id: %w", err)
+	}
+	now := e.cfg.Now()
+	begin := &fsm.Begin{
+		ID: id.String(), Key: r.Key, CreatedAt: now.UnixMilli(),
+		Deadline:     now.Add(r.Timeout).UnixMilli(),
+		Participants: r.Participants,
+	}
+	res, err := e.log.Apply(ctx, begin)
+	if err != nil {
+		e.inflight.Add(-1)
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			return &fsm.Txn{ID: begin.ID, Key: r.Key}, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+		}
+		if isNotLeader(err) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, err
+	}
+	if errors.Is(res.Err, fsm.ErrKeyExists) && res.Txn != nil {
+		e.inflight.Add(-1)
+		return res.Txn, nil
+	}
+	if res.Err != nil {
+		e.inflight.Add(-1)
+		return nil, res.Err
+	}
+	e.startDriver(t, begin.ID)
+	return res.Txn, nil
+}
+
+func isNotLeader(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, ErrNotLeader)
+}
+
+// errStop ends a driver without an error worth logging: leadership ended.
+var errStop = errors.New("leadership ended")
+
+// drive runs the step function until the transaction is terminal or this term ends.
+func (e *Engine) drive(ctx context.Context, id string) {
+	for ctx.Err() == nil {
+		txn, ok := e.state.Get(id)
+		if !ok || txn.Status.Terminal() {
+			return
+		}
+		var err error
+		switch txn.Status {
+		case fsm.StatusPreparing:
+			err = e.phaseOne(ctx, txn)
+		case fsm.StatusCommitting, fsm.StatusRollingBack:
+			err = e.phaseTwo(ctx, txn)
+		}
+		if err != nil {
+			if !errors.Is(err, errStop) {
+				e.lg.Warn("transaction driver stopped", "txn", id, "error", err)
+			}
+			return
+		}
+	}
+}
+
+// apply proposes cmd and maps errors that mean "stop driving" to errStop. Other errors
+// (which should not happen: a bad command) are returned as they are.
+func (e *Engine) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	res, err := e.log.Apply(ctx, cmd)
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || isNotLeader(err) || errors.Is(err, raft.ErrRaftShutdown) {
+			return res, fmt.Errorf("%w: %v", errStop, err)
+		}
+		return res, err
+	}
+	return res, nil
+}

@@ -1,0 +1,97 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// phaseOne sends Prepare to every participant in parallel and logs the decision. A new
+// leader runs it again for a transaction still preparing: participants answer a repeated
+// Prepare with the same vote, and past the logged deadline every missing vote is a no.
+func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
+	deadline := time.UnixMilli(txn.Deadline)
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	n := len(txn.Participants)
+	votes := make([]fsm.Vote, n)
+	reasons := make([]string, n)
+	type answer struct {
+		i      int
+		vote   fsm.Vote
+		reason string
+	}
+	answers := make(chan answer, n)
+	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
+	for i, p := range txn.Participants {
+		go func(i int, url string) {
+			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
+			switch {
+			case err == nil && reply.Status == participant.ACK:
+				answers <- answer{i, fsm.VoteYes, ""}
+			case err == nil:
+				answers <- answer{i, fsm.VoteNo, reply.Reason}
+			default:
+				answers <- answer{i, fsm.VoteError, e.prepareError(err, txn)}
+			}
+		}(i, p.Prepare)
+	}
+	yes := 0
+	cutShort := false
+	for got := 0; got < n; got++ {
+		a := <-answers
+		if ctx.Err() != nil {
+			// Leadership ended: drain the rest and decide nothing; the next leader will.
+			continue
+		}
+		if cutShort && a.vote == fsm.VoteError {
+			continue // canceled because another participant already said no
+		}
+		votes[a.i], reasons[a.i] = a.vote, a.reason
+		if a.vote == fsm.VoteYes {
+			yes++
+		} else if !cutShort {
+			// One no decides the transaction: stop waiting for the others.
+			cutShort = true
+			cancel()
+		}
+	}
+	if ctx.Err() != nil {
+		return errStop
+	}
+	decision := fsm.DecisionAbort
+	if yes == n {
+		decision = fsm.DecisionCommit
+	}
+	if e.hooks != nil && e.hooks.BeforeDecide != nil {
+		e.hooks.BeforeDecide(txn.ID, decision)
+	}
+	res, err := e.apply(ctx, &fsm.Decide{ID: txn.ID, Decision: decision, At: e.cfg.Now().UnixMilli(), Votes: votes, Reasons: reasons})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && !errors.Is(res.Err, fsm.ErrDecided) {
+		return fmt.Errorf("logging decision: %w", res.Err)
+	}
+	if e.hooks != nil && e.hooks.AfterDecide != nil && res.Txn != nil {
+		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
+	}
+	if res.Txn != nil {
+		e.lg.Debug("decided", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	}
+	return nil
+}
+
+// prepareError words a failed Prepare for the client's errors list.
+func (e *Engine) prepareError(err error, txn *fsm.Txn) string {
+	var ce *participant.CallError
+	if errors.As(err, &ce) && ce.Kind == participant.KindTimeout {
+		return fmt.Sprintf("no answer within %d ms", txn.Deadline-txn.CreatedAt)
+	}
+	return err.Error()
+}

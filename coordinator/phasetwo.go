@@ -1,0 +1,166 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// phaseTwo sends the logged outcome to every participant that has not acknowledged it,
+// until each does, and logs completion; or, when one exhausts PhaseTwoMaxAttempts, logs
+// the transaction as failed. The decision never changes: a NACK or an error in phase two is
+// retried, never treated as a vote.
+func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
+	phase := participant.PhaseCommit
+	if txn.Decision == fsm.DecisionAbort {
+		phase = participant.PhaseRollback
+	}
+	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(time.UnixMilli(txn.Deadline))}
+
+	n := len(txn.Participants)
+	p2 := &phaseTwoRun{reports: make([]fsm.Report, n)}
+	for i, st := range txn.States {
+		p2.reports[i] = fsm.Report{Acked: st.Acked, Attempts: st.Attempts, Error: st.LastError}
+	}
+	var wg sync.WaitGroup
+	for i, p := range txn.Participants {
+		if txn.States[i].Acked {
+			continue
+		}
+		wg.Add(1)
+		go func(i int, url string) {
+			defer wg.Done()
+			e.deliver(ctx, txn.ID, i, url, phase, req, p2)
+		}(i, urlFor(p, phase))
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return errStop
+	}
+	reports := p2.snapshot()
+	now := e.cfg.Now().UnixMilli()
+	var res fsm.Result
+	var err error
+	if p2.allAcked() {
+		attempts := make([]uint32, n)
+		for i, r := range reports {
+			attempts[i] = r.Attempts
+		}
+		res, err = e.apply(ctx, &fsm.Complete{At: now, Items: []fsm.Completion{{ID: txn.ID, Attempts: attempts}}})
+	} else {
+		e.lg.Error("phase two gave up: heuristic outcome, operator needed", "txn", txn.ID, "phase", string(phase), "reports", fmt.Sprint(reports))
+		res, err = e.apply(ctx, &fsm.Fail{ID: txn.ID, At: now, Reports: reports})
+	}
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && !errors.Is(res.Err, fsm.ErrBadTransition) {
+		return fmt.Errorf("logging phase-two end: %w", res.Err)
+	}
+	return nil
+}
+
+// phaseTwoRun holds the per-participant progress of one phase-two pass.
+type phaseTwoRun struct {
+	mu      sync.Mutex
+	reports []fsm.Report
+}
+
+func (p *phaseTwoRun) set(i int, r fsm.Report) []fsm.Report {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reports[i] = r
+	return append([]fsm.Report(nil), p.reports...)
+}
+
+func (p *phaseTwoRun) snapshot() []fsm.Report {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]fsm.Report(nil), p.reports...)
+}
+
+func (p *phaseTwoRun) allAcked() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.reports {
+		if !r.Acked {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver calls one participant until it acknowledges, the attempt limit is reached or
+// ctx ends. Waits between attempts grow exponentially with jitter up to RetryMax, and a
+// participant's Retry-After (429, 503) is honoured up to RetryAfterMax, so a refusing
+// participant sees a bounded request rate (case C08).
+func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = e.cfg.RetryInitial
+	bo.MaxInterval = e.cfg.RetryMax
+	bo.Multiplier = 2
+	bo.RandomizationFactor = 0.5
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+
+	rep := p2.snapshot()[i]
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
+		reply, err := e.caller.Call(cctx, url, phase, req)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		rep.Attempts++
+		if err == nil && reply.Status == participant.ACK {
+			rep.Acked, rep.Error = true, ""
+			p2.set(i, rep)
+			return
+		}
+		var wait time.Duration
+		if err == nil {
+			rep.Error = "NACK: " + reply.Reason
+		} else {
+			rep.Error = err.Error()
+			var ce *participant.CallError
+			if errors.As(err, &ce) && ce.RetryAfter > 0 {
+				wait = min(ce.RetryAfter, e.cfg.RetryAfterMax)
+			}
+		}
+		all := p2.set(i, rep)
+		e.lg.Warn("phase-two call refused; will retry", "txn", id, "participant", url, "attempt", rep.Attempts, "error", rep.Error)
+		if int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
+			return
+		}
+		if int(rep.Attempts)%e.cfg.ProgressEvery == 0 {
+			// Best effort: a lost Progress entry only hides detail, never an outcome.
+			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
+				e.lg.Debug("logging progress failed", "txn", id, "error", err)
+			}
+		}
+		wait = max(wait, bo.NextBackOff())
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+func urlFor(p fsm.Participant, phase participant.Phase) string {
+	if phase == participant.PhaseRollback {
+		return p.Rollback
+	}
+	return p.Commit
+}

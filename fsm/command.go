@@ -1,0 +1,300 @@
+package fsm
+
+import "fmt"
+
+// CommandType is the leading byte of every encoded command. Numbers are part of the log
+// format: only ever append, never reuse.
+type CommandType byte
+
+// The command types.
+const (
+	CmdBegin     CommandType = 1
+	CmdDecide    CommandType = 2
+	CmdComplete  CommandType = 3
+	CmdFail      CommandType = 4
+	CmdProgress  CommandType = 5
+	CmdRetry     CommandType = 6
+	CmdResolve   CommandType = 7
+	CmdPrune     CommandType = 8
+	CmdSetMember CommandType = 9
+)
+
+// Command is one entry of the replicated log. Every field, including ids and timestamps, is
+// filled in by the leader before proposing: Apply reads no clock and mints nothing.
+type Command interface {
+	Type() CommandType
+	encode(e *encoder)
+	decode(d *decoder)
+}
+
+// Begin opens a transaction in status preparing. It is logged before any Prepare leaves the
+// leader, so that a new leader knows every participant that may hold resources.
+type Begin struct {
+	ID           string
+	Key          string // client idempotency key, "" for none
+	CreatedAt    int64  // unix ms
+	Deadline     int64  // unix ms, end of phase one
+	Participants []Participant
+}
+
+// Decide records the outcome of phase one with each participant's vote. The first Decide
+// for a transaction wins; a later one with another decision is refused with ErrDecided.
+type Decide struct {
+	ID       string
+	Decision Decision
+	At       int64    // unix ms
+	Votes    []Vote   // one per participant
+	Reasons  []string // one per participant, "" for an ACK
+}
+
+// Report is one participant's phase-two progress as the leader saw it.
+type Report struct {
+	Acked    bool
+	Attempts uint32
+	Error    string // last failure, "" when acknowledged
+}
+
+// Completion ends phase two of one transaction: every participant acknowledged.
+type Completion struct {
+	ID       string
+	Attempts []uint32 // phase-two calls made, one per participant
+}
+
+// Complete moves each listed transaction from committing to committed or from rolling_back
+// to rolled_back. Many completions share one entry so that phase-two bookkeeping costs
+// less than one log entry per transaction under load. Items in another state are skipped.
+type Complete struct {
+	At    int64 // unix ms
+	Items []Completion
+}
+
+// Fail marks a transaction whose phase two could not finish after the configured number of
+// attempts as failed: a heuristic outcome that needs an operator. The decision stays.
+type Fail struct {
+	ID      string
+	At      int64    // unix ms
+	Reports []Report // one per participant
+}
+
+// Progress records phase-two attempts and errors without changing the status, so that a
+// stuck transaction is visible from every node.
+type Progress struct {
+	ID      string
+	Reports []Report // one per participant
+}
+
+// Retry is an operator action: a failed transaction goes back to committing or
+// rolling_back (per its decision) and the leader drives phase two again.
+type Retry struct {
+	ID   string
+	At   int64 // unix ms
+	Note string
+}
+
+// Resolve is an operator action: a failed transaction is marked finished (committed or
+// rolled_back, per its decision) after the operator settled it by hand. Note says how.
+type Resolve struct {
+	ID   string
+	At   int64 // unix ms
+	Note string
+}
+
+// Prune forgets committed and rolled_back transactions that finished before
+// FinishedBefore, and idempotency keys created before KeysBefore (both unix ms; 0 keeps
+// all). Failed transactions are never pruned.
+type Prune struct {
+	FinishedBefore int64
+	KeysBefore     int64
+}
+
+// SetMember records a node's HTTP address so that any node can forward to the leader.
+// An empty HTTPAddr removes the node.
+type SetMember struct {
+	NodeID   string
+	HTTPAddr string
+}
+
+func (*Begin) Type() CommandType     { return CmdBegin }
+func (*Decide) Type() CommandType    { return CmdDecide }
+func (*Complete) Type() CommandType  { return CmdComplete }
+func (*Fail) Type() CommandType      { return CmdFail }
+func (*Progress) Type() CommandType  { return CmdProgress }
+func (*Retry) Type() CommandType     { return CmdRetry }
+func (*Resolve) Type() CommandType   { return CmdResolve }
+func (*Prune) Type() CommandType     { return CmdPrune }
+func (*SetMember) Type() CommandType { return CmdSetMember }
+
+// Encode returns the log bytes of c: its type byte, then a compact body of varints and
+// length-prefixed strings. Golden tests pin the format.
+func Encode(c Command) []byte {
+	e := encoder{b: make([]byte, 0, 128)}
+	e.byte(byte(c.Type()))
+	c.encode(&e)
+	return e.b
+}
+
+// Decode parses bytes written by Encode. It returns an error wrapping ErrCorrupt for an
+// unknown type, a short or over-long body, or a length out of range.
+func Decode(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty command", ErrCorrupt)
+	}
+	var c Command
+	switch CommandType(b[0]) {
+	case CmdBegin:
+		c = new(Begin)
+	case CmdDecide:
+		c = new(Decide)
+	case CmdComplete:
+		c = new(Complete)
+	case CmdFail:
+		c = new(Fail)
+	case CmdProgress:
+		c = new(Progress)
+	case CmdRetry:
+		c = new(Retry)
+	case CmdResolve:
+		c = new(Resolve)
+	case CmdPrune:
+		c = new(Prune)
+	case CmdSetMember:
+		c = new(SetMember)
+	default:
+		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, b[0])
+	}
+	d := decoder{b: b[1:]}
+	c.decode(&d)
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Begin) encode(e *encoder) {
+	e.id(c.ID)
+	e.string(c.Key)
+	e.varint(c.CreatedAt)
+	e.varint(c.Deadline - c.CreatedAt) // a small delta instead of a second timestamp
+	e.uvarint(uint64(len(c.Participants)))
+	for _, p := range c.Participants {
+		e.participant(p)
+	}
+}
+
+func (c *Begin) decode(d *decoder) {
+	c.ID = d.id()
+	c.Key = d.string()
+	c.CreatedAt = d.varint()
+	c.Deadline = c.CreatedAt + d.varint()
+	n := d.count(2)
+	c.Participants = make([]Participant, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		c.Participants = append(c.Participants, d.participant())
+	}
+}
+
+func (c *Decide) encode(e *encoder) {
+	e.id(c.ID)
+	e.byte(byte(c.Decision))
+	e.varint(c.At)
+	e.uvarint(uint64(len(c.Votes)))
+	for i, v := range c.Votes {
+		e.byte(byte(v))
+		reason := ""
+		if i < len(c.Reasons) {
+			reason = c.Reasons[i]
+		}
+		e.string(reason)
+	}
+}
+
+func (c *Decide) decode(d *decoder) {
+	c.ID = d.id()
+	c.Decision = Decision(d.byte())
+	c.At = d.varint()
+	n := d.count(2)
+	c.Votes = make([]Vote, n)
+	c.Reasons = make([]string, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		c.Votes[i] = Vote(d.byte())
+		c.Reasons[i] = d.string()
+	}
+}
+
+func (c *Complete) encode(e *encoder) {
+	e.varint(c.At)
+	e.uvarint(uint64(len(c.Items)))
+	for _, it := range c.Items {
+		e.id(it.ID)
+		e.uvarint(uint64(len(it.Attempts)))
+		for _, a := range it.Attempts {
+			e.uvarint(uint64(a))
+		}
+	}
+}
+
+func (c *Complete) decode(d *decoder) {
+	c.At = d.varint()
+	n := d.count(3)
+	c.Items = make([]Completion, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		c.Items[i].ID = d.id()
+		m := d.count(1)
+		c.Items[i].Attempts = make([]uint32, m)
+		for j := 0; j < m && d.err == nil; j++ {
+			c.Items[i].Attempts[j] = uint32(d.uvarint())
+		}
+	}
+}
+
+func encodeReports(e *encoder, rs []Report) {
+	e.uvarint(uint64(len(rs)))
+	for _, r := range rs {
+		e.bool(r.Acked)
+		e.uvarint(uint64(r.Attempts))
+		e.string(r.Error)
+	}
+}
+
+func decodeReports(d *decoder) []Report {
+	n := d.count(3)
+	rs := make([]Report, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		rs[i] = Report{Acked: d.bool(), Attempts: uint32(d.uvarint()), Error: d.string()}
+	}
+	return rs
+}
+
+func (c *Fail) encode(e *encoder) {
+	e.id(c.ID)
+	e.varint(c.At)
+	encodeReports(e, c.Reports)
+}
+
+func (c *Fail) decode(d *decoder) {
+	c.ID = d.id()
+	c.At = d.varint()
+	c.Reports = decodeReports(d)
+}
+
+func (c *Progress) encode(e *encoder) {
+	e.id(c.ID)
+	encodeReports(e, c.Reports)
+}
+
+func (c *Progress) decode(d *decoder) {
+	c.ID = d.id()
+	c.Reports = decodeReports(d)
+}
+
+func (c *Retry) encode(e *encoder) { e.id(c.ID); e.varint(c.At); e.string(c.Note) }
+func (c *Retry) decode(d *decoder) { c.ID = d.id(); c.At = d.varint(); c.Note = d.string() }
+
+func (c *Resolve) encode(e *encoder) { e.id(c.ID); e.varint(c.At); e.string(c.Note) }
+func (c *Resolve) decode(d *decoder) { c.ID = d.id(); c.At = d.varint(); c.Note = d.string() }
+
+func (c *Prune) encode(e *encoder) { e.varint(c.FinishedBefore); e.varint(c.KeysBefore) }
+func (c *Prune) decode(d *decoder) { c.FinishedBefore = d.varint(); c.KeysBefore = d.varint() }
+
+func (c *SetMember) encode(e *encoder) { e.string(c.NodeID); e.string(c.HTTPAddr) }
+func (c *SetMember) decode(d *decoder) { c.NodeID = d.string(); c.HTTPAddr = d.string() }

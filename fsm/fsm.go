@@ -1,0 +1,465 @@
+// Package fsm is txcoord's replicated state: the transaction records, the commands that
+// change them, their compact encoding, and the raft.FSM that applies them.
+//
+// Apply is deterministic and free of I/O: no clock, no randomness, no network, no ids minted
+// inside it. Every id and timestamp arrives in the command, stamped by the leader before it
+// proposed it, so replaying the log on any node rebuilds the same state and never calls a
+// participant. The first decision for a transaction wins; later commands that would change
+// it are refused with an error, and the caller acts on what the FSM holds.
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// Errors returned in Result.Err. They are deterministic: every node returns the same one
+// for the same entry.
+var (
+	// ErrExists: Begin for an id that is already in the FSM.
+	ErrExists = errors.New("transaction already exists")
+	// ErrKeyExists: Begin with an idempotency key already bound to another transaction;
+	// Result.Txn is that transaction.
+	ErrKeyExists = errors.New("idempotency key already used")
+	// ErrNotFound: the command names an unknown transaction.
+	ErrNotFound = errors.New("transaction not found")
+	// ErrDecided: a Decide after another decision was logged; Result.Txn holds the winner.
+	ErrDecided = errors.New("transaction already decided")
+	// ErrBadTransition: the command does not apply to the transaction's status.
+	ErrBadTransition = errors.New("command does not apply in this status")
+	// ErrInvalid: the command is malformed (e.g. a vote count that does not match the
+	// participant count).
+	ErrInvalid = errors.New("invalid command")
+)
+
+// Result is what Apply returns for each entry: the transaction after the command (or the
+// one that blocked it) and a deterministic error.
+type Result struct {
+	Txn *Txn
+	Err error
+}
+
+type keyEntry struct {
+	ID        string
+	CreatedAt int64 // unix ms of the transaction it names
+}
+
+// FSM implements raft.FSM. The zero value is not usable; call New.
+type FSM struct {
+	mu      sync.RWMutex
+	txns    map[string]*Txn
+	active  map[string]struct{} // ids of transactions not in a terminal status
+	keys    map[string]keyEntry
+	members map[string]string // node id -> HTTP address
+	applied uint64            // Raft index of the last applied entry
+
+	wmu      sync.Mutex
+	watchers map[string]map[chan struct{}]struct{}
+}
+
+// New returns an empty FSM.
+func New() *FSM {
+	return &FSM{
+		txns:     map[string]*Txn{},
+		active:   map[string]struct{}{},
+		keys:     map[string]keyEntry{},
+		members:  map[string]string{},
+		watchers: map[string]map[chan struct{}]struct{}{},
+	}
+}
+
+// Apply implements raft.FSM. It returns a Result for command entries.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	cmd, err := Decode(l.Data)
+	if err != nil {
+		// The same bytes fail the same way on every node, so state stays identical.
+		return Result{Err: err}
+	}
+	return f.ApplyCommand(l.Index, cmd)
+}
+
+// ApplyCommand applies one decoded command as if it were the log entry at index. Tests and
+// tools use it to drive the FSM without Raft; Raft goes through Apply.
+func (f *FSM) ApplyCommand(index uint64, cmd Command) Result {
+	f.mu.Lock()
+	res, changed := f.apply(index, cmd)
+	if index > f.applied {
+		f.applied = index
+	}
+	f.mu.Unlock()
+	for _, id := range changed {
+		f.notify(id)
+	}
+	return res
+}
+
+func (f *FSM) put(t *Txn) {
+	f.txns[t.ID] = t
+	if t.Status.Terminal() {
+		delete(f.active, t.ID)
+	} else {
+		f.active[t.ID] = struct{}{}
+	}
+}
+
+// apply runs under f.mu and returns the ids whose records changed.
+func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
+	switch c := cmd.(type) {
+	case *Begin:
+		if old, ok := f.txns[c.ID]; ok {
+			return Result{Txn: old, Err: ErrExists}, nil
+		}
+		if c.Key != "" {
+			if k, ok := f.keys[c.Key]; ok {
+				return Result{Txn: f.txns[k.ID], Err: ErrKeyExists}, nil
+			}
+		}
+		if c.ID == "" || len(c.Participants) == 0 {
+			return Result{Err: fmt.Errorf("%w: begin without id or participants", ErrInvalid)}, nil
+		}
+		t := &Txn{
+			ID: c.ID, Key: c.Key, CreatedAt: c.CreatedAt, Deadline: c.Deadline,
+			Participants: append([]Participant(nil), c.Participants...),
+			States:       make([]ParticipantState, len(c.Participants)),
+			Status:       StatusPreparing, Index: index,
+		}
+		f.put(t)
+		if c.Key != "" {
+			f.keys[c.Key] = keyEntry{ID: c.ID, CreatedAt: c.CreatedAt}
+		}
+		return Result{Txn: t}, []string{c.ID}
+
+	case *Decide:
+		old, ok := f.txns[c.ID]
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		if old.Decision != DecisionNone {
+			if old.Decision == c.Decision {
+				return Result{Txn: old}, nil // a repeated decision is a no-op
+			}
+			return Result{Txn: old, Err: ErrDecided}, nil
+		}
+		if c.Decision != DecisionCommit && c.Decision != DecisionAbort {
+			return Result{Txn: old, Err: fmt.Errorf("%w: decision %d", ErrInvalid, c.Decision)}, nil
+		}
+		if len(c.Votes) != len(old.Participants) {
+			return Result{Txn: old, Err: fmt.Errorf("%w: %d votes for %d participants", ErrInvalid, len(c.Votes), len(old.Participants))}, nil
+		}
+		if c.Decision == DecisionCommit {
+			for _, v := range c.Votes {
+				if v != VoteYes {
+					return Result{Txn: old, Err: fmt.Errorf("%w: commit without a yes vote from every participant", ErrInvalid)}, nil
+				}
+			}
+		}
+		t := old.clone()
+		t.Decision, t.DecidedAt, t.Index = c.Decision, c.At, index
+		for i := range t.States {
+			t.States[i].Vote = c.Votes[i]
+			if i < len(c.Reasons) {
+				t.States[i].Reason = c.Reasons[i]
+			}
+		}
+		if c.Decision == DecisionCommit {
+			t.Status = StatusCommitting
+		} else {
+			t.Status = StatusRollingBack
+		}
+		f.put(t)
+		return Result{Txn: t}, []string{c.ID}
+
+	case *Complete:
+		var changed []string
+		var last Result
+		for _, it := range c.Items {
+			old, ok := f.txns[it.ID]
+			if !ok {
+				last = Result{Err: ErrNotFound}
+				continue
+			}
+			if old.Status != StatusCommitting && old.Status != StatusRollingBack {
+				last = Result{Txn: old}
+				if !old.Status.Terminal() || old.Status == StatusFailed {
+					last.Err = ErrBadTransition
+				}
+				continue
+			}
+			t := old.clone()
+			for i := range t.States {
+				t.States[i].Acked, t.States[i].LastError = true, ""
+				if i < len(it.Attempts) {
+					t.States[i].Attempts = it.Attempts[i]
+				}
+			}
+			t.Status, t.FinishedAt, t.Index = finalStatus(t.Decision), c.At, index
+			f.put(t)
+			changed = append(changed, it.ID)
+			last = Result{Txn: t}
+		}
+		return last, changed
+
+	case *Fail:
+		old, ok := f.txns[c.ID]
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		if old.Status != StatusCommitting && old.Status != StatusRollingBack {
+			return Result{Txn: old, Err: ErrBadTransition}, nil
+		}
+		t := old.clone()
+		applyReports(t, c.Reports)
+		t.Status, t.FinishedAt, t.Index = StatusFailed, c.At, index
+		f.put(t)
+		return Result{Txn: t}, []string{c.ID}
+
+	case *Progress:
+		old, ok := f.txns[c.ID]
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		if old.Status != StatusCommitting && old.Status != StatusRollingBack {
+			return Result{Txn: old, Err: ErrBadTransition}, nil
+		}
+		t := old.clone()
+		applyReports(t, c.Reports)
+		t.Index = index
+		f.put(t)
+		return Result{Txn: t}, []string{c.ID}
+
+	case *Retry, *Resolve:
+		var id, note string
+		var at int64
+		retry := false
+		switch c := c.(type) {
+		case *Retry:
+			id, note, at, retry = c.ID, c.Note, c.At, true
+		case *Resolve:
+			id, note, at = c.ID, c.Note, c.At
+		}
+		old, ok := f.txns[id]
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		if old.Status != StatusFailed {
+			return Result{Txn: old, Err: ErrBadTransition}, nil
+		}
+		t := old.clone()
+		t.Note, t.Index = note, index
+		if retry {
+			t.FinishedAt = 0
+			t.Status = StatusCommitting
+			if t.Decision == DecisionAbort {
+				t.Status = StatusRollingBack
+			}
+			for i := range t.States {
+				if !t.States[i].Acked {
+					t.States[i].Attempts = 0
+				}
+			}
+		} else {
+			t.Status, t.FinishedAt = finalStatus(t.Decision), at
+		}
+		f.put(t)
+		return Result{Txn: t}, []string{id}
+
+	case *Prune:
+		var changed []string
+		if c.FinishedBefore > 0 {
+			for id, t := range f.txns {
+				if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore {
+					delete(f.txns, id)
+					changed = append(changed, id)
+				}
+			}
+		}
+		if c.KeysBefore > 0 {
+			for k, e := range f.keys {
+				if e.CreatedAt < c.KeysBefore {
+					delete(f.keys, k)
+				}
+			}
+		}
+		sort.Strings(changed)
+		return Result{}, changed
+
+	case *SetMember:
+		if c.HTTPAddr == "" {
+			delete(f.members, c.NodeID)
+		} else {
+			f.members[c.NodeID] = c.HTTPAddr
+		}
+		return Result{}, nil
+	}
+	return Result{Err: fmt.Errorf("%w: unhandled command %T", ErrInvalid, cmd)}, nil
+}
+
+func finalStatus(d Decision) Status {
+	if d == DecisionCommit {
+		return StatusCommitted
+	}
+	return StatusRolledBack
+}
+
+func applyReports(t *Txn, rs []Report) {
+	for i := range t.States {
+		if i >= len(rs) {
+			break
+		}
+		st := &t.States[i]
+		st.Acked = st.Acked || rs[i].Acked
+		st.Attempts = rs[i].Attempts
+		st.LastError = rs[i].Error
+		if st.Acked {
+			st.LastError = ""
+		}
+	}
+}
+
+// Get returns the record for id, or nil and false.
+func (f *FSM) Get(id string) (*Txn, bool) {
+	f.mu.RLock()
+	t, ok := f.txns[id]
+	f.mu.RUnlock()
+	return t, ok
+}
+
+// ByKey returns the transaction that idempotency key names, if it is still kept.
+func (f *FSM) ByKey(key string) (*Txn, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k, ok := f.keys[key]
+	if !ok {
+		return nil, false
+	}
+	t, ok := f.txns[k.ID]
+	return t, ok
+}
+
+// Active returns every transaction not in a terminal status, ordered by id (UUIDv7 ids
+// sort by creation time). A new leader resumes each of them.
+func (f *FSM) Active() []*Txn {
+	f.mu.RLock()
+	out := make([]*Txn, 0, len(f.active))
+	for id := range f.active {
+		out = append(out, f.txns[id])
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// List returns up to limit transactions with ids greater than after, ordered by id; with a
+// non-zero status only those in it. next is the id to pass as after for the following page,
+// "" on the last page.
+func (f *FSM) List(status Status, after string, limit int) (txns []*Txn, next string) {
+	f.mu.RLock()
+	ids := make([]string, 0, len(f.txns))
+	for id, t := range f.txns {
+		if id > after && (status == 0 || t.Status == status) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	if limit > 0 && len(ids) > limit {
+		next = ids[limit-1]
+		ids = ids[:limit]
+	}
+	txns = make([]*Txn, len(ids))
+	for i, id := range ids {
+		txns[i] = f.txns[id]
+	}
+	f.mu.RUnlock()
+	return txns, next
+}
+
+// Counts returns how many transactions the FSM holds in each status.
+func (f *FSM) Counts() map[Status]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := map[Status]int{}
+	for _, t := range f.txns {
+		out[t.Status]++
+	}
+	return out
+}
+
+// Members returns a copy of the node id -> HTTP address table.
+func (f *FSM) Members() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]string, len(f.members))
+	for k, v := range f.members {
+		out[k] = v
+	}
+	return out
+}
+
+// AppliedIndex returns the Raft index of the last entry applied.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// WaitFor blocks until cond holds for the record of id (the record is nil while it does not
+// exist) and returns that record. It returns ctx.Err() when ctx ends first.
+func (f *FSM) WaitFor(ctx context.Context, id string, cond func(*Txn) bool) (*Txn, error) {
+	ch := make(chan struct{}, 1)
+	f.wmu.Lock()
+	set := f.watchers[id]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		f.watchers[id] = set
+	}
+	set[ch] = struct{}{}
+	f.wmu.Unlock()
+	defer func() {
+		f.wmu.Lock()
+		delete(set, ch) // set stays f.watchers[id] while it holds ch
+		if len(set) == 0 {
+			delete(f.watchers, id)
+		}
+		f.wmu.Unlock()
+	}()
+	for {
+		t, _ := f.Get(id)
+		if cond(t) {
+			return t, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return t, ctx.Err()
+		}
+	}
+}
+
+func (f *FSM) notify(id string) {
+	f.wmu.Lock()
+	for ch := range f.watchers[id] {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+	f.wmu.Unlock()
+}
+
+func (f *FSM) notifyAll() {
+	f.wmu.Lock()
+	for _, set := range f.watchers {
+		for ch := range set {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	f.wmu.Unlock()
+}

@@ -1,0 +1,150 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/participant"
+)
+
+// forwardedHeader marks a request a follower passed on; a node that gets one and does not
+// lead answers 503 instead of forwarding again, so requests never loop.
+const forwardedHeader = "X-Txcoord-Forwarded-By"
+
+type forwarder struct {
+	hc   *http.Client
+	self string
+}
+
+func newForwarder(self string) *forwarder {
+	return &forwarder{self: self, hc: &http.Client{
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}}
+}
+
+func (s *Server) readBody(r *http.Request) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, badRequest(fmt.Sprintf("body over %d bytes", s.cfg.MaxBodyBytes))
+		}
+		return nil, badRequest("reading body: " + err.Error())
+	}
+	return body, nil
+}
+
+// forward passes a validated POST to the leader. The request always travels with an
+// Idempotency-Key (the client's, or one minted here), so resending it after a failed or
+// ambiguous attempt (a reset connection, a leader that just stepped down) can never start a
+// second transaction (case C06). It retries while the cluster has no leader, within the
+// time the client would have waited anyway.
+func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.Duration) error {
+	r := c.Request()
+	if by := r.Header.Get(forwardedHeader); by != "" {
+		return writeError(c, &apiError{Code: codeNoLeader, retryAfter: "1", Detail: "request forwarded by " + by + " but this node does not lead"})
+	}
+	if key == "" {
+		key = "fwd-" + uuid.NewString()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*timeout+10*time.Second)
+	defer cancel()
+	delay := 50 * time.Millisecond
+	var last *apiError
+	for attempt := 0; ; attempt++ {
+		if s.node.LeaderReady() {
+			// Leadership arrived here while we retried: serve locally.
+			r.Header.Set(participant.IdempotencyKeyHeader, key)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return s.postTransaction(c)
+		}
+		_, addr := s.node.Leader()
+		if addr != "" {
+			resp, err := s.fwd.post(ctx, baseURL(addr)+"/v1/transactions", body, key)
+			if err == nil {
+				retry := false
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					var ae apiError
+					if json.Unmarshal(resp.body, &ae) == nil && ae.Code == codeNoLeader {
+						retry, last = true, &ae
+					}
+				}
+				if !retry {
+					return copyResponse(c, resp)
+				}
+			} else {
+				s.lg.Debug("forward to leader failed; will retry", "leader", addr, "error", err)
+				last = &apiError{Code: codeNoLeader, Detail: "forwarding to leader " + addr + ": " + err.Error()}
+			}
+		} else {
+			last = &apiError{Code: codeNoLeader, Detail: "no leader is known (election in progress or no quorum)"}
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			last.retryAfter = "1"
+			return writeError(c, last)
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+type fwdResponse struct {
+	StatusCode int
+	header     http.Header
+	body       []byte
+}
+
+func (f *forwarder) post(ctx context.Context, url string, body []byte, key string) (*fwdResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(participant.IdempotencyKeyHeader, key)
+	req.Header.Set(forwardedHeader, f.self)
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	return &fwdResponse{StatusCode: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+func copyResponse(c echo.Context, r *fwdResponse) error {
+	for _, h := range []string{"Content-Type", "Retry-After"} {
+		if v := r.header.Get(h); v != "" {
+			c.Response().Header().Set(h, v)
+		}
+	}
+	c.Response().WriteHeader(r.StatusCode)
+	_, err := c.Response().Write(r.body)
+	return err
+}
+
+// baseURL turns "host:port" into "http://host:port"; a value with a scheme is kept.
+func baseURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimSuffix(addr, "/")
+	}
+	return "http://" + addr
+}

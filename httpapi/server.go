@@ -1,0 +1,226 @@
+// Package httpapi is txcoord's HTTP API, served by every node with echo:
+//
+//	POST /v1/transactions        run a transaction (forwarded to the leader by followers)
+//	GET  /v1/transactions/{id}   one transaction, from this node's FSM
+//	GET  /v1/transactions        a page of transactions (?status=&limit=&after=)
+//	GET  /v1/cluster             this node's view of the cluster
+//	GET  /healthz, /readyz       liveness and readiness
+//
+// Every error is JSON {"error": "<code>", "detail": "<human text>"}; the code is stable and
+// the status code follows from it through one function, statusOf.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// Submitter starts transactions on the leader (*coordinator.Engine implements it).
+type Submitter interface {
+	Submit(ctx context.Context, r coordinator.Request) (*fsm.Txn, error)
+}
+
+// Node is the cluster side the API needs (*cluster.Node implements it).
+type Node interface {
+	ID() string
+	LeaderReady() bool
+	Ready() bool
+	Leader() (id, httpAddr string)
+	Status() cluster.Status
+}
+
+// State is the read side of the FSM (*fsm.FSM implements it).
+type State interface {
+	Get(id string) (*fsm.Txn, bool)
+	List(status fsm.Status, after string, limit int) ([]*fsm.Txn, string)
+	WaitFor(ctx context.Context, id string, cond func(*fsm.Txn) bool) (*fsm.Txn, error)
+}
+
+// Config tunes the API. Zero values take the defaults in brackets.
+type Config struct {
+	// DefaultTimeout is phase one's bound when a request names none [5000 ms].
+	DefaultTimeout time.Duration
+	// MaxTimeout is the largest timeout a request may ask for [60000 ms].
+	MaxTimeout time.Duration
+	// PhaseTwoWait is how long POST waits for phase two after phase one's timeout before it
+	// answers 202 [the transaction's own timeout once more].
+	PhaseTwoWait time.Duration
+	// MaxServices is the most participants one transaction may have [32].
+	MaxServices int
+	// MaxBodyBytes bounds a request body [1 MiB].
+	MaxBodyBytes int64
+	Logger       hclog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = 5 * time.Second
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = 60 * time.Second
+	}
+	if c.MaxServices <= 0 {
+		c.MaxServices = 32
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Server holds the API's dependencies.
+type Server struct {
+	cfg   Config
+	node  Node
+	state State
+	sub   Submitter
+	lg    hclog.Logger
+	fwd   *forwarder
+	echo  *echo.Echo
+}
+
+// New builds the API for one node.
+func New(cfg Config, node Node, state State, sub Submitter) *Server {
+	cfg.defaults()
+	s := &Server{cfg: cfg, node: node, state: state, sub: sub, lg: cfg.Logger.Named("http")}
+	s.fwd = newForwarder(node.ID())
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleEchoError
+	e.POST("/v1/transactions", s.postTransaction)
+	e.GET("/v1/transactions", s.listTransactions)
+	e.GET("/v1/transactions/:id", s.getTransaction)
+	e.GET("/v1/cluster", s.getCluster)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	s.echo = e
+	return s
+}
+
+// Handler returns the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo returns the echo instance so that other packages can add routes (metrics, UI).
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// NewHTTPServer wraps h in an http.Server with timeouts that keep slow clients from holding
+// connections (slowloris) while leaving room for the longest transaction a client may ask
+// for.
+func (s *Server) NewHTTPServer(addr string) *http.Server {
+	wait := 2*s.cfg.MaxTimeout + s.cfg.PhaseTwoWait + 30*time.Second
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      wait,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// apiError is an error with a stable code; statusOf maps the code to an HTTP status.
+type apiError struct {
+	Code          string `json:"error"`
+	Detail        string `json:"detail"`
+	TransactionID string `json:"transactionId,omitempty"`
+	retryAfter    string
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Detail }
+
+// The error codes.
+const (
+	codeBadRequest    = "bad_request"
+	codeNotFound      = "not_found"
+	codeNoLeader      = "no_leader"
+	codeBusy          = "busy"
+	codeIndeterminate = "indeterminate"
+	codeMethod        = "method_not_allowed"
+	codeInternal      = "internal"
+	codeUnavailable   = "unavailable"
+)
+
+func statusOf(code string) int {
+	switch code {
+	case codeBadRequest:
+		return http.StatusBadRequest
+	case codeNotFound:
+		return http.StatusNotFound
+	case codeMethod:
+		return http.StatusMethodNotAllowed
+	case codeNoLeader, codeBusy, codeIndeterminate, codeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func badRequest(detail string) *apiError { return &apiError{Code: codeBadRequest, Detail: detail} }
+
+func writeError(c echo.Context, e *apiError) error {
+	if e.retryAfter != "" {
+		c.Response().Header().Set("Retry-After", e.retryAfter)
+	}
+	return c.JSON(statusOf(e.Code), e)
+}
+
+func (s *Server) handleEchoError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		_ = writeError(c, ae)
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code := codeInternal
+		switch he.Code {
+		case http.StatusNotFound:
+			code = codeNotFound
+		case http.StatusMethodNotAllowed:
+			code = codeMethod
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			code = codeBadRequest
+		}
+		detail := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok {
+			detail = m
+		}
+		_ = c.JSON(he.Code, &apiError{Code: code, Detail: detail})
+		return
+	}
+	s.lg.Error("request failed", "path", c.Path(), "error", err)
+	_ = writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "nodeId": s.node.ID()})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	st := s.node.Status()
+	body := map[string]any{"ready": st.Ready, "nodeId": st.NodeID, "role": st.Role, "leaderId": st.LeaderID, "commitIndex": st.CommitIndex, "appliedIndex": st.AppliedIndex}
+	if !st.Ready {
+		c.Response().Header().Set("Retry-After", "1")
+		return c.JSON(http.StatusServiceUnavailable, body)
+	}
+	return c.JSON(http.StatusOK, body)
+}
+
+func (s *Server) getCluster(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.node.Status())
+}

@@ -1,0 +1,133 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+func (s *Server) postTransaction(c echo.Context) error {
+	r := c.Request()
+	key := r.Header.Get(participant.IdempotencyKeyHeader)
+	if err := validKey(key); err != nil {
+		return writeError(c, badRequest(err.Error()))
+	}
+	body, aerr := s.readBody(r)
+	if aerr != nil {
+		return writeError(c, aerr)
+	}
+	// Validate on the node that took the request, so bad input never travels or logs.
+	parts, timeout, aerr := s.parseRequest(body)
+	if aerr != nil {
+		return writeError(c, aerr)
+	}
+	if !s.node.LeaderReady() {
+		return s.forward(c, body, key, timeout)
+	}
+	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: parts, Timeout: timeout, Key: key})
+	switch {
+	case err == nil:
+		return s.answer(c, txn)
+	case errors.Is(err, coordinator.ErrNotLeader):
+		return s.forward(c, body, key, timeout)
+	case errors.Is(err, coordinator.ErrBusy):
+		return writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
+	case errors.Is(err, coordinator.ErrIndeterminate):
+		return s.answerIndeterminate(c, txn.ID, timeout, err)
+	default:
+		s.lg.Error("submit failed", "error", err)
+		return writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
+	}
+}
+
+// waitBound is when POST stops waiting for a transaction: phase one's deadline plus
+// PhaseTwoWait (by default the transaction's own timeout once more).
+func (s *Server) waitBound(t *fsm.Txn) time.Time {
+	p2 := s.cfg.PhaseTwoWait
+	if p2 <= 0 {
+		p2 = time.Duration(t.Deadline-t.CreatedAt) * time.Millisecond
+	}
+	return time.UnixMilli(t.Deadline).Add(p2)
+}
+
+// answer waits on this node's FSM until the transaction is terminal or the bound passes:
+// 200 with the outcome, or 202 with the status phase two is still in.
+func (s *Server) answer(c echo.Context, txn *fsm.Txn) error {
+	ctx, cancel := context.WithDeadline(c.Request().Context(), s.waitBound(txn))
+	defer cancel()
+	t, _ := s.state.WaitFor(ctx, txn.ID, func(t *fsm.Txn) bool { return t == nil || t.Status.Terminal() })
+	if t == nil {
+		t = txn
+	}
+	code := http.StatusOK
+	if !t.Status.Terminal() {
+		code = http.StatusAccepted
+	}
+	return c.JSON(code, outcomeOf(t))
+}
+
+// answerIndeterminate handles a Begin whose commit is unknown (leadership lost while it was
+// in flight, case C05): the entry may still commit under the next leader, so this node
+// waits on its own replicated state for the real outcome before it gives up with 503.
+func (s *Server) answerIndeterminate(c echo.Context, id string, timeout time.Duration, cause error) error {
+	p2 := s.cfg.PhaseTwoWait
+	if p2 <= 0 {
+		p2 = timeout
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout+p2)
+	defer cancel()
+	t, _ := s.state.WaitFor(ctx, id, func(t *fsm.Txn) bool { return t != nil && t.Status.Terminal() })
+	if t != nil {
+		code := http.StatusOK
+		if !t.Status.Terminal() {
+			code = http.StatusAccepted
+		}
+		return c.JSON(code, outcomeOf(t))
+	}
+	return writeError(c, &apiError{Code: codeIndeterminate, TransactionID: id, retryAfter: "1",
+		Detail: fmt.Sprintf("%v; ask GET /v1/transactions/%s, or retry with the same Idempotency-Key", cause, id)})
+}
+
+func (s *Server) getTransaction(c echo.Context) error {
+	t, ok := s.state.Get(c.Param("id"))
+	if !ok {
+		return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q on node %s", c.Param("id"), s.node.ID())})
+	}
+	return c.JSON(http.StatusOK, viewOf(t))
+}
+
+// listTransactions serves GET /v1/transactions?status=&limit=&after=: limit defaults to
+// 100 and may be at most 1000; after is the "next" cursor of the previous page.
+func (s *Server) listTransactions(c echo.Context) error {
+	var status fsm.Status
+	if v := c.QueryParam("status"); v != "" {
+		st, err := fsm.ParseStatus(v)
+		if err != nil {
+			return writeError(c, badRequest(err.Error()))
+		}
+		status = st
+	}
+	limit := 100
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return writeError(c, badRequest(`"limit" must be an integer from 1 to 1000`))
+		}
+		limit = n
+	}
+	txns, next := s.state.List(status, c.QueryParam("after"), limit)
+	out := TransactionList{Transactions: make([]TransactionView, len(txns)), Next: next}
+	for i, t := range txns {
+		out.Transactions[i] = viewOf(t)
+	}
+	return c.JSON(http.StatusOK, out)
+}

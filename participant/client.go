@@ -1,0 +1,203 @@
+package participant
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrorKind classifies why a call did not produce a valid reply.
+type ErrorKind string
+
+// The error kinds a CallError carries.
+const (
+	KindTimeout   ErrorKind = "timeout"   // no answer before the call's deadline
+	KindTransport ErrorKind = "transport" // connection refused, reset, DNS failure, ...
+	KindStatus    ErrorKind = "status"    // an HTTP status other than 200 (redirects included)
+	KindReply     ErrorKind = "reply"     // 200 with a body that is not a valid Reply
+	KindCanceled  ErrorKind = "canceled"  // the caller gave up (e.g. leadership was lost)
+)
+
+// CallError is the error Client.Call returns when the participant's answer was neither ACK
+// nor NACK. Its message is short and precise, e.g. "HTTP 500: out of memory" or
+// "invalid reply: status \"OK\" is neither ACK nor NACK".
+type CallError struct {
+	Kind       ErrorKind
+	StatusCode int           // for KindStatus
+	RetryAfter time.Duration // from a Retry-After header on 429 or 503, else 0
+	Msg        string
+	Err        error // the underlying error, if any
+}
+
+func (e *CallError) Error() string { return e.Msg }
+func (e *CallError) Unwrap() error { return e.Err }
+
+// ClientOptions tunes a Client. Zero values take the defaults.
+type ClientOptions struct {
+	// MaxConnsPerHost bounds idle connections kept per participant host (default 256), so a
+	// busy coordinator reuses connections instead of opening one per call.
+	MaxConnsPerHost int
+	// Header is added to every call (e.g. an Authorization header for participants).
+	Header http.Header
+	// Transport replaces the default transport (tests).
+	Transport http.RoundTripper
+}
+
+// Client calls participants. It never follows redirects, reads at most MaxReplyBytes of a
+// reply, and is safe for concurrent use.
+type Client struct {
+	hc     *http.Client
+	header http.Header
+}
+
+// NewClient returns a Client with pooled keep-alive connections.
+func NewClient(o ClientOptions) *Client {
+	if o.MaxConnsPerHost <= 0 {
+		o.MaxConnsPerHost = 256
+	}
+	rt := o.Transport
+	if rt == nil {
+		rt = &http.Transport{
+			Proxy:               nil, // participants are called directly, never through a proxy
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        4 * o.MaxConnsPerHost,
+			MaxIdleConnsPerHost: o.MaxConnsPerHost,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   false,
+		}
+	}
+	return &Client{
+		hc: &http.Client{
+			Transport: rt,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		header: o.Header,
+	}
+}
+
+// Call POSTs req to url as phase p and returns the participant's Reply (ACK or NACK). The
+// call ends with ctx; give ctx the deadline the call must meet. Any other outcome is a
+// *CallError.
+func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Reply, error) {
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return Reply{}, &CallError{Kind: KindTransport, Msg: "bad request: " + err.Error(), Err: err}
+	}
+	for k, vs := range c.header {
+		hreq.Header[k] = vs
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set(IdempotencyKeyHeader, req.TransactionID+":"+string(p))
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return Reply{}, classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
+	if err != nil {
+		return Reply{}, classify(ctx, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		ce := &CallError{Kind: KindStatus, StatusCode: resp.StatusCode}
+		switch {
+		case resp.StatusCode >= 300 && resp.StatusCode < 400:
+			ce.Msg = fmt.Sprintf("HTTP %d redirect to %q (not followed)", resp.StatusCode, resp.Header.Get("Location"))
+		default:
+			ce.Msg = fmt.Sprintf("HTTP %d", resp.StatusCode) + snippet(raw)
+		}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			ce.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return Reply{}, ce
+	}
+	if len(raw) > MaxReplyBytes {
+		return Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: body over %d bytes", MaxReplyBytes)}
+	}
+	return ParseReply(raw)
+}
+
+// ParseReply parses a participant's 200 body. It accepts exactly {"status":"ACK"} or
+// {"status":"NACK","reason":"..."} (unknown fields are ignored so that participants can add
+// their own); anything else is a *CallError of kind KindReply.
+func ParseReply(raw []byte) (Reply, error) {
+	var r Reply
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: empty body"}
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: not JSON" + snippet(raw), Err: err}
+	}
+	switch r.Status {
+	case ACK:
+		return Reply{Status: ACK}, nil
+	case NACK:
+		if r.Reason == "" {
+			r.Reason = "no reason given"
+		}
+		if len(r.Reason) > 512 {
+			r.Reason = r.Reason[:512] + "..."
+		}
+		return r, nil
+	default:
+		return Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: status %q is neither ACK nor NACK", r.Status)}
+	}
+}
+
+func classify(ctx context.Context, err error) *CallError {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		return &CallError{Kind: KindTimeout, Msg: "no answer before the deadline", Err: err}
+	case ctx.Err() != nil:
+		return &CallError{Kind: KindCanceled, Msg: "call canceled", Err: err}
+	}
+	msg := err.Error()
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) && ue.Unwrap() != nil {
+		msg = ue.Unwrap().Error() // drop net/http's `Post "url":` prefix; the caller names the URL
+	}
+	return &CallError{Kind: KindTransport, Msg: msg, Err: err}
+}
+
+// snippet returns ": <first 120 bytes of the body>" for error messages, or "".
+func snippet(raw []byte) string {
+	s := strings.TrimSpace(string(raw))
+	if s == "" {
+		return ""
+	}
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return ": " + s
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 §10.2.3); 0 when absent or
+// unparsable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,121 @@
+// Package server assembles one txcoord node from its parts (cluster.Node, the 2PC engine,
+// the participant client and the HTTP API) and shuts it down in order: stop accepting
+// HTTP, hand leadership over, stop the engine, stop Raft. cmd/txcoord and the multi-node
+// tests both start nodes through it, so what the tests run is what operators run.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// Config is everything one node needs.
+type Config struct {
+	Cluster cluster.Config
+	Engine  coordinator.Config
+	API     httpapi.Config
+	// HTTPBind is the API's listen address, host:port (":0" picks a free port; the chosen
+	// address is then advertised unless Cluster.HTTPAdvertise is set).
+	HTTPBind string
+	// Listener replaces HTTPBind with an already open listener.
+	Listener net.Listener
+	// Caller replaces the participant client (tests inject faults through it).
+	Caller coordinator.Caller
+	Logger hclog.Logger
+}
+
+// Server is one running node.
+type Server struct {
+	Node   *cluster.Node
+	Engine *coordinator.Engine
+	API    *httpapi.Server
+	lg     hclog.Logger
+	http   *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start opens the node, starts its leader loop and serves the API. It returns when the
+// API listens; the cluster may still be electing a leader (see Node.Ready).
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.HTTPBind); err != nil {
+			return nil, fmt.Errorf("http listen on %q: %w", cfg.HTTPBind, err)
+		}
+	}
+	if cfg.Cluster.HTTPAdvertise == "" {
+		cfg.Cluster.HTTPAdvertise = ln.Addr().String()
+	}
+	cfg.Cluster.Logger = cfg.Logger
+	node, err := cluster.Open(cfg.Cluster)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	caller := cfg.Caller
+	if caller == nil {
+		caller = participant.NewClient(participant.ClientOptions{})
+	}
+	cfg.Engine.Logger = cfg.Logger
+	eng := coordinator.New(cfg.Engine, node, node.FSM, caller)
+	cfg.API.Logger = cfg.Logger
+	api := httpapi.New(cfg.API, node, node.FSM, eng)
+	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln}
+	s.http = api.NewHTTPServer(ln.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		node.Run(ctx, eng.Lead)
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.lg.Error("http server stopped", "error", err)
+		}
+	}()
+	return s, nil
+}
+
+// HTTPAddr returns the address the API listens on.
+func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
+
+// URL returns the API's base URL, "http://host:port".
+func (s *Server) URL() string { return "http://" + s.HTTPAddr() }
+
+// Close shuts the node down in order: the API stops taking requests (in-flight ones get
+// up to 5 s), leadership moves to another voter so its transactions continue there, the
+// engine's drivers stop, Raft stops and the stores close. It is safe to call twice.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.http.Shutdown(sctx)
+		cancel()
+		_ = s.http.Close()
+		err = s.Node.Close()
+		s.cancel()
+		s.wg.Wait()
+	})
+	return err
+}
