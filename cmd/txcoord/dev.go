@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/server"
+)
+
+type devFlags struct {
+	httpPort, raftPort, participantPort int
+	dataDir, logLevel, scenarios        string
+	once                                bool
+	tuning
+}
+
+func newDevCmd() *cobra.Command {
+	var fl devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a local 3-node cluster with demo participants and send a sample transaction",
+		Long: `Starts, in one process on loopback, three coordinator nodes and three demo
+participants (flight seats, hotel rooms, payment balances, kept in bbolt), waits for a
+leader, sends the sample transaction, prints its answer, the URLs and a curl command, and
+serves until interrupted. Data lives in a temporary directory unless --data-dir is given.
+Ports: nodes listen on --http-port, +1, +2 (Raft on --raft-port, +1, +2), participants on
+--participant-port, +1, +2; 0 picks free ports.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.OutOrStdout(), &fl) },
+	}
+	f := cmd.Flags()
+	f.IntVar(&fl.httpPort, "http-port", 8081, "first node's HTTP port")
+	f.IntVar(&fl.raftPort, "raft-port", 7001, "first node's Raft port")
+	f.IntVar(&fl.participantPort, "participant-port", 9001, "first demo participant's port")
+	f.StringVar(&fl.dataDir, "data-dir", "", "keep data here instead of a temporary directory")
+	f.StringVar(&fl.logLevel, "log-level", "warn", "trace, debug, info, warn or error")
+	f.StringVar(&fl.scenarios, "scenarios", "commit", "sample transactions to run, comma-separated: commit, nack, timeout")
+	f.BoolVar(&fl.once, "once", false, "exit after the sample transactions instead of serving")
+	fl.tuning.register(cmd)
+	// Local failover should be quick; production defaults stay conservative.
+	_ = f.Set("heartbeat-timeout", "300ms")
+	_ = f.Set("election-timeout", "300ms")
+	_ = f.Set("leader-lease-timeout", "150ms")
+	return cmd
+}
+
+// listen opens a loopback listener on port+i, or a free port when port is 0.
+func listen(port, i int) (net.Listener, error) {
+	p := 0
+	if port != 0 {
+		p = port + i
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	if err != nil {
+		return nil, fmt.Errorf("listening on 127.0.0.1:%d (pick other ports with --http-port, --raft-port, --participant-port, or 0 for free ones): %w", p, err)
+	}
+	return ln, nil
+}
+
+func runDev(out io.Writer, fl *devFlags) (err error) {
+	if err := fl.tuning.validate(); err != nil {
+		return err
+	}
+	scen := strings.Split(fl.scenarios, ",")
+	for _, s := range scen {
+		if s != "commit" && s != "nack" && s != "timeout" {
+			return fmt.Errorf("--scenarios: unknown %q (want commit, nack, timeout)", s)
+		}
+	}
+	lg, err := newLogger("txcoord", fl.logLevel, "text")
+	if err != nil {
+		return err
+	}
+	dir := fl.dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "txcoord-dev-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	// Participants.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+	kinds := []string{demo.KindFlight, demo.KindHotel, demo.KindPayment}
+	svcs := make([]*demo.Service, len(kinds))
+	urls := make([]string, len(kinds))
+	plog := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for i, k := range kinds {
+		ln, err := listen(fl.participantPort, i)
+		if err != nil {
+			return err
+		}
+		svc, err := demo.New(demo.Config{Kind: k, DataDir: dir + "/participants", Logger: plog, Exit: func(int) { ln.Close() }})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		hs := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		closers = append(closers, func() { _ = hs.Close(); _ = svc.Close() })
+		svcs[i], urls[i] = svc, "http://"+ln.Addr().String()
+	}
+
+	// Coordinator nodes: reserve the Raft ports first so every node gets the same peer list.
+	var peers []cluster.Peer
+	httpLns := make([]net.Listener, 3)
+	for i := 0; i < 3; i++ {
+		hl, err := listen(fl.httpPort, i)
+		if err != nil {
+			return err
+		}
+		rl, err := listen(fl.raftPort, i)
+		if err != nil {
+			hl.Close()
+			return err
+		}
+		raftAddr := rl.Addr().String()
+		rl.Close() // raft's transport binds it again below
+		httpLns[i] = hl
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: raftAddr, HTTPAddr: hl.Addr().String()})
+	}
+	nodes := make([]*server.Server, 3)
+	for i, p := range peers {
+		cfg := server.Config{
+			Listener: httpLns[i],
+			Logger:   lg.With("node", p.ID),
+			Cluster:  cluster.Config{NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: fmt.Sprintf("%s/%s", dir, p.ID), Peers: peers},
+		}
+		fl.tuning.apply(&cfg)
+		srv, err := server.Start(cfg)
+		if err != nil {
+			for _, l := range httpLns[i:] {
+				l.Close()
+			}
+			for _, n := range nodes[:i] {
+				_ = n.Close()
+			}
+			return fmt.Errorf("starting node %s: %w", p.ID, err)
+		}
+		nodes[i] = srv
+	}
+	// Stop the nodes together: one by one, the survivors would elect leaders as they go.
+	closers = append(closers, func() {
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			if n != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); _ = n.Close() }()
+			}
+		}
+		wg.Wait()
+	})
+	if err := waitForLeader(nodes, 30*time.Second); err != nil {
+		return err
+	}
+	entry := nodes[0].URL()
+	for _, n := range nodes {
+		if !n.Node.LeaderReady() {
+			entry = n.URL() // send the sample to a follower: it shows forwarding at work
+			break
+		}
+	}
+	prepares := make([]string, len(urls))
+	for i, u := range urls {
+		prepares[i] = u + "/prepare"
+	}
+	for _, s := range scen {
+		if err := runScenario(out, s, entry, prepares, svcs); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(out, "\nCoordinator nodes:")
+	for _, n := range nodes {
+		role := "follower"
+		if n.Node.LeaderReady() {
+			role = "leader"
+		}
+		fmt.Fprintf(out, "  %s  %s  (%s)\n", n.Node.ID(), n.URL(), role)
+	}
+	fmt.Fprintln(out, "Demo participants (GET /state shows inventory, holds and ledger):")
+	for i, u := range urls {
+		fmt.Fprintf(out, "  %-8s %s\n", kinds[i], u)
+	}
+	body, _ := json.Marshal(map[string]any{"services": prepares, "timeout": 1000})
+	fmt.Fprintf(out, "\nTry it:\n  curl -s -X POST %s/v1/transactions -H 'Content-Type: application/json' -d '%s'\n", entry, body)
+	fmt.Fprintf(out, "  curl -s %s/v1/cluster\n", entry)
+	fmt.Fprintf(out, "  txcoord submit --node %s %s\n", entry, strings.Join(prepares, " "))
+	if fl.once {
+		return nil
+	}
+	fmt.Fprintln(out, "\nServing until interrupted (Ctrl-C).")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	return nil
+}
+
+func waitForLeader(nodes []*server.Server, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		ready := 0
+		for _, n := range nodes {
+			if n.Node.Ready() {
+				ready++
+			}
+		}
+		if ready == len(nodes) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no leader elected within %s", within)
+		}
+	}
+	return nil
+}
+
+// runScenario sends one sample transaction. "nack" makes the hotel refuse; "timeout" makes
+// the payment service answer Prepare after the transaction's timeout. Knobs are restored.
+func runScenario(out io.Writer, name, entry string, prepares []string, svcs []*demo.Service) error {
+	timeout := 5000
+	switch name {
+	case "nack":
+		restore := svcs[1].Faults()
+		f := restore
+		f.NackRate = 1
+		if err := svcs[1].SetFaults(f); err != nil {
+			return err
+		}
+		defer func() { _ = svcs[1].SetFaults(restore) }()
+	case "timeout":
+		timeout = 500
+		restore := svcs[2].Faults()
+		f := restore
+		f.DelayMS = 1500
+		if err := svcs[2].SetFaults(f); err != nil {
+			return err
+		}
+		defer func() { _ = svcs[2].SetFaults(restore) }()
+	}
+	body, _ := json.Marshal(map[string]any{"services": prepares, "timeout": timeout})
+	fmt.Fprintf(out, "Sample transaction (%s) to %s:\n  POST /v1/transactions %s\n", name, entry, body)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Duration(timeout)*time.Millisecond+30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, entry+"/v1/transactions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("sample transaction: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, raw, "  ", "  ") != nil {
+		return errors.New("sample transaction: answer is not JSON: " + string(raw))
+	}
+	fmt.Fprintf(out, "  HTTP %d\n  %s\n\n", resp.StatusCode, pretty.String())
+	return nil
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/server"
+)
+
+// serveFlags are the flags of `txcoord serve`; dev reuses the tuning part.
+type serveFlags struct {
+	nodeID, httpAddr, httpAdvertise, raftAddr, raftAdvertise, dataDir, peers string
+	logLevel, logFormat                                                      string
+	tuning
+}
+
+// tuning holds the knobs shared by serve and dev.
+type tuning struct {
+	defaultTimeout, maxTimeout, phaseTwoWait       time.Duration
+	maxServices, maxInFlight, phaseTwoMaxAttempts  int
+	heartbeatTimeout, electionTimeout, leaderLease time.Duration
+	snapshotThreshold                              uint64
+}
+
+func (t *tuning) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.DurationVar(&t.defaultTimeout, "default-timeout", 5*time.Second, "phase-one timeout when a request names none")
+	f.DurationVar(&t.maxTimeout, "max-timeout", 60*time.Second, "largest timeout a request may ask for")
+	f.DurationVar(&t.phaseTwoWait, "phase-two-wait", 0, "how long POST waits for phase two before answering 202 (0: the transaction's timeout)")
+	f.IntVar(&t.maxServices, "max-services", 32, "most participants in one transaction")
+	f.IntVar(&t.maxInFlight, "max-inflight", 1024, "most transactions the leader drives at once; beyond it POST gets 503")
+	f.IntVar(&t.phaseTwoMaxAttempts, "phase-two-max-attempts", 30, "Commit/Rollback calls one participant may refuse before the transaction is failed (heuristic)")
+	f.DurationVar(&t.heartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout: a follower that hears nothing for this long starts an election")
+	f.DurationVar(&t.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
+	f.DurationVar(&t.leaderLease, "leader-lease-timeout", 500*time.Millisecond, "Raft leader lease: a leader that cannot reach a quorum for this long steps down")
+	f.Uint64Var(&t.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+}
+
+func (t *tuning) validate() error {
+	switch {
+	case t.defaultTimeout <= 0 || t.maxTimeout <= 0:
+		return fmt.Errorf("--default-timeout and --max-timeout must be positive")
+	case t.defaultTimeout > t.maxTimeout:
+		return fmt.Errorf("--default-timeout (%s) exceeds --max-timeout (%s)", t.defaultTimeout, t.maxTimeout)
+	case t.maxServices < 1 || t.maxInFlight < 1 || t.phaseTwoMaxAttempts < 1:
+		return fmt.Errorf("--max-services, --max-inflight and --phase-two-max-attempts must be at least 1")
+	case t.phaseTwoWait < 0:
+		return fmt.Errorf("--phase-two-wait must not be negative")
+	case t.leaderLease > t.heartbeatTimeout:
+		return fmt.Errorf("--leader-lease-timeout (%s) must not exceed --heartbeat-timeout (%s)", t.leaderLease, t.heartbeatTimeout)
+	case t.heartbeatTimeout < 5*time.Millisecond || t.electionTimeout < 5*time.Millisecond:
+		return fmt.Errorf("--heartbeat-timeout and --election-timeout must be at least 5ms")
+	}
+	return nil
+}
+
+// apply copies the tuning into a node's config.
+func (t *tuning) apply(c *server.Config) {
+	c.API.DefaultTimeout, c.API.MaxTimeout, c.API.PhaseTwoWait = t.defaultTimeout, t.maxTimeout, t.phaseTwoWait
+	c.API.MaxServices = t.maxServices
+	c.Engine.MaxInFlight, c.Engine.PhaseTwoMaxAttempts = t.maxInFlight, t.phaseTwoMaxAttempts
+	c.Cluster.HeartbeatTimeout, c.Cluster.ElectionTimeout, c.Cluster.LeaderLeaseTimeout = t.heartbeatTimeout, t.electionTimeout, t.leaderLease
+	c.Cluster.SnapshotThreshold = t.snapshotThreshold
+}
+
+func newServeCmd() *cobra.Command {
+	var fl serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run one coordinator node",
+		Example: `  txcoord serve --node-id n1 --http-addr 127.0.0.1:8081 --raft-addr 127.0.0.1:7001 \
+    --data-dir /var/lib/txcoord/n1 \
+    --peers n1=127.0.0.1:7001@127.0.0.1:8081,n2=127.0.0.1:7002@127.0.0.1:8082,n3=127.0.0.1:7003@127.0.0.1:8083`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(&fl) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.nodeID, "node-id", "", "this node's unique id (required)")
+	f.StringVar(&fl.httpAddr, "http-addr", "127.0.0.1:8081", "HTTP API listen address")
+	f.StringVar(&fl.httpAdvertise, "http-advertise", "", "HTTP address other nodes use to reach this one (default: --http-addr)")
+	f.StringVar(&fl.raftAddr, "raft-addr", "127.0.0.1:7001", "Raft listen address")
+	f.StringVar(&fl.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial (default: --raft-addr)")
+	f.StringVar(&fl.dataDir, "data-dir", "", "directory for the Raft log and snapshots (required)")
+	f.StringVar(&fl.peers, "peers", "", "initial members, id=raftaddr@httpaddr,... (all nodes get the same list; empty: join later)")
+	f.StringVar(&fl.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	f.StringVar(&fl.logFormat, "log-format", "text", "text or json")
+	fl.tuning.register(cmd)
+	return cmd
+}
+
+func newLogger(name, level, format string) (hclog.Logger, error) {
+	lvl := hclog.LevelFromString(level)
+	if lvl == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
+	}
+	if format != "text" && format != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: lvl, JSONFormat: format == "json", Output: os.Stderr, TimeFormat: "2006-01-02T15:04:05.000Z07:00"}), nil
+}
+
+// parsePeers reads "id=raftaddr@httpaddr,...". The HTTP part may be omitted
+// ("id=raftaddr"): such a peer's API address is learnt from the log once it has led.
+func parsePeers(s string) ([]cluster.Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []cluster.Peer
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		id, rest, ok := strings.Cut(item, "=")
+		if !ok || id == "" || rest == "" {
+			return nil, fmt.Errorf("--peers entry %q: want id=raftaddr@httpaddr", item)
+		}
+		raftAddr, httpAddr, _ := strings.Cut(rest, "@")
+		if _, _, err := net.SplitHostPort(raftAddr); err != nil {
+			return nil, fmt.Errorf("--peers entry %q: raft address: %v", item, err)
+		}
+		if httpAddr != "" {
+			if _, _, err := net.SplitHostPort(httpAddr); err != nil {
+				return nil, fmt.Errorf("--peers entry %q: http address: %v", item, err)
+			}
+		}
+		out = append(out, cluster.Peer{ID: id, RaftAddr: raftAddr, HTTPAddr: httpAddr})
+	}
+	return out, nil
+}
+
+func runServe(fl *serveFlags) error {
+	if fl.nodeID == "" {
+		return fmt.Errorf("--node-id is required")
+	}
+	if fl.dataDir == "" {
+		return fmt.Errorf("--data-dir is required")
+	}
+	if err := fl.tuning.validate(); err != nil {
+		return err
+	}
+	lg, err := newLogger("txcoord", fl.logLevel, fl.logFormat)
+	if err != nil {
+		return err
+	}
+	peers, err := parsePeers(fl.peers)
+	if err != nil {
+		return err
+	}
+	cfg := server.Config{
+		HTTPBind: fl.httpAddr,
+		Logger:   lg.With("node", fl.nodeID),
+		Cluster: cluster.Config{
+			NodeID: fl.nodeID, RaftBind: fl.raftAddr, RaftAdvertise: fl.raftAdvertise,
+			HTTPAdvertise: fl.httpAdvertise, DataDir: fl.dataDir, Peers: peers,
+		},
+	}
+	if cfg.Cluster.HTTPAdvertise == "" {
+		cfg.Cluster.HTTPAdvertise = fl.httpAddr
+	}
+	fl.tuning.apply(&cfg)
+	srv, err := server.Start(cfg)
+	if err != nil {
+		return err
+	}
+	lg.Info("serving", "node", fl.nodeID, "http", srv.HTTPAddr(), "raft", fl.raftAddr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	lg.Info("shutting down", "signal", s.String())
+	return srv.Close()
+}
