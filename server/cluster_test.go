@@ -1,0 +1,200 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/server"
+	"github.com/txcoord/txcoord/server/servertest"
+)
+
+// participants starts the three demo services over loopback.
+func participants(t *testing.T) ([]*demo.Service, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	var svcs []*demo.Service
+	var urls []string
+	for _, k := range []string{demo.KindFlight, demo.KindHotel, demo.KindPayment} {
+		svc, err := demo.New(demo.Config{Kind: k, DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Exit: func(int) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(svc.Handler())
+		t.Cleanup(func() { ts.Close(); _ = svc.Close() })
+		svcs = append(svcs, svc)
+		urls = append(urls, ts.URL+"/prepare")
+	}
+	return svcs, urls
+}
+
+type outcome struct {
+	TransactionID string   `json:"transactionId"`
+	Status        string   `json:"status"`
+	Errors        []string `json:"errors"`
+}
+
+func post(t *testing.T, base string, services []string, timeoutMs int) (int, outcome) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": timeoutMs})
+	resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", base, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out outcome
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("POST %s: answer %q: %v", base, raw, err)
+	}
+	return resp.StatusCode, out
+}
+
+// ledgerOf returns what a participant's ledger says of id ("" when it has no record).
+func ledgerOf(t *testing.T, svc *demo.Service, id string) participant.State {
+	t.Helper()
+	st, err := svc.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Ledger[id]
+}
+
+func prepareCount(svcs []*demo.Service) int {
+	n := 0
+	for _, s := range svcs {
+		n += len(s.Requests())
+	}
+	return n
+}
+
+func TestClusterCommitsThroughLeaderAndFollower(t *testing.T) {
+	svcs, urls := participants(t)
+	c := servertest.Start(t, servertest.Options{})
+	leader := c.WaitLeader(10 * time.Second)
+	follower := c.Follower()
+
+	for name, i := range map[string]int{"leader": leader, "follower": follower} {
+		code, out := post(t, c.Node(i).URL(), urls, 2000)
+		if code != http.StatusOK || out.Status != "committed" || len(out.Errors) != 0 {
+			t.Fatalf("via %s: HTTP %d %+v, want 200 committed", name, code, out)
+		}
+		c.WaitConverged(5 * time.Second)
+		for n := 0; n < c.Len(); n++ {
+			txn, ok := c.Node(n).Node.FSM.Get(out.TransactionID)
+			if !ok || txn.Status != fsm.StatusCommitted {
+				t.Fatalf("via %s: node %d holds %+v, want committed", name, n, txn)
+			}
+		}
+		for _, svc := range svcs {
+			if got := ledgerOf(t, svc, out.TransactionID); got != participant.StateCommitted {
+				t.Fatalf("via %s: %s ledger says %q, want committed", name, svc.Kind(), got)
+			}
+		}
+	}
+}
+
+func TestClusterCommitsWithOneFollowerDown(t *testing.T) {
+	svcs, urls := participants(t)
+	c := servertest.Start(t, servertest.Options{})
+	c.WaitLeader(10 * time.Second)
+	down := c.Follower()
+	c.Stop(down)
+	leader := c.WaitLeader(10 * time.Second)
+
+	code, out := post(t, c.Node(leader).URL(), urls, 2000)
+	if code != http.StatusOK || out.Status != "committed" {
+		t.Fatalf("with node %d down: HTTP %d %+v, want 200 committed", down, code, out)
+	}
+	c.StartNode(down)
+	c.WaitLeader(10 * time.Second)
+	c.WaitConverged(10 * time.Second)
+	if txn, ok := c.Node(down).Node.FSM.Get(out.TransactionID); !ok || txn.Status != fsm.StatusCommitted {
+		t.Fatalf("restarted node holds %+v, want the committed transaction", txn)
+	}
+	for _, svc := range svcs {
+		if got := ledgerOf(t, svc, out.TransactionID); got != participant.StateCommitted {
+			t.Fatalf("%s ledger says %q, want committed", svc.Kind(), got)
+		}
+	}
+}
+
+// TestC07_ReplayIsSilent runs 100 transactions, restarts a follower and then the whole
+// cluster, and checks that rebuilding state from snapshot and log sends participants
+// nothing, that every node ends with the same state (O4) and that nothing is re-prepared.
+func TestC07_ReplayIsSilent(t *testing.T) {
+	svcs, urls := participants(t)
+	c := servertest.Start(t, servertest.Options{Tune: func(_ int, cfg *server.Config) {
+		cfg.Cluster.SnapshotThreshold = 64 // so that restarts restore a snapshot and replay a tail
+		cfg.Cluster.TrailingLogs = 16
+		cfg.Cluster.SnapshotInterval = 100 * time.Millisecond
+	}})
+	leader := c.WaitLeader(10 * time.Second)
+	base := c.Node(leader).URL()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for w := 0; w < 10; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 10; k++ {
+				body, _ := json.Marshal(map[string]any{"services": urls, "timeout": 5000})
+				resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				var out outcome
+				_ = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				if out.Status != "committed" {
+					errs <- fmt.Errorf("HTTP %d %+v", resp.StatusCode, out)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	c.WaitConverged(10 * time.Second)
+	before := prepareCount(svcs)
+	if before != 100*3*2 {
+		t.Fatalf("participants saw %d calls for 100 committed transactions, want 600", before)
+	}
+
+	f := c.Follower()
+	c.Stop(f)
+	c.StartNode(f)
+	c.WaitLeader(10 * time.Second)
+	c.WaitConverged(10 * time.Second)
+	if got := prepareCount(svcs); got != before {
+		t.Fatalf("restarting a follower sent %d participant calls", got-before)
+	}
+
+	c.Close()
+	for i := 0; i < c.Len(); i++ {
+		c.StartNode(i)
+	}
+	c.WaitLeader(15 * time.Second)
+	c.WaitConverged(10 * time.Second)
+	if got := prepareCount(svcs); got != before {
+		t.Fatalf("restarting the cluster sent %d participant calls", got-before)
+	}
+	counts := c.Node(0).Node.FSM.Counts()
+	if counts[fsm.StatusCommitted] != 100 || len(counts) != 1 {
+		t.Fatalf("after restarts the FSM holds %v, want 100 committed", counts)
+	}
+}
