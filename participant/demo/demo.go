@@ -455,7 +455,7 @@ func (s *Service) serveControl(w http.ResponseWriter, r *http.Request) {
 		Seed *uint64 `json:"seed"`
 	}
 	next := cur
-	if err := json.Unmarshal(body, &next); err == nil {
+	if err = json.Unmarshal(body, &next); err == nil {
 		err = json.Unmarshal(body, &seed)
 	}
 	if err == nil {
