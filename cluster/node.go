@@ -398,4 +398,3 @@ func (n *Node) Close() error {
 	n.closeStores()
 	return err
 }
-
