@@ -102,6 +102,10 @@ func parseService(raw json.RawMessage) (participant.Endpoints, error) {
 
 // parseTimeout accepts a JSON integer of ms from 1 to MaxTimeout; absent or null means
 // DefaultTimeout. Strings, fractions and exponents are refused, not coerced (case C09).
+// A timeout above MaxTimeout, however large (2^31, 2^53, a hundred digits), is refused with
+// 400 rather than clamped: the client learns the limit instead of silently getting another
+// bound, and the value is rejected before any duration arithmetic, so it cannot overflow
+// into a deadline in the past.
 func (s *Server) parseTimeout(raw json.RawMessage) (time.Duration, *apiError) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {

@@ -49,7 +49,8 @@ type State interface {
 type Config struct {
 	// DefaultTimeout is phase one's bound when a request names none [5000 ms].
 	DefaultTimeout time.Duration
-	// MaxTimeout is the largest timeout a request may ask for [60000 ms].
+	// MaxTimeout is the largest timeout a request may ask for [60000 ms]. Larger values are
+	// refused with 400, never clamped. DefaultTimeout is capped to it.
 	MaxTimeout time.Duration
 	// PhaseTwoWait is how long POST waits for phase two after phase one's timeout before it
 	// answers 202 [the transaction's own timeout once more].
@@ -67,6 +68,10 @@ func (c *Config) defaults() {
 	}
 	if c.MaxTimeout <= 0 {
 		c.MaxTimeout = 60 * time.Second
+	}
+	if c.DefaultTimeout > c.MaxTimeout {
+		// A request without "timeout" must not get a bound it could not ask for.
+		c.DefaultTimeout = c.MaxTimeout
 	}
 	if c.MaxServices <= 0 {
 		c.MaxServices = 32
