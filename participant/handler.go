@@ -91,6 +91,15 @@ func NewHandler(cb Callbacks, store Store, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(h)
 	}
+	if h.cb.Prepare == nil {
+		h.cb.Prepare = func(context.Context, string, time.Time) error { return nil }
+	}
+	if h.cb.Commit == nil {
+		h.cb.Commit = func(context.Context, string) error { return nil }
+	}
+	if h.cb.Rollback == nil {
+		h.cb.Rollback = func(context.Context, string) error { return nil }
+	}
 	return h
 }
 
@@ -200,10 +209,8 @@ type callbackError struct{ err error }
 func (e callbackError) Error() string { return e.err.Error() }
 func (e callbackError) Unwrap() error { return e.err }
 
+// runCallback wraps fn's errors in callbackError.
 func runCallback(fn func(ctx context.Context) error) func(ctx context.Context) error {
-	if fn == nil {
-		return nil
-	}
 	return func(ctx context.Context) error {
 		if err := fn(ctx); err != nil {
 			return callbackError{err}
@@ -235,10 +242,7 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 		cctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	var effect func(context.Context) error
-	if h.cb.Prepare != nil {
-		effect = runCallback(func(ctx context.Context) error { return h.cb.Prepare(ctx, id, deadline) })
-	}
+	effect := runCallback(func(ctx context.Context) error { return h.cb.Prepare(ctx, id, deadline) })
 	err := h.store.Put(cctx, Record{TransactionID: id, State: StatePrepared, Deadline: deadline, Updated: now}, effect)
 	if cbErr := (callbackError{}); errors.As(err, &cbErr) {
 		log.Info("prepare callback voted NACK", "reason", cbErr.err)
@@ -274,10 +278,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, id string, rec R
 		log.Error("2PC CONFLICT: commit of a transaction this participant voted NACK on; refusing", "vote_reason", rec.Reason)
 		return nack("conflict: this participant voted NACK: " + rec.Reason), nil
 	}
-	var effect func(context.Context) error
-	if h.cb.Commit != nil {
-		effect = runCallback(func(ctx context.Context) error { return h.cb.Commit(ctx, id) })
-	}
+	effect := runCallback(func(ctx context.Context) error { return h.cb.Commit(ctx, id) })
 	next := rec
 	next.State, next.Updated = StateCommitted, h.now()
 	if err := h.store.Put(ctx, next, effect); err != nil {
@@ -298,9 +299,7 @@ func (h *Handler) rollback(ctx context.Context, log *slog.Logger, id string, rec
 			log.Error("2PC CONFLICT: rollback of a transaction already committed here; refusing")
 			return nack("conflict: transaction was committed here"), nil
 		case StatePrepared:
-			if h.cb.Rollback != nil {
-				effect = runCallback(func(ctx context.Context) error { return h.cb.Rollback(ctx, id) })
-			}
+			effect = runCallback(func(ctx context.Context) error { return h.cb.Rollback(ctx, id) })
 		}
 		next.Reason, next.Deadline = rec.Reason, rec.Deadline
 	} else {

@@ -54,6 +54,7 @@ type txnPage struct {
 // "prepare", or (tolerated) a bare prepare URL string.
 type participantID string
 
+// UnmarshalJSON accepts {"prepare": URL, ...} or "URL".
 func (p *participantID) UnmarshalJSON(b []byte) error {
 	var obj struct {
 		Prepare string `json:"prepare"`

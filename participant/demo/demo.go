@@ -308,9 +308,13 @@ func (s *Service) phase(p participant.Phase) http.HandlerFunc {
 		entry := LoggedRequest{Phase: p, Received: time.Now()}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, participant.DefaultMaxBodyBytes))
 		if err != nil {
-			entry.Result = "http 413"
+			code, eb := http.StatusBadRequest, participant.ErrorBody{Error: "bad_request", Detail: "reading body: " + err.Error()}
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				code, eb = http.StatusRequestEntityTooLarge, participant.ErrorBody{Error: "body_too_large", Detail: err.Error()}
+			}
+			entry.Result = fmt.Sprintf("http %d", code)
 			s.record(entry)
-			http.Error(w, `{"error":"body_too_large","detail":"request body too large"}`, http.StatusRequestEntityTooLarge)
+			writeJSON(w, code, eb)
 			return
 		}
 		var req participant.Request

@@ -439,6 +439,14 @@ func TestRequestLogAndMethods(t *testing.T) {
 		doc.Requests[0].Received.IsZero() || doc.Requests[1].Result != "ACK" {
 		t.Fatalf("requests for a: %+v", doc.Requests)
 	}
+	resp, err = http.Post(s.srv.URL+"/prepare", "application/json", strings.NewReader(strings.Repeat(" ", participant.DefaultMaxBodyBytes+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d, want 413", resp.StatusCode)
+	}
 	resp, err = http.Get(s.srv.URL + "/prepare")
 	if err != nil {
 		t.Fatal(err)
