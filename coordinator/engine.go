@@ -64,6 +64,8 @@ var (
 	// known to commit. The transaction may still run under the next leader; ask for it by
 	// id (or retry with the same idempotency key).
 	ErrIndeterminate = errors.New("outcome unknown: leadership lost while logging")
+	// ErrKeyReused: the idempotency key names a transaction that is no longer kept.
+	ErrKeyReused = errors.New("idempotency key already used")
 )
 
 // Config tunes the engine. Zero values take the defaults in brackets.
@@ -83,6 +85,8 @@ type Config struct {
 	// every this many after, the leader logs a Progress entry so the stuck transaction is
 	// visible on every node [3].
 	ProgressEvery int
+	// Retention bounds what the FSM keeps of finished transactions and idempotency keys.
+	Retention Retention
 	// Now is the clock [time.Now]; tests replace it.
 	Now    func() time.Time
 	Logger hclog.Logger
@@ -110,6 +114,7 @@ func (c *Config) defaults() {
 	if c.ProgressEvery <= 0 {
 		c.ProgressEvery = 3
 	}
+	c.Retention.defaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -180,6 +185,11 @@ func (e *Engine) Lead(ctx context.Context) {
 	if len(active) > 0 {
 		e.lg.Info("resumed in-flight transactions", "count", len(active))
 	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		e.pruneLoop(ctx)
+	}()
 	<-ctx.Done()
 	e.mu.Lock()
 	e.lead = nil
@@ -279,9 +289,14 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		}
 		return nil, err
 	}
-	if errors.Is(res.Err, fsm.ErrKeyExists) && res.Txn != nil {
+	if errors.Is(res.Err, fsm.ErrKeyExists) {
 		e.inflight.Add(-1)
-		return res.Txn, nil
+		if res.Txn != nil {
+			return res.Txn, nil
+		}
+		// The key is still kept but its transaction was pruned: starting another one
+		// would run the client's request twice.
+		return nil, fmt.Errorf("%w: its transaction finished and was pruned", ErrKeyReused)
 	}
 	if res.Err != nil {
 		e.inflight.Add(-1)

@@ -155,6 +155,7 @@ const (
 	codeMethod        = "method_not_allowed"
 	codeInternal      = "internal"
 	codeUnavailable   = "unavailable"
+	codeConflict      = "conflict"
 )
 
 func statusOf(code string) int {
@@ -165,6 +166,8 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case codeMethod:
 		return http.StatusMethodNotAllowed
+	case codeConflict:
+		return http.StatusConflict
 	case codeNoLeader, codeBusy, codeIndeterminate, codeUnavailable:
 		return http.StatusServiceUnavailable
 	default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -41,8 +42,14 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return s.forward(c, body, key, timeout)
 	case errors.Is(err, coordinator.ErrBusy):
 		return writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
+	case errors.Is(err, coordinator.ErrKeyReused):
+		return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
 	case errors.Is(err, coordinator.ErrIndeterminate):
-		return s.answerIndeterminate(c, txn.ID, timeout, err)
+		id := ""
+		if txn != nil {
+			id = txn.ID
+		}
+		return s.answerIndeterminate(c, id, key, timeout, err)
 	default:
 		s.lg.Error("submit failed", "error", err)
 		return writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
@@ -77,24 +84,40 @@ func (s *Server) answer(c echo.Context, txn *fsm.Txn) error {
 
 // answerIndeterminate handles a Begin whose commit is unknown (leadership lost while it was
 // in flight, case C05): the entry may still commit under the next leader, so this node
-// waits on its own replicated state for the real outcome before it gives up with 503.
-func (s *Server) answerIndeterminate(c echo.Context, id string, timeout time.Duration, cause error) error {
-	p2 := s.cfg.PhaseTwoWait
-	if p2 <= 0 {
-		p2 = timeout
-	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout+p2)
-	defer cancel()
-	t, _ := s.state.WaitFor(ctx, id, func(t *fsm.Txn) bool { return t != nil && t.Status.Terminal() })
-	if t != nil {
-		code := http.StatusOK
-		if !t.Status.Terminal() {
-			code = http.StatusAccepted
+// waits on its own replicated state for the real outcome before it gives up with 503. The
+// 503 names the transaction id (when known) and the Idempotency-Key to retry with: for a
+// request a follower forwarded without a client key, that is the key the follower minted,
+// which the client has no other way to learn.
+func (s *Server) answerIndeterminate(c echo.Context, id, key string, timeout time.Duration, cause error) error {
+	if id != "" {
+		p2 := s.cfg.PhaseTwoWait
+		if p2 <= 0 {
+			p2 = timeout
 		}
-		return c.JSON(code, outcomeOf(t))
+		ctx, cancel := context.WithTimeout(c.Request().Context(), timeout+p2)
+		defer cancel()
+		t, _ := s.state.WaitFor(ctx, id, func(t *fsm.Txn) bool { return t != nil && t.Status.Terminal() })
+		if t != nil {
+			// The Begin committed: the transaction exists. 200 with its outcome, or 202
+			// while it is still running.
+			code := http.StatusOK
+			if !t.Status.Terminal() {
+				code = http.StatusAccepted
+			}
+			return c.JSON(code, outcomeOf(t))
+		}
+	}
+	var how []string
+	if id != "" {
+		how = append(how, "ask GET /v1/transactions/"+id)
+	}
+	if key != "" {
+		how = append(how, "retry with the same Idempotency-Key: "+key)
+	} else {
+		how = append(how, "a retry without an Idempotency-Key may start a second transaction")
 	}
 	return writeError(c, &apiError{Code: codeIndeterminate, TransactionID: id, retryAfter: "1",
-		Detail: fmt.Sprintf("%v; ask GET /v1/transactions/%s, or retry with the same Idempotency-Key", cause, id)})
+		Detail: fmt.Sprintf("%v; %s", cause, strings.Join(how, "; "))})
 }
 
 func (s *Server) getTransaction(c echo.Context) error {
