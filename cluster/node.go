@@ -378,10 +378,20 @@ func (n *Node) Leader() (id, httpAddr string) {
 	return id, n.peers[id].HTTPAddr
 }
 
+// Kill stops the node as a crash would, for tests: no leadership transfer, the leader's
+// work canceled, Raft shut down and the stores closed.
+func (n *Node) Kill() error {
+	return n.close(false)
+}
+
 // Close stops the leader loop, hands leadership to another voter when this node leads (so
 // in-flight transactions continue there at once), shuts Raft down and closes the stores.
 func (n *Node) Close() error {
-	if n.Raft.State() == raft.Leader {
+	return n.close(true)
+}
+
+func (n *Node) close(transfer bool) error {
+	if transfer && n.Raft.State() == raft.Leader {
 		if err := n.Raft.LeadershipTransfer().Error(); err != nil {
 			n.lg.Warn("leadership transfer on shutdown failed", "error", err)
 		}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,11 +23,22 @@ import (
 // participants starts the three demo services over loopback.
 func participants(t *testing.T) ([]*demo.Service, []string) {
 	t.Helper()
+	return participantsWith(t, nil)
+}
+
+// participantsWith starts the demo services; gate, when set, is each service's Config.Gate
+// (kind is the service's kind).
+func participantsWith(t *testing.T, gate func(kind string, ctx context.Context, p participant.Phase, txID string)) ([]*demo.Service, []string) {
+	t.Helper()
 	dir := t.TempDir()
 	var svcs []*demo.Service
 	var urls []string
 	for _, k := range []string{demo.KindFlight, demo.KindHotel, demo.KindPayment} {
-		svc, err := demo.New(demo.Config{Kind: k, DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Exit: func(int) {}})
+		cfg := demo.Config{Kind: k, DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Exit: func(int) {}}
+		if gate != nil {
+			cfg.Gate = func(ctx context.Context, p participant.Phase, txID string) { gate(k, ctx, p, txID) }
+		}
+		svc, err := demo.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,16 +58,26 @@ type outcome struct {
 
 func post(t *testing.T, base string, services []string, timeoutMs int) (int, outcome) {
 	t.Helper()
+	code, out := postNoFatal(base, services, timeoutMs)
+	if code == 0 {
+		t.Fatalf("POST %s: %v", base, out.Errors)
+	}
+	return code, out
+}
+
+// postNoFatal sends a transaction; a transport or decoding failure comes back as code 0
+// with the error in Errors.
+func postNoFatal(base string, services []string, timeoutMs int) (int, outcome) {
 	body, _ := json.Marshal(map[string]any{"services": services, "timeout": timeoutMs})
 	resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
 	if err != nil {
-		t.Fatalf("POST %s: %v", base, err)
+		return 0, outcome{Errors: []string{err.Error()}}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	var out outcome
 	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("POST %s: answer %q: %v", base, raw, err)
+		return 0, outcome{Errors: []string{fmt.Sprintf("answer %q: %v", raw, err)}}
 	}
 	return resp.StatusCode, out
 }

@@ -103,6 +103,19 @@ func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
 // URL returns the API's base URL, "http://host:port".
 func (s *Server) URL() string { return "http://" + s.HTTPAddr() }
 
+// Kill stops the node at once, as a crash would (tests): connections are cut, no
+// leadership transfer, in-flight work is abandoned.
+func (s *Server) Kill() error {
+	var err error
+	s.once.Do(func() {
+		_ = s.http.Close()
+		err = s.Node.Kill()
+		s.cancel()
+		s.wg.Wait()
+	})
+	return err
+}
+
 // Close shuts the node down in order: the API stops taking requests (in-flight ones get
 // up to 5 s), leadership moves to another voter so its transactions continue there, the
 // engine's drivers stop, Raft stops and the stores close. It is safe to call twice.

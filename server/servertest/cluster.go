@@ -130,6 +130,27 @@ func (c *Cluster) Stop(i int) {
 	}
 }
 
+// Kill stops node i abruptly, as a crash would: no leadership transfer, no draining.
+func (c *Cluster) Kill(i int) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		_ = n.Kill()
+	}
+}
+
+// Leader returns the index of the running node that leads, or -1.
+func (c *Cluster) Leader() int {
+	for i := range c.nodes {
+		if n := c.Node(i); n != nil && n.Node.LeaderReady() {
+			return i
+		}
+	}
+	return -1
+}
+
 // Close stops every node that is up, all at once.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
