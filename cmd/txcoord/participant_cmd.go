@@ -96,6 +96,7 @@ func newCheckCmd() *cobra.Command {
 		node         string
 		participants []string
 		inFlight     bool
+		pruned       bool
 		timeout      time.Duration
 	)
 	cmd := &cobra.Command{
@@ -116,7 +117,7 @@ Prints a report. Exit status: 0 no violation, 2 violations, 1 the data could not
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			report, err := checker.Run(ctx, &http.Client{Timeout: timeout}, node, participants, checker.Options{InFlight: inFlight})
+			report, err := checker.Run(ctx, &http.Client{Timeout: timeout}, node, participants, checker.Options{InFlight: inFlight, Pruned: pruned})
 			if err != nil {
 				return err
 			}
@@ -131,6 +132,7 @@ Prints a report. Exit status: 0 no violation, 2 violations, 1 the data could not
 	f.StringVar(&node, "node", "", "any coordinator node's HTTP URL")
 	f.StringSliceVar(&participants, "participant", nil, "a participant's URL (repeat, or separate with commas)")
 	f.BoolVar(&inFlight, "in-flight", false, "the cluster may still be working: do not report unfinished transactions and holds")
+	f.BoolVar(&pruned, "pruned", false, "the coordinator may have pruned old finished transactions: do not report commits it does not list")
 	f.DurationVar(&timeout, "timeout", 60*time.Second, "give up reading after this long")
 	return cmd
 }

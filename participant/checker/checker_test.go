@@ -89,6 +89,11 @@ func TestEachViolationIsDetected(t *testing.T) {
 			a.Inventory["seats"] = demo.Inventory{Capacity: 10, Free: 8, Sold: 2}
 			return txns
 		}, Options{}, []string{KindAgreement}, "does not know"},
+		{"pruned coordinator history tolerates unknown commits", func(txns []Txn, a, b *demo.State) []Txn {
+			a.Ledger["old"] = participant.StateCommitted
+			a.Inventory["seats"] = demo.Inventory{Capacity: 10, Free: 8, Sold: 2}
+			return txns
+		}, Options{Pruned: true}, nil, "0 violations"},
 		{"committed during preparing", func(txns []Txn, a, b *demo.State) []Txn {
 			txns[0].Status = "preparing"
 			return txns
