@@ -166,6 +166,13 @@ func classify(ctx context.Context, err error) *CallError {
 	if errors.As(err, &ue) && ue.Unwrap() != nil {
 		msg = ue.Unwrap().Error() // drop net/http's `Post "url":` prefix; the caller names the URL
 	}
+	switch {
+	case errors.Is(err, io.EOF):
+		// A bare "EOF" says nothing to an operator reading the errors list.
+		msg = "connection closed before a reply (EOF)"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "connection closed before the reply was complete (unexpected EOF)"
+	}
 	return &CallError{Kind: KindTransport, Msg: msg, Err: err}
 }
 

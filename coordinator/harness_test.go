@@ -1,0 +1,438 @@
+package coordinator_test
+
+// The harness: the engine with a real fsm.FSM behind a synchronous in-memory Log, and a
+// participant.Client calling participanttest FPs over loopback. Nothing here sleeps to
+// synchronise: outcomes are awaited with fsm.WaitFor or FP.Wait, and the few conditions
+// that have no notification (goroutines gone, in-flight count) are polled with a bound.
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/participanttest"
+)
+
+// waitBound bounds every wait in these tests; reaching it is a failure, not a timing.
+const waitBound = 10 * time.Second
+
+// entry is one command the memLog applied.
+type entry struct {
+	Index uint64
+	Cmd   fsm.Command
+	Res   fsm.Result
+}
+
+// logFault makes Apply fail for the commands match selects: before applying (nothing
+// written) or after (the entry is in the FSM but the proposer is told otherwise: an unknown
+// outcome such as raft.ErrLeadershipLost).
+type logFault struct {
+	match func(fsm.Command) bool
+	err   error
+	after bool
+}
+
+// memLog is a synchronous Log over a real FSM: it encodes each command with fsm.Encode,
+// decodes it back (so every command crosses the log format), and applies it at the next
+// index. It keeps every entry for the oracles.
+type memLog struct {
+	fsm *fsm.FSM
+
+	mu      sync.Mutex
+	index   uint64
+	entries []entry
+	faults  []logFault
+	fired   int
+}
+
+func newMemLog(f *fsm.FSM) *memLog { return &memLog{fsm: f} }
+
+func (l *memLog) Apply(_ context.Context, cmd fsm.Command) (fsm.Result, error) {
+	dec, err := fsm.Decode(fsm.Encode(cmd))
+	if err != nil {
+		return fsm.Result{}, fmt.Errorf("memLog: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var fault *logFault
+	for i := range l.faults {
+		if l.faults[i].match(dec) {
+			fault = &l.faults[i]
+			l.fired++
+			break
+		}
+	}
+	if fault != nil && !fault.after {
+		return fsm.Result{}, fault.err
+	}
+	l.index++
+	res := l.fsm.ApplyCommand(l.index, dec)
+	l.entries = append(l.entries, entry{Index: l.index, Cmd: dec, Res: res})
+	if fault != nil {
+		return fsm.Result{}, fault.err
+	}
+	return res, nil
+}
+
+// preload applies cmd directly (as entries an earlier leader committed).
+func (l *memLog) preload(t testing.TB, cmds ...fsm.Command) {
+	t.Helper()
+	for _, c := range cmds {
+		l.mu.Lock()
+		l.index++
+		res := l.fsm.ApplyCommand(l.index, c)
+		l.entries = append(l.entries, entry{Index: l.index, Cmd: c, Res: res})
+		l.mu.Unlock()
+		if res.Err != nil {
+			t.Fatalf("preload %T: %v", c, res.Err)
+		}
+	}
+}
+
+func (l *memLog) fail(match func(fsm.Command) bool, err error, after bool) {
+	l.mu.Lock()
+	l.faults = append(l.faults, logFault{match: match, err: err, after: after})
+	l.mu.Unlock()
+}
+
+func (l *memLog) clearFaults() {
+	l.mu.Lock()
+	l.faults = nil
+	l.mu.Unlock()
+}
+
+func (l *memLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.entries)
+}
+
+// all returns the entries applied so far.
+func (l *memLog) all() []entry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]entry(nil), l.entries...)
+}
+
+// entriesFor returns the entries that name transaction id (Complete: any of its items).
+func entriesFor(l *memLog, id string) []entry {
+	var out []entry
+	for _, e := range l.all() {
+		switch c := e.Cmd.(type) {
+		case *fsm.Begin:
+			if c.ID == id {
+				out = append(out, e)
+			}
+		case *fsm.Decide:
+			if c.ID == id {
+				out = append(out, e)
+			}
+		case *fsm.Progress:
+			if c.ID == id {
+				out = append(out, e)
+			}
+		case *fsm.Fail:
+			if c.ID == id {
+				out = append(out, e)
+			}
+		case *fsm.Complete:
+			for _, it := range c.Items {
+				if it.ID == id {
+					out = append(out, e)
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+func isDecide(c fsm.Command) bool { _, ok := c.(*fsm.Decide); return ok }
+
+// checkO1 fails the test unless every transaction in the log has at most one decision:
+// every Decide entry that applied for an id carries the same decision, and it is the one
+// the FSM holds.
+func checkO1(t testing.TB, l *memLog) {
+	t.Helper()
+	decided := map[string]fsm.Decision{}
+	for _, e := range l.all() {
+		d, ok := e.Cmd.(*fsm.Decide)
+		if !ok || e.Res.Err != nil {
+			continue
+		}
+		if prev, ok := decided[d.ID]; ok && prev != d.Decision {
+			t.Errorf("O1 violated: %s decided %v and %v", d.ID, prev, d.Decision)
+		}
+		decided[d.ID] = d.Decision
+	}
+	for id, d := range decided {
+		if txn, _ := l.fsm.Get(id); txn == nil || txn.Decision != d {
+			t.Errorf("O1: FSM holds %v for %s, the log decided %v", txn, id, d)
+		}
+	}
+}
+
+// checkFPs checks O2 and O3 at every FP.
+func checkFPs(t testing.TB, fps ...*participanttest.FP) {
+	t.Helper()
+	for _, fp := range fps {
+		if err := fp.CheckO2(); err != nil {
+			t.Error(err)
+		}
+		if err := fp.CheckO3(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// callRec is one Call as the watchCaller saw it.
+type callRec struct {
+	URL   string
+	Phase participant.Phase
+	ID    string
+}
+
+// watchCaller wraps the real client: it records every call, counts calls in progress, and
+// flags any call that starts after the leader it serves has stopped.
+type watchCaller struct {
+	inner coordinator.Caller
+
+	mu       sync.Mutex
+	calls    []callRec
+	inflight int
+	stopped  bool
+	late     []callRec
+}
+
+func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error) {
+	rec := callRec{URL: url, Phase: p, ID: req.TransactionID}
+	w.mu.Lock()
+	w.calls = append(w.calls, rec)
+	if w.stopped {
+		w.late = append(w.late, rec)
+	}
+	w.inflight++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.inflight--
+		w.mu.Unlock()
+	}()
+	return w.inner.Call(ctx, url, p, req)
+}
+
+func (w *watchCaller) count(p participant.Phase) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, c := range w.calls {
+		if c.Phase == p {
+			n++
+		}
+	}
+	return n
+}
+
+// rig is one "cluster" in memory: the FSM, the log, and a participant client shared by the
+// leaders a test starts over them.
+type rig struct {
+	t      testing.TB
+	fsm    *fsm.FSM
+	log    *memLog
+	client *participant.Client
+}
+
+func newRig(t testing.TB) *rig {
+	f := fsm.New()
+	return &rig{t: t, fsm: f, log: newMemLog(f), client: participant.NewClient(participant.ClientOptions{})}
+}
+
+// fastCfg is the engine configuration of these tests: retries in milliseconds.
+func fastCfg() coordinator.Config {
+	return coordinator.Config{
+		RetryInitial: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
+		CallTimeout: time.Second, PhaseTwoMaxAttempts: 30,
+	}
+}
+
+// leader is one engine running Lead over the rig.
+type leader struct {
+	eng      *coordinator.Engine
+	caller   *watchCaller
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// lead starts a new engine as the leader over the rig's FSM and log and waits until it
+// accepts Submit. The test's cleanup stops it (before the FPs, created earlier, close).
+func (r *rig) lead(cfg coordinator.Config, hooks *coordinator.Hooks) *leader {
+	r.t.Helper()
+	wc := &watchCaller{inner: r.client}
+	eng := coordinator.New(cfg, r.log, r.fsm, wc)
+	if hooks != nil {
+		eng.SetHooks(hooks)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &leader{eng: eng, caller: wc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		eng.Lead(ctx)
+	}()
+	eventually(r.t, "engine leading", eng.Leading)
+	r.t.Cleanup(func() { l.stop(r.t) })
+	return l
+}
+
+// stop ends the leader's term and waits for Lead to return. It then checks that no call was
+// in progress when Lead returned, and from now on flags any call as late.
+func (l *leader) stop(t testing.TB) {
+	t.Helper()
+	l.stopOnce.Do(func() {
+		l.cancel()
+		select {
+		case <-l.done:
+		case <-time.After(waitBound):
+			t.Fatalf("Lead did not return within %v of losing leadership", waitBound)
+		}
+		l.caller.mu.Lock()
+		l.caller.stopped = true
+		inflight := l.caller.inflight
+		l.caller.mu.Unlock()
+		if inflight != 0 {
+			t.Errorf("Lead returned with %d participant calls in progress", inflight)
+		}
+	})
+}
+
+// assertNoLateCalls fails the test if a call started after the leader stopped.
+func (l *leader) assertNoLateCalls(t testing.TB) {
+	t.Helper()
+	l.caller.mu.Lock()
+	defer l.caller.mu.Unlock()
+	if len(l.caller.late) > 0 {
+		t.Errorf("calls made after Lead returned: %+v", l.caller.late)
+	}
+}
+
+// parts returns the FPs as fsm participants.
+func parts(fps ...*participanttest.FP) []fsm.Participant {
+	out := make([]fsm.Participant, len(fps))
+	for i, fp := range fps {
+		e := fp.Endpoints()
+		out[i] = fsm.Participant{Prepare: e.Prepare, Commit: e.Commit, Rollback: e.Rollback}
+	}
+	return out
+}
+
+// submit starts a transaction over fps with the given phase-one timeout.
+func (l *leader) submit(t testing.TB, timeout time.Duration, fps ...*participanttest.FP) *fsm.Txn {
+	t.Helper()
+	txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: parts(fps...), Timeout: timeout})
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return txn
+}
+
+// waitTerminal waits until id is committed, rolled_back or failed and returns it.
+func (r *rig) waitTerminal(t testing.TB, id string) *fsm.Txn {
+	t.Helper()
+	return r.waitFor(t, id, "terminal", func(x *fsm.Txn) bool { return x != nil && x.Status.Terminal() })
+}
+
+func (r *rig) waitFor(t testing.TB, id, what string, cond func(*fsm.Txn) bool) *fsm.Txn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	txn, err := r.fsm.WaitFor(ctx, id, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s to be %s: %v (last: %s)", id, what, err, describe(txn))
+	}
+	return txn
+}
+
+func describe(x *fsm.Txn) string {
+	if x == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("%s decision=%v states=%+v errors=%q", x.Status, x.Decision, x.States, x.Errors())
+}
+
+// waitFP waits until cond holds at fp.
+func waitFP(t testing.TB, fp *participanttest.FP, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	if err := fp.Wait(ctx, cond); err != nil {
+		t.Fatalf("waiting at %s for %s: %v; log %+v", fp.URL(), what, err, fp.Log())
+	}
+}
+
+// eventually polls cond (for conditions without a notification) until it holds or
+// waitBound passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // a poll interval, not a synchronisation
+	}
+}
+
+// engineGoroutines returns the stacks of goroutines running engine or client code.
+func engineGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "coordinator.(*Engine)") || strings.Contains(g, "participant.(*Client).Call") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// checkNoLeak fails unless every engine goroutine is gone (they may be a few instructions
+// from exiting when Lead returns, hence the bounded wait).
+func checkNoLeak(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	for {
+		gs := engineGoroutines()
+		if len(gs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d engine goroutines left after Lead returned:\n%s", len(gs), strings.Join(gs, "\n\n"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// errorsContain fails unless txn.Errors() has the line want.
+func errorsContain(t testing.TB, txn *fsm.Txn, want string) {
+	t.Helper()
+	for _, e := range txn.Errors() {
+		if e == want {
+			return
+		}
+	}
+	t.Errorf("txn errors %q do not contain %q", txn.Errors(), want)
+}
