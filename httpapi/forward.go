@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -51,7 +52,13 @@ func (s *Server) readBody(r *http.Request) ([]byte, *apiError) {
 // Idempotency-Key (the client's, or one minted here), so resending it after a failed or
 // ambiguous attempt (a reset connection, a leader that just stepped down) can never start a
 // second transaction (case C06). It retries while the cluster has no leader, within the
-// time the client would have waited anyway.
+// time the client would have waited anyway: the transaction's timeout, the phase-two wait
+// and ForwardWait.
+//
+// When that time runs out the answer is 503 no_leader if no attempt can have reached a
+// leader, and 503 indeterminate, naming the key to retry with, if one may have: a dropped
+// connection or a leader that did not answer in time may still have started the
+// transaction, and "no leader" would invite a retry without the key.
 func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.Duration) error {
 	r := c.Request()
 	if by := r.Header.Get(forwardedHeader); by != "" {
@@ -60,10 +67,15 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 	if key == "" {
 		key = "fwd-" + uuid.NewString()
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*timeout+10*time.Second)
+	p2 := s.cfg.PhaseTwoWait
+	if p2 <= 0 {
+		p2 = timeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout+p2+s.cfg.ForwardWait)
 	defer cancel()
 	delay := 50 * time.Millisecond
 	var last *apiError
+	var maybeSent string // a leader an attempt may have reached, "" while none may have
 	for attempt := 0; ; attempt++ {
 		if s.node.LeaderReady() {
 			// Leadership arrived here while we retried: serve locally.
@@ -77,6 +89,7 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 			if err == nil {
 				retry := false
 				if resp.StatusCode == http.StatusServiceUnavailable {
+					// no_leader is only ever answered before anything is written.
 					var ae apiError
 					if json.Unmarshal(resp.body, &ae) == nil && ae.Code == codeNoLeader {
 						retry, last = true, &ae
@@ -87,6 +100,9 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 				}
 			} else {
 				s.lg.Debug("forward to leader failed; will retry", "leader", addr, "error", err)
+				if !notSent(err) {
+					maybeSent = addr
+				}
 				last = &apiError{Code: codeNoLeader, Detail: "forwarding to leader " + addr + ": " + err.Error()}
 			}
 		} else {
@@ -96,12 +112,24 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if maybeSent != "" {
+				last = &apiError{Code: codeIndeterminate, Detail: fmt.Sprintf(
+					"the request was forwarded to leader %s but no answer came back, so the transaction may have started (last error: %s); retry with the same Idempotency-Key: %s",
+					maybeSent, last.Detail, key)}
+			}
 			last.retryAfter = "1"
 			return writeError(c, last)
 		case <-t.C:
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// notSent reports whether a forwarding error certainly happened before the request left
+// this node (the connection was never made), so that no leader can have acted on it.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 type fwdResponse struct {

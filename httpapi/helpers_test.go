@@ -20,7 +20,6 @@ import (
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
-	"github.com/txcoord/txcoord/participant"
 )
 
 // fakeNode implements Node. Leader answers from a queue: each call takes the head while
@@ -32,6 +31,9 @@ type fakeNode struct {
 	leaders     []leader
 	status      cluster.Status
 	leaderCalls int
+	// readyAfter, when > 0, makes LeaderReady true once Leader was called that many times:
+	// leadership arriving while a forward retries.
+	readyAfter int
 }
 
 type leader struct{ id, addr string }
@@ -41,7 +43,7 @@ func (n *fakeNode) ID() string { return n.id }
 func (n *fakeNode) LeaderReady() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.leaderReady
+	return n.leaderReady || (n.readyAfter > 0 && n.leaderCalls >= n.readyAfter)
 }
 
 func (n *fakeNode) Ready() bool {
@@ -297,5 +299,3 @@ const (
 	hotel  = "http://hotel.example/prepare"
 	pay    = "http://pay.example/prepare"
 )
-
-var _ = participant.IdempotencyKeyHeader

@@ -59,7 +59,12 @@ type Config struct {
 	MaxServices int
 	// MaxBodyBytes bounds a request body [1 MiB].
 	MaxBodyBytes int64
-	Logger       hclog.Logger
+	// ForwardWait is how long a follower keeps trying to hand a POST to the leader, on top
+	// of the time the transaction itself may take (its timeout and the phase-two wait)
+	// [10 s]. When it runs out the client gets 503 no_leader, or 503 indeterminate if an
+	// attempt may have reached a leader.
+	ForwardWait time.Duration
+	Logger      hclog.Logger
 }
 
 func (c *Config) defaults() {
@@ -78,6 +83,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.ForwardWait <= 0 {
+		c.ForwardWait = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -123,7 +131,7 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 // connections (slowloris) while leaving room for the longest transaction a client may ask
 // for.
 func (s *Server) NewHTTPServer(addr string) *http.Server {
-	wait := 2*s.cfg.MaxTimeout + s.cfg.PhaseTwoWait + 30*time.Second
+	wait := 2*s.cfg.MaxTimeout + s.cfg.PhaseTwoWait + s.cfg.ForwardWait + 20*time.Second
 	return &http.Server{
 		Addr:              addr,
 		Handler:           s.echo,

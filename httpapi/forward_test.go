@@ -1,0 +1,359 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// seen is one request a spy received and the answer its API server gave.
+type seen struct {
+	key, by string
+	status  int
+	header  http.Header
+	body    []byte
+	dropped bool // the connection was closed instead of answering
+}
+
+// spy serves an API handler behind a wrapper that records every request. While drop > 0
+// it runs the request to completion (the transaction is created) and then closes the
+// connection without answering: the reply is lost after the leader acted on the request.
+type spy struct {
+	inner http.Handler
+	mu    sync.Mutex
+	reqs  []seen
+	drop  int
+}
+
+func (s *spy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	rec := httptest.NewRecorder()
+	s.inner.ServeHTTP(rec, r)
+	s.mu.Lock()
+	drop := s.drop > 0
+	if drop {
+		s.drop--
+	}
+	s.reqs = append(s.reqs, seen{key: r.Header.Get(participant.IdempotencyKeyHeader), by: r.Header.Get(forwardedHeader),
+		status: rec.Code, header: rec.Header().Clone(), body: rec.Body.Bytes(), dropped: drop})
+	s.mu.Unlock()
+	if drop {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		conn.Close()
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+func (s *spy) seen() []seen {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]seen(nil), s.reqs...)
+}
+
+func (s *spy) setDrop(n int) {
+	s.mu.Lock()
+	s.drop = n
+	s.mu.Unlock()
+}
+
+// node is one API server on a real loopback listener, behind a spy.
+type node struct {
+	*env
+	spy  *spy
+	http *httptest.Server
+	addr string // host:port, as Node.Leader reports it
+}
+
+func newNode(t *testing.T, id string, leads bool, cfg Config) *node {
+	t.Helper()
+	e := newEnv(t, cfg)
+	e.node.id = id
+	e.node.leaderReady = leads
+	e.srv = New(cfg, e.node, e.fsm, e.sub) // again: the server reads the node's id once
+	n := &node{env: e, spy: &spy{inner: e.srv.Handler()}}
+	n.http = httptest.NewServer(n.spy)
+	t.Cleanup(n.http.Close)
+	n.addr = strings.TrimPrefix(n.http.URL, "http://")
+	return n
+}
+
+// postTo sends a client POST to n over HTTP.
+func postTo(t *testing.T, n *node, body string, hdr ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, n.http.URL+"/v1/transactions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// The client POSTs to follower A; A hands the request to leader B and the client sees B's
+// answer byte for byte. B gets the client's key and the forwarded-by mark; A's Submitter is
+// never called.
+func TestC06_FollowerForwardsToLeader(t *testing.T) {
+	b := newNode(t, "b", true, Config{})
+	a := newNode(t, "a", false, Config{})
+	a.node.setLeaders(leader{"b", b.addr})
+
+	status, h, body := postTo(t, a, threeServices, participant.IdempotencyKeyHeader, "client-key-1")
+	got := b.spy.seen()
+	if len(got) != 1 {
+		t.Fatalf("B got %d requests, want 1", len(got))
+	}
+	if status != got[0].status || !bytes.Equal(body, got[0].body) || h.Get("Content-Type") != got[0].header.Get("Content-Type") {
+		t.Errorf("client saw %d %q (%s); B answered %d %q (%s)", status, body, h.Get("Content-Type"), got[0].status, got[0].body, got[0].header.Get("Content-Type"))
+	}
+	if o := outcome(t, body); status != 200 || o.Status != "committed" {
+		t.Errorf("answer %d %+v", status, o)
+	}
+	if got[0].key != "client-key-1" || got[0].by != "a" {
+		t.Errorf("B saw key %q, forwarded-by %q", got[0].key, got[0].by)
+	}
+	if n := len(a.sub.Calls()); n != 0 {
+		t.Errorf("follower's Submitter called %d times", n)
+	}
+	if calls := b.sub.Calls(); len(calls) != 1 || calls[0].Key != "client-key-1" || calls[0].Timeout != time.Second || len(calls[0].Participants) != 3 {
+		t.Errorf("leader's Submitter calls: %+v", calls)
+	}
+}
+
+func TestC06_ForwardMintsKeyWhenClientGaveNone(t *testing.T) {
+	b := newNode(t, "b", true, Config{})
+	a := newNode(t, "a", false, Config{})
+	a.node.setLeaders(leader{"b", "http://" + b.addr + "/"}) // an address with a scheme works too
+
+	if status, _, body := postTo(t, a, threeServices); status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	got := b.spy.seen()
+	if len(got) != 1 || !strings.HasPrefix(got[0].key, "fwd-") || validKey(got[0].key) != nil || got[0].by != "a" {
+		t.Errorf("B saw %+v; want one request with a minted fwd- key", got)
+	}
+}
+
+// Bad input is refused by the node that took it and never travels.
+func TestC06_FollowerValidatesBeforeForwarding(t *testing.T) {
+	b := newNode(t, "b", true, Config{})
+	a := newNode(t, "a", false, Config{})
+	a.node.setLeaders(leader{"b", b.addr})
+	status, h, body := postTo(t, a, withTimeout("0"))
+	checkError(t, status, h, body, http.StatusBadRequest, codeBadRequest)
+	if n := len(b.spy.seen()); n != 0 {
+		t.Errorf("B got %d requests", n)
+	}
+}
+
+// A forwarded request reaching a node that does not lead is answered 503 no_leader and is
+// not forwarded again, whoever that node believes leads.
+func TestC06_ForwardedRequestAtNonLeaderIsNotForwardedAgain(t *testing.T) {
+	c := newNode(t, "c", true, Config{})
+	b := newNode(t, "b", false, Config{})
+	b.node.setLeaders(leader{"c", c.addr})
+
+	status, h, body := postTo(t, b, threeServices, forwardedHeader, "a", participant.IdempotencyKeyHeader, "k")
+	checkError(t, status, h, body, http.StatusServiceUnavailable, codeNoLeader)
+	if h.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if n := len(c.spy.seen()); n != 0 {
+		t.Errorf("the forwarded request travelled on: C got %d", n)
+	}
+	if len(b.sub.Calls())+len(c.sub.Calls()) != 0 {
+		t.Error("a Submitter was called")
+	}
+}
+
+// A's leader B steps down: B answers 503 no_leader (nothing written), A asks again who
+// leads, and reaches C with the same key.
+func TestC06_RetriesWhenLeaderChanged(t *testing.T) {
+	c := newNode(t, "c", true, Config{})
+	b := newNode(t, "b", false, Config{})
+	b.node.setLeaders(leader{"c", c.addr})
+	a := newNode(t, "a", false, Config{})
+	a.node.setLeaders(leader{"b", b.addr}, leader{"c", c.addr})
+
+	status, _, body := postTo(t, a, threeServices, participant.IdempotencyKeyHeader, "client-key-2")
+	if o := outcome(t, body); status != 200 || o.Status != "committed" {
+		t.Fatalf("answer %d %s", status, body)
+	}
+	bs, cs := b.spy.seen(), c.spy.seen()
+	if len(bs) != 1 || bs[0].status != http.StatusServiceUnavailable || !strings.Contains(string(bs[0].body), codeNoLeader) {
+		t.Errorf("B saw %+v; want one request answered no_leader", bs)
+	}
+	if len(cs) != 1 || cs[0].key != "client-key-2" || cs[0].by != "a" {
+		t.Errorf("C saw %+v", cs)
+	}
+	if len(b.sub.Calls()) != 0 || len(c.sub.Calls()) != 1 || len(c.txnIDs()) != 1 {
+		t.Errorf("submits: B %d, C %d; C's transactions %v", len(b.sub.Calls()), len(c.sub.Calls()), c.txnIDs())
+	}
+}
+
+// The leader acts on the forwarded request (the transaction is logged), then the
+// connection drops before its reply reaches A. A resends with the SAME key, so the leader
+// finds the transaction it already has: one key, one transaction, and the client gets it.
+func TestC06_DroppedConnectionRetriesWithSameKey(t *testing.T) {
+	for _, clientKey := range []string{"", "client-key-3"} {
+		t.Run("key="+clientKey, func(t *testing.T) {
+			b := newNode(t, "b", true, Config{})
+			b.spy.setDrop(1)
+			a := newNode(t, "a", false, Config{})
+			a.node.setLeaders(leader{"b", b.addr})
+
+			var hdr []string
+			if clientKey != "" {
+				hdr = []string{participant.IdempotencyKeyHeader, clientKey}
+			}
+			status, _, body := postTo(t, a, threeServices, hdr...)
+			if status != 200 {
+				t.Fatalf("status %d: %s", status, body)
+			}
+			o := outcome(t, body)
+			got := b.spy.seen()
+			if len(got) < 2 || !got[0].dropped || got[len(got)-1].dropped {
+				t.Fatalf("B saw %d requests (%+v); want a dropped one and an answered retry", len(got), got)
+			}
+			for _, s := range got {
+				if s.key != got[0].key || s.key == "" {
+					t.Errorf("attempt keys differ: %q vs %q", s.key, got[0].key)
+				}
+			}
+			if clientKey != "" && got[0].key != clientKey {
+				t.Errorf("key %q, want the client's %q", got[0].key, clientKey)
+			}
+			keys := map[string]bool{}
+			for _, c := range b.sub.Calls() {
+				keys[c.Key] = true
+			}
+			ids := b.txnIDs()
+			if len(keys) != 1 || len(ids) != 1 || ids[0] != o.TransactionID {
+				t.Errorf("submitter keys %v, transactions %v, answer %s; want one key, one transaction", keys, ids, o.TransactionID)
+			}
+		})
+	}
+}
+
+// Every attempt's reply is lost until the bound: the client gets 503 indeterminate naming
+// the key, not no_leader, and a retry with that key returns the one transaction.
+func TestC06_AmbiguousForwardIsIndeterminate(t *testing.T) {
+	cfg := Config{PhaseTwoWait: 10 * time.Millisecond, ForwardWait: 300 * time.Millisecond}
+	b := newNode(t, "b", true, Config{})
+	b.spy.setDrop(1 << 30)
+	a := newNode(t, "a", false, cfg)
+	a.node.setLeaders(leader{"b", b.addr})
+
+	status, h, body := postTo(t, a, withTimeout("20"), participant.IdempotencyKeyHeader, "client-key-4")
+	got := checkError(t, status, h, body, http.StatusServiceUnavailable, codeIndeterminate)
+	if !strings.Contains(got["detail"], "client-key-4") {
+		t.Errorf("detail %q does not name the key", got["detail"])
+	}
+	if h.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	ids := b.txnIDs()
+	if len(ids) != 1 {
+		t.Fatalf("B holds %v, want one transaction", ids)
+	}
+
+	b.spy.setDrop(0)
+	status, _, body = postTo(t, b, withTimeout("20"), participant.IdempotencyKeyHeader, "client-key-4")
+	if o := outcome(t, body); status != 200 || o.TransactionID != ids[0] {
+		t.Errorf("retry with the key: %d %s, want %s", status, body, ids[0])
+	}
+}
+
+// No leader is known for the whole bound (timeout + phase-two wait + ForwardWait): 503
+// no_leader with Retry-After.
+func TestC06_NoLeaderUntilBoundIs503(t *testing.T) {
+	a := newNode(t, "a", false, Config{PhaseTwoWait: time.Millisecond, ForwardWait: 200 * time.Millisecond})
+	start := time.Now()
+	status, h, body := postTo(t, a, withTimeout("1"))
+	checkError(t, status, h, body, http.StatusServiceUnavailable, codeNoLeader)
+	if h.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if el := time.Since(start); el < 200*time.Millisecond {
+		t.Errorf("gave up after %v, before the bound", el)
+	}
+	if a.node.leaderCalls < 2 {
+		t.Errorf("asked for the leader %d times; want retries", a.node.leaderCalls)
+	}
+	if len(a.sub.Calls()) != 0 {
+		t.Error("Submitter called")
+	}
+}
+
+// Only the leader's own unreachable address is known: the dial never succeeds, nothing can
+// have been sent, so the answer is no_leader (not indeterminate).
+func TestC06_UnreachableLeaderIsNoLeader(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(dead.URL, "http://")
+	dead.Close()
+	a := newNode(t, "a", false, Config{PhaseTwoWait: time.Millisecond, ForwardWait: 150 * time.Millisecond})
+	a.node.setLeaders(leader{"b", addr})
+	status, h, body := postTo(t, a, withTimeout("1"))
+	if d := checkError(t, status, h, body, http.StatusServiceUnavailable, codeNoLeader)["detail"]; !strings.Contains(d, addr) {
+		t.Errorf("detail %q does not name the leader", d)
+	}
+}
+
+// The leader's other answers, 503 busy included, reach the client unchanged and are not
+// retried.
+func TestC06_LeaderBusyIsPassedThrough(t *testing.T) {
+	b := newNode(t, "b", true, Config{})
+	b.sub.setFn(func(context.Context, coordinator.Request) (*fsm.Txn, error) { return nil, coordinator.ErrBusy })
+	a := newNode(t, "a", false, Config{})
+	a.node.setLeaders(leader{"b", b.addr})
+	status, h, body := postTo(t, a, threeServices)
+	checkError(t, status, h, body, http.StatusServiceUnavailable, codeBusy)
+	if h.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After = %q, want the leader's", h.Get("Retry-After"))
+	}
+	if n := len(b.spy.seen()); n != 1 {
+		t.Errorf("B got %d requests, want 1", n)
+	}
+}
+
+// Leadership arrives at A while it waits for a leader: A serves the request itself.
+func TestC06_LeadershipArrivesWhileForwarding(t *testing.T) {
+	a := newNode(t, "a", false, Config{})
+	a.node.readyAfter = 1 // no leader known on the first try; A leads on the second
+	status, _, body := postTo(t, a, threeServices)
+	if o := outcome(t, body); status != 200 || o.Status != "committed" {
+		t.Fatalf("%d %s", status, body)
+	}
+	if calls := a.sub.Calls(); len(calls) != 1 || !strings.HasPrefix(calls[0].Key, "fwd-") {
+		t.Errorf("calls %+v; want one with the minted key", calls)
+	}
+}
