@@ -87,6 +87,8 @@ type Config struct {
 	ProgressEvery int
 	// Retention bounds what the FSM keeps of finished transactions and idempotency keys.
 	Retention Retention
+	// Observer receives measurements [none].
+	Observer Observer
 	// Now is the clock [time.Now]; tests replace it.
 	Now    func() time.Time
 	Logger hclog.Logger
@@ -121,6 +123,9 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 }
 
 // Engine drives transactions while this node leads. Create it with New; it is idle until
@@ -135,6 +140,7 @@ type Engine struct {
 	mu      sync.Mutex
 	lead    *term // nil while not leading
 	driving map[string]struct{}
+	nudges  map[string]chan struct{} // closed to cut a phase-two backoff short
 
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
@@ -159,7 +165,8 @@ type term struct {
 // through caller.
 func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
-	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}}
+	caller = observedCaller{Caller: caller, obs: cfg.Observer}
+	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}}
 }
 
 // SetHooks installs test hooks; call before Lead.
@@ -223,6 +230,7 @@ func (e *Engine) startDriver(t *term, id string) {
 		defer func() {
 			e.mu.Lock()
 			delete(e.driving, id)
+			delete(e.nudges, id)
 			e.mu.Unlock()
 			e.inflight.Add(-1)
 			t.wg.Done()
@@ -315,9 +323,12 @@ var errStop = errors.New("leadership ended")
 
 // drive runs the step function until the transaction is terminal or this term ends.
 func (e *Engine) drive(ctx context.Context, id string) {
-	for ctx.Err() == nil {
+	for stepped := false; ctx.Err() == nil; stepped = true {
 		txn, ok := e.state.Get(id)
 		if !ok || txn.Status.Terminal() {
+			if ok && stepped {
+				e.observeFinished(txn)
+			}
 			return
 		}
 		var err error

@@ -142,6 +142,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		if int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
 			return
 		}
+		e.cfg.Observer.Retry(hostOf(url), string(phase))
 		if int(rep.Attempts)%e.cfg.ProgressEvery == 0 {
 			// Best effort: a lost Progress entry only hides detail, never an outcome.
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
@@ -154,6 +155,8 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-e.nudged(id):
+			bo.Reset()
 		}
 	}
 }

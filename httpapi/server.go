@@ -118,6 +118,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	s.echo = e
+	s.operatorRoutes()
 	return s
 }
 
