@@ -1,11 +1,13 @@
 package coordinator_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/participant/participanttest"
@@ -37,7 +39,7 @@ func TestAllACKCommits(t *testing.T) {
 	fps := newFPs(t, 3)
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
-	txn := l.submit(t, 2*time.Second, fps...)
+	txn := l.submit(t, roomy, fps...)
 	if txn.Status != fsm.StatusPreparing {
 		t.Fatalf("Submit returned status %v, want preparing", txn.Status)
 	}
@@ -71,7 +73,7 @@ func TestOneNACKRollsBackAll(t *testing.T) {
 	fps[1].Set(prepare, participanttest.NACK("no rooms"))
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
-	txn := l.submit(t, 2*time.Second, fps...)
+	txn := l.submit(t, roomy, fps...)
 	got := r.waitTerminal(t, txn.ID)
 	if got.Status != fsm.StatusRolledBack || got.Decision != fsm.DecisionAbort {
 		t.Fatalf("got %s, want rolled_back", describe(got))
@@ -101,24 +103,35 @@ func TestSlowParticipantTimesOut(t *testing.T) {
 			fps[1].SetTombstones(tombstones)
 			fps[1].Set(prepare, participanttest.Hang())
 			r := newRig(t)
-			l := r.lead(fastCfg(), nil)
+			// Before deciding, make sure FP-B holds the Prepare (on a loaded machine the
+			// deadline could pass before the request is even sent).
+			l := r.lead(fastCfg(), &coordinator.Hooks{BeforeDecide: func(string, fsm.Decision) {
+				ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+				defer cancel()
+				if err := fps[1].Wait(ctx, func() bool { return fps[1].Count(prepare) == 1 }); err != nil {
+					t.Errorf("the prepare never reached FP-B: %v", err) // not Fatal: a driver goroutine
+				}
+			}})
 			start := time.Now()
-			txn := l.submit(t, 100*time.Millisecond, fps...)
+			txn := l.submit(t, 300*time.Millisecond, fps...)
 			got := r.waitTerminal(t, txn.ID)
 			if got.Status != fsm.StatusRolledBack {
 				t.Fatalf("got %s, want rolled_back", describe(got))
 			}
-			if el := time.Since(start); el < 100*time.Millisecond {
-				t.Errorf("decided after %v, before the 100 ms deadline", el)
+			if el := time.Since(start); el < 300*time.Millisecond {
+				t.Errorf("decided after %v, before the 300 ms deadline", el)
 			}
-			errorsContain(t, got, fps[1].Endpoints().Prepare+": no answer within 100 ms")
+			errorsContain(t, got, fps[1].Endpoints().Prepare+": no answer within 300 ms")
+			if st := fps[1].Calls(txn.ID); len(st) != 2 || st[0].Phase != prepare || st[0].Outcome != "" || st[1].Phase != rollback {
+				t.Errorf("FP-B should have the Prepare held and the Rollback done: %+v", st)
+			}
 			if fps[1].Count(rollback) != 1 || fps[0].Count(rollback) != 1 {
 				t.Errorf("rollbacks: %d, %d; want 1 each (also to the participant still preparing)", fps[0].Count(rollback), fps[1].Count(rollback))
 			}
 			// The late Prepare completes now.
 			fps[1].Release(prepare)
 			waitFP(t, fps[1], "the late prepare to finish", func() bool { return fps[1].Calls(txn.ID)[0].Outcome != "" })
-			late := fps[1].Calls(txn.ID)[0]
+			late := fps[1].Calls(txn.ID)[0] // the Prepare
 			if tombstones {
 				if late.Outcome != "NACK: already rolled back" {
 					t.Errorf("late prepare outcome %q", late.Outcome)
@@ -161,7 +174,7 @@ func TestPrepareErrors(t *testing.T) {
 			fps[1].Set(prepare, tc.b)
 			r := newRig(t)
 			l := r.lead(fastCfg(), nil)
-			txn := l.submit(t, 2*time.Second, fps...)
+			txn := l.submit(t, roomy, fps...)
 			got := r.waitTerminal(t, txn.ID)
 			if got.Status != fsm.StatusRolledBack {
 				t.Fatalf("got %s, want rolled_back", describe(got))

@@ -197,6 +197,7 @@ type callRec struct {
 	URL   string
 	Phase participant.Phase
 	ID    string
+	At    time.Time // when the engine made the call
 }
 
 // watchCaller wraps the real client: it records every call, counts calls in progress, and
@@ -212,7 +213,7 @@ type watchCaller struct {
 }
 
 func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error) {
-	rec := callRec{URL: url, Phase: p, ID: req.TransactionID}
+	rec := callRec{URL: url, Phase: p, ID: req.TransactionID, At: time.Now()}
 	w.mu.Lock()
 	w.calls = append(w.calls, rec)
 	if w.stopped {
@@ -228,6 +229,20 @@ func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase,
 	return w.inner.Call(ctx, url, p, req)
 }
 
+// times returns when the engine called url (any phase), in order.
+func (w *watchCaller) times(url string) []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []time.Time
+	for _, c := range w.calls {
+		if c.URL == url {
+			out = append(out, c.At)
+		}
+	}
+	return out
+}
+
+// count returns how many calls of phase p the engine made.
 func (w *watchCaller) count(p participant.Phase) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -254,11 +269,17 @@ func newRig(t testing.TB) *rig {
 	return &rig{t: t, fsm: f, log: newMemLog(f), client: participant.NewClient(participant.ClientOptions{})}
 }
 
-// fastCfg is the engine configuration of these tests: retries in milliseconds.
+// roomy is the phase-one timeout of transactions that are meant to commit. The machine
+// running the tests may be loaded (other test binaries, fuzzers): deadlines that are meant
+// to be met are generous, and only deadlines meant to pass are tight.
+const roomy = 10 * time.Second
+
+// fastCfg is the engine configuration of these tests: retries in milliseconds, and a call
+// timeout that only a hanging participant reaches.
 func fastCfg() coordinator.Config {
 	return coordinator.Config{
 		RetryInitial: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
-		CallTimeout: time.Second, PhaseTwoMaxAttempts: 30,
+		CallTimeout: roomy, PhaseTwoMaxAttempts: 30,
 	}
 }
 
