@@ -131,6 +131,7 @@ type Node struct {
 
 	notify  chan bool
 	closers []func() error
+	snaps   raft.SnapshotStore
 
 	mu     sync.Mutex
 	ready  bool // leader established: barrier done and engine running
@@ -217,6 +218,7 @@ func Open(cfg Config) (*Node, error) {
 		trans = tcp
 	}
 
+	n.snaps = snaps
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		n.closeStores()

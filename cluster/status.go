@@ -100,3 +100,15 @@ func suffrageName(s raft.ServerSuffrage) string {
 		return "staging"
 	}
 }
+
+// Snapshots returns how many snapshots the node keeps and the size of the newest, in bytes.
+func (n *Node) Snapshots() (count int, newestBytes int64) {
+	if n.snaps == nil {
+		return 0, 0
+	}
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0, 0
+	}
+	return len(metas), metas[0].Size
+}

@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/labstack/echo/v4"
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/participant"
 )
 
@@ -76,9 +78,13 @@ func Start(cfg Config) (*Server, error) {
 		caller = participant.NewClient(participant.ClientOptions{})
 	}
 	cfg.Engine.Logger = cfg.Logger
-	eng := coordinator.New(cfg.Engine, node, node.FSM, caller)
+	var eng *coordinator.Engine
+	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }})
+	cfg.Engine.Observer = m
+	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger
 	api := httpapi.New(cfg.API, node, node.FSM, eng)
+	api.Echo().GET("/metrics", echo.WrapHandler(m.Handler()))
 	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln}
 	s.http = api.NewHTTPServer(ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())

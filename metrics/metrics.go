@@ -1,0 +1,178 @@
+// Package metrics exposes a node's Prometheus metrics: the 2PC engine's measurements (it
+// implements coordinator.Observer), gauges read from the FSM, the engine and Raft at scrape
+// time, and hashicorp/raft's own timings (commit, FSM apply, boltdb store and fsync),
+// bridged from go-metrics. Names start with txcoord_; raft's keep their raft_ names.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	gometrics "github.com/armon/go-metrics"
+	gmprom "github.com/armon/go-metrics/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// Sources are what the scrape-time gauges read.
+type Sources struct {
+	Node     *cluster.Node
+	InFlight func() int64
+	// StuckAfter: a transaction still not terminal this long after it began counts as
+	// stuck [30s].
+	StuckAfter time.Duration
+}
+
+// Metrics is one node's registry.
+type Metrics struct {
+	reg        *prometheus.Registry
+	finished   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	calls      *prometheus.CounterVec
+	callTime   *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
+	src        Sources
+	raftGather prometheus.Gatherer
+}
+
+// Latency buckets in seconds, from 0.5 ms to 60 s: 2PC on a LAN lives at the low end, and
+// heuristic retries at the high end.
+var buckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10, 30, 60}
+
+// New builds the registry for one node.
+func New(src Sources) *Metrics {
+	if src.StuckAfter <= 0 {
+		src.StuckAfter = 30 * time.Second
+	}
+	m := &Metrics{reg: prometheus.NewRegistry(), src: src, raftGather: raftRegistry()}
+	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_transactions_finished_total", Help: "Transactions that reached a terminal status under this node's leadership, by status."}, []string{"status"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "txcoord_transaction_duration_seconds", Help: "Transaction latency: total (begin to end), phase_one (begin to decision), phase_two (decision to end).", Buckets: buckets}, []string{"phase"})
+	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_participant_calls_total", Help: "Participant calls by host, phase and result (ack, nack, timeout, transport, status, reply, canceled)."}, []string{"host", "phase", "result"})
+	m.callTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "txcoord_participant_call_duration_seconds", Help: "Participant call latency by phase.", Buckets: buckets}, []string{"phase"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_phase_two_retries_total", Help: "Phase-two calls scheduled for retry, by participant host and phase."}, []string{"host", "phase"})
+	m.reg.MustRegister(m.finished, m.duration, m.calls, m.callTime, m.retries, &stateCollector{m: m},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Finished implements coordinator.Observer.
+func (m *Metrics) Finished(status string, total, phaseOne, phaseTwo time.Duration) {
+	m.finished.WithLabelValues(status).Inc()
+	m.duration.WithLabelValues("total").Observe(total.Seconds())
+	m.duration.WithLabelValues("phase_one").Observe(phaseOne.Seconds())
+	m.duration.WithLabelValues("phase_two").Observe(phaseTwo.Seconds())
+}
+
+// Call implements coordinator.Observer.
+func (m *Metrics) Call(host, phase, result string, took time.Duration) {
+	m.calls.WithLabelValues(host, phase, result).Inc()
+	m.callTime.WithLabelValues(phase).Observe(took.Seconds())
+}
+
+// Retry implements coordinator.Observer.
+func (m *Metrics) Retry(host, phase string) { m.retries.WithLabelValues(host, phase).Inc() }
+
+// Handler serves the registry and raft's metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, m.raftGather}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+var (
+	raftOnce sync.Once
+	raftReg  = prometheus.NewRegistry()
+)
+
+// raftRegistry installs, once per process, a go-metrics sink that hashicorp/raft and
+// raft-boltdb report into. go-metrics is process-global, so several nodes in one process
+// (txcoord dev, tests) share these series.
+func raftRegistry() prometheus.Gatherer {
+	raftOnce.Do(func() {
+		sink, err := gmprom.NewPrometheusSinkFrom(gmprom.PrometheusOpts{Registerer: raftReg, Expiration: time.Minute, Name: "txcoord_raft_sink"})
+		if err != nil {
+			return
+		}
+		conf := gometrics.DefaultConfig("")
+		conf.EnableHostname, conf.EnableServiceLabel, conf.EnableRuntimeMetrics = false, false, false
+		_, _ = gometrics.NewGlobal(conf, sink)
+	})
+	return raftReg
+}
+
+// stateCollector reads gauges at scrape time, so they are never stale.
+type stateCollector struct{ m *Metrics }
+
+var (
+	descInFlight  = prometheus.NewDesc("txcoord_inflight_transactions", "Transactions this leader is driving now.", nil, nil)
+	descByStatus  = prometheus.NewDesc("txcoord_transactions", "Transactions held in the FSM, by status.", []string{"status"}, nil)
+	descStuck     = prometheus.NewDesc("txcoord_stuck_transactions", "Failed transactions, plus those not terminal this long after they began (see StuckAfter).", nil, nil)
+	descRaftState = prometheus.NewDesc("txcoord_raft_state", "1 for this node's current Raft role.", []string{"role"}, nil)
+	descTerm      = prometheus.NewDesc("txcoord_raft_term", "Current Raft term.", nil, nil)
+	descCommit    = prometheus.NewDesc("txcoord_raft_commit_index", "Raft commit index known to this node.", nil, nil)
+	descApplied   = prometheus.NewDesc("txcoord_raft_applied_index", "Raft index applied to this node's FSM.", nil, nil)
+	descLast      = prometheus.NewDesc("txcoord_raft_last_index", "Last Raft index in this node's log.", nil, nil)
+	descContact   = prometheus.NewDesc("txcoord_raft_last_contact_seconds", "Seconds since a follower last heard from the leader (0 on the leader).", nil, nil)
+	descReady     = prometheus.NewDesc("txcoord_ready", "1 when the node is ready to serve (/readyz).", nil, nil)
+	descSnapshots = prometheus.NewDesc("txcoord_raft_snapshots", "Snapshots kept in the data directory.", nil, nil)
+	descSnapBytes = prometheus.NewDesc("txcoord_raft_snapshot_bytes", "Size of the newest snapshot.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	src := c.m.src
+	if src.InFlight != nil {
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(src.InFlight()))
+	}
+	n := src.Node
+	if n == nil {
+		return
+	}
+	counts := n.FSM.Counts()
+	for _, st := range []fsm.Status{fsm.StatusPreparing, fsm.StatusCommitting, fsm.StatusRollingBack, fsm.StatusCommitted, fsm.StatusRolledBack, fsm.StatusFailed} {
+		ch <- prometheus.MustNewConstMetric(descByStatus, prometheus.GaugeValue, float64(counts[st]), st.String())
+	}
+	stuck := counts[fsm.StatusFailed]
+	cutoff := time.Now().Add(-src.StuckAfter).UnixMilli()
+	for _, t := range n.FSM.Active() {
+		if t.CreatedAt <= cutoff {
+			stuck++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descStuck, prometheus.GaugeValue, float64(stuck))
+	st := n.Status()
+	for _, role := range []string{"leader", "follower", "candidate", "shutdown"} {
+		v := 0.0
+		if st.Role == role {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, v, role)
+	}
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(st.Term))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(st.CommitIndex))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(st.LastIndex))
+	contact := 0.0
+	if st.Role != "leader" {
+		if lc := n.Raft.LastContact(); !lc.IsZero() {
+			contact = time.Since(lc).Seconds()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descContact, prometheus.GaugeValue, contact)
+	ready := 0.0
+	if st.Ready {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	count, size := n.Snapshots()
+	ch <- prometheus.MustNewConstMetric(descSnapshots, prometheus.GaugeValue, float64(count))
+	ch <- prometheus.MustNewConstMetric(descSnapBytes, prometheus.GaugeValue, float64(size))
+}

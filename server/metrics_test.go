@@ -1,0 +1,53 @@
+package server_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/server/servertest"
+)
+
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: HTTP %d", resp.StatusCode)
+	}
+	return string(b)
+}
+
+// TestMetricsAfterATransaction checks that /metrics reports a committed transaction, the
+// participant calls behind it, the node's Raft role, and raft's own timings.
+func TestMetricsAfterATransaction(t *testing.T) {
+	_, urls := participants(t)
+	c := servertest.Start(t, servertest.Options{})
+	leader := c.WaitLeader(10 * time.Second)
+	if code, out := post(t, c.Node(leader).URL(), urls, 2000); code != http.StatusOK || out.Status != "committed" {
+		t.Fatalf("HTTP %d %+v", code, out)
+	}
+	body := scrape(t, c.Node(leader).URL())
+	for _, want := range []string{
+		`txcoord_transactions_finished_total{status="committed"} 1`,
+		`txcoord_transaction_duration_seconds_count{phase="total"} 1`,
+		`txcoord_participant_calls_total{host="` + strings.TrimPrefix(strings.TrimSuffix(urls[0], "/prepare"), "http://") + `",phase="prepare",result="ack"} 1`,
+		`txcoord_raft_state{role="leader"} 1`,
+		`txcoord_transactions{status="committed"} 1`,
+		`txcoord_ready 1`,
+		`raft_commitTime`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("leader's /metrics lacks %s", want)
+		}
+	}
+	if body := scrape(t, c.Node(c.Follower()).URL()); !strings.Contains(body, `txcoord_raft_state{role="follower"} 1`) {
+		t.Errorf("follower's /metrics does not say it follows")
+	}
+}
