@@ -77,7 +77,13 @@ func New() *FSM {
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	cmd, err := Decode(l.Data)
 	if err != nil {
-		// The same bytes fail the same way on every node, so state stays identical.
+		// The same bytes fail the same way on every node, so state stays identical. The
+		// entry is still applied (as a no-op): AppliedIndex must move past it.
+		f.mu.Lock()
+		if l.Index > f.applied {
+			f.applied = l.Index
+		}
+		f.mu.Unlock()
 		return Result{Err: err}
 	}
 	return f.ApplyCommand(l.Index, cmd)

@@ -357,6 +357,20 @@ func TestRecordsNotMutated(t *testing.T) {
 			}
 		}
 	}
+	// ApplyCommand hands the command itself to the FSM: its slices must not be kept.
+	direct := fsm.New()
+	db := begin("d", 2)
+	rec := direct.ApplyCommand(1, db).Txn
+	db.Participants[0].Prepare = "http://mutated/prepare"
+	dd := decideAbort("d", 2)
+	direct.ApplyCommand(2, dd)
+	dd.Votes[1], dd.Reasons[1] = fsm.VoteYes, "mutated"
+	if rec.Participants[0].Prepare != "http://127.0.0.1:9001/prepare" {
+		t.Errorf("ApplyCommand kept Begin's participant slice")
+	}
+	if got, _ := direct.Get("d"); got.States[1].Vote != fsm.VoteNo || got.States[1].Reason != "no rooms" {
+		t.Errorf("ApplyCommand kept Decide's slices: %+v", got.States)
+	}
 	if versions[0].Participants[0].Prepare != "http://127.0.0.1:9001/prepare" {
 		t.Errorf("Begin's participant slice is shared with the record")
 	}
@@ -521,5 +535,31 @@ func TestPrune(t *testing.T) {
 	want := []string{"again", "cing", "f5", "p", "rbing"}
 	if !slices.Equal(got, want) {
 		t.Errorf("after pruning everything: %v, want %v", got, want)
+	}
+}
+
+func TestStatusNames(t *testing.T) {
+	names := map[fsm.Status]string{prep: "preparing", cing: "committing", rbing: "rolling_back", cted: "committed", rbed: "rolled_back", failed: "failed"}
+	for st, name := range names {
+		if st.String() != name {
+			t.Errorf("%d.String() = %q, want %q", st, st.String(), name)
+		}
+		if got, err := fsm.ParseStatus(name); err != nil || got != st {
+			t.Errorf("ParseStatus(%q) = %v, %v", name, got, err)
+		}
+		if want := st == cted || st == rbed || st == failed; st.Terminal() != want {
+			t.Errorf("%v.Terminal() = %v", st, st.Terminal())
+		}
+	}
+	for _, bad := range []string{"", "status(0)", "Committed", "done"} {
+		if _, err := fsm.ParseStatus(bad); err == nil {
+			t.Errorf("ParseStatus(%q) accepted", bad)
+		}
+	}
+	if s := fsm.Status(0).String(); s != "status(0)" {
+		t.Errorf("Status(0) = %q", s)
+	}
+	if s := fsm.Status(99).String(); s != "status(99)" {
+		t.Errorf("Status(99) = %q", s)
 	}
 }

@@ -1,0 +1,421 @@
+package fsm_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math"
+	"reflect"
+	"strconv"
+	"testing"
+
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// variedState fills n with every status, keys (one of a pruned txn), members, participants
+// in derived and explicit URL forms, UUID and non-UUID ids and odd timestamps.
+func variedState(t testing.TB) *node {
+	n := newNode(t)
+	explicit := []fsm.Participant{
+		{Prepare: "http://a:1/prepare", Commit: "http://a:1/commit", Rollback: "http://a:1/rollback"},                                     // derived
+		{Prepare: "http://b:2/tx/prep", Commit: "http://b:2/tx/do", Rollback: "http://b:2/tx/undo"},                                       // no "prepare"
+		{Prepare: "http://prepare.svc/prepare?x=1", Commit: "http://prepare.svc/commit?x=1", Rollback: "http://prepare.svc/rollback?x=1"}, // derived, "prepare" twice
+		{Prepare: "http://c/prepare", Commit: "http://c/commit", Rollback: "http://other/rollback"},                                       // half derived
+		{Prepare: "", Commit: "", Rollback: ""},
+	}
+	ids := []string{
+		"0190a8e2-7b3c-7def-8123-456789abcdef", // canonical UUID: 16 raw bytes
+		"0190A8E2-7B3C-7DEF-8123-456789ABCDEF", // upper case: kept as a string
+		"0190a8e2-7b3c-7def-8123-456789abcdeg", // not hex
+		"order-42",
+		"zß→✓",
+		"x",
+		"0190a8e2-7b3c-7def-8123-456789abcde0",
+		"0190a8e2-7b3c-7def-8123-456789abcde1",
+		"with key of pruned",
+	}
+	for i, id := range ids {
+		b := &fsm.Begin{ID: id, CreatedAt: t0 + int64(i), Deadline: t0 + int64(i) - 7, Participants: explicit[:1+i%len(explicit)]}
+		if i%2 == 0 {
+			b.Key = "key-" + id
+		}
+		n.must(b)
+	}
+	np := func(i int) int { return 1 + i%len(explicit) }
+	// ids[0] stays preparing.
+	n.must(&fsm.Decide{ID: ids[1], Decision: fsm.DecisionCommit, At: -5, Votes: votes(np(1), fsm.VoteYes), Reasons: make([]string, np(1))})
+	n.must(decideAbort(ids[2], np(2)))
+	n.must(decideCommit(ids[3], np(3)))
+	n.must(&fsm.Complete{At: t0 + 50, Items: []fsm.Completion{{ID: ids[3], Attempts: []uint32{math.MaxUint32, 0, 7, 1}}}})
+	n.must(decideAbort(ids[4], np(4)))
+	n.must(complete(t0+2, ids[4])) // at the prune cutoff: kept
+	n.must(decideCommit(ids[5], np(5)))
+	n.must(&fsm.Progress{ID: ids[5], Reports: []fsm.Report{{Attempts: 3, Error: "HTTP 500: \x00\xff"}}})
+	n.must(&fsm.Fail{ID: ids[5], At: t0 + 99, Reports: []fsm.Report{{Attempts: 4, Error: "gave up"}}})
+	n.must(decideAbort(ids[6], np(6)))
+	n.must(fail(ids[6], np(6)))
+	n.must(&fsm.Retry{ID: ids[6], At: t0 + 100, Note: "operator: retry"})
+	n.must(decideCommit(ids[7], np(7)))
+	n.must(fail(ids[7], np(7)))
+	n.must(&fsm.Resolve{ID: ids[7], At: t0 + 101, Note: "settled"})
+	n.must(decideCommit(ids[8], np(8)))
+	n.must(complete(t0+1, ids[8]))
+	n.must(&fsm.Prune{FinishedBefore: t0 + 2}) // drops ids[8], keeps its key
+	n.must(&fsm.SetMember{NodeID: "n1", HTTPAddr: "10.0.0.1:8080"})
+	n.must(&fsm.SetMember{NodeID: "n2", HTTPAddr: "10.0.0.2:8080"})
+	n.must(&fsm.SetMember{NodeID: "n3", HTTPAddr: "10.0.0.3:8080"})
+	n.must(&fsm.SetMember{NodeID: "n2", HTTPAddr: ""})
+
+	c := n.f.Counts()
+	for st := fsm.StatusPreparing; st <= fsm.StatusFailed; st++ {
+		if c[st] == 0 {
+			t.Fatalf("varied state lacks status %v: %v", st, c)
+		}
+	}
+	return n
+}
+
+func allTxns(f *fsm.FSM) []*fsm.Txn {
+	l, _ := f.List(0, "", 0)
+	return l
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	n := variedState(t)
+	want := snapBytes(t, n.f)
+	persisted := persist(t, n.f)
+	if !bytes.Equal(persisted, want) {
+		t.Fatalf("Persist and WriteSnapshot differ:\n%x\n%x", persisted, want)
+	}
+	r := restore(t, persisted)
+	if got := snapBytes(t, r); !bytes.Equal(got, want) {
+		t.Fatalf("restored state writes other bytes:\n%x\n%x", got, want)
+	}
+	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
+		t.Fatalf("records differ:\n%+v\n%+v", allTxns(r), allTxns(n.f))
+	}
+	if !reflect.DeepEqual(r.Active(), n.f.Active()) {
+		t.Fatalf("Active differs: %v vs %v", ids(r.Active()), ids(n.f.Active()))
+	}
+	if !reflect.DeepEqual(r.Members(), n.f.Members()) || len(r.Members()) != 2 {
+		t.Fatalf("members %v vs %v", r.Members(), n.f.Members())
+	}
+	if r.AppliedIndex() != n.f.AppliedIndex() || r.AppliedIndex() != n.idx {
+		t.Fatalf("applied %d vs %d (log %d)", r.AppliedIndex(), n.f.AppliedIndex(), n.idx)
+	}
+	for _, tx := range allTxns(n.f) {
+		if tx.Key == "" {
+			continue
+		}
+		got, ok := r.ByKey(tx.Key)
+		if !ok || got.ID != tx.ID {
+			t.Fatalf("ByKey(%q) = %v, %v", tx.Key, got, ok)
+		}
+	}
+	// The key of the pruned transaction is still held after the restore.
+	res := (&node{t: t, f: r, idx: n.idx}).do(&fsm.Begin{ID: "new", Key: "key-with key of pruned", Participants: parts(1)})
+	if !errors.Is(res.Err, fsm.ErrKeyExists) {
+		t.Fatalf("key of a pruned txn lost in the snapshot: %v", res.Err)
+	}
+
+	// An empty FSM round-trips too.
+	empty := persist(t, fsm.New())
+	if got := snapBytes(t, restore(t, empty)); !bytes.Equal(got, empty) {
+		t.Fatalf("empty snapshot: %x vs %x", got, empty)
+	}
+}
+
+// TestSnapshotIsolation: a snapshot taken before more commands persists the state at the
+// time it was taken (Persist runs while Apply goes on).
+func TestSnapshotIsolation(t *testing.T) {
+	n := variedState(t)
+	want := snapBytes(t, n.f)
+	snap, err := n.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tx := range n.f.Active() {
+		n.do(decideAbort(tx.ID, len(tx.Participants)))
+		n.do(complete(t0+5000, tx.ID))
+	}
+	n.must(&fsm.Prune{FinishedBefore: 1 << 60, KeysBefore: 1 << 60})
+	n.must(&fsm.SetMember{NodeID: "n9", HTTPAddr: "x"})
+	sink := newSink()
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if !bytes.Equal(sink.buf.Bytes(), want) {
+		t.Fatal("snapshot changed by commands applied after it was taken")
+	}
+}
+
+// TestSnapshotConcurrentApply persists snapshots while another goroutine applies commands;
+// run with -race, it fails if a record is written after it is published.
+func TestSnapshotConcurrentApply(t *testing.T) {
+	n := newNode(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// t.Fatal may not be called from this goroutine: report with t.Errorf.
+		want := func(res fsm.Result, err error) {
+			if !errors.Is(res.Err, err) || (err == nil) != (res.Err == nil) {
+				t.Errorf("Apply: %v, want %v", res.Err, err)
+			}
+		}
+		for i := range 300 {
+			id := strconv.Itoa(i)
+			want(n.do(begin(id, 3)), nil)
+			want(n.do(&fsm.Progress{ID: id, Reports: []fsm.Report{{Attempts: 1}}}), fsm.ErrBadTransition)
+			want(n.do(decideCommit(id, 3)), nil)
+			want(n.do(&fsm.Progress{ID: id, Reports: []fsm.Report{{Attempts: 2, Error: "e"}}}), nil)
+			want(n.do(complete(t0+int64(i), id)), nil)
+			if i%50 == 49 {
+				want(n.do(&fsm.Prune{FinishedBefore: t0 + int64(i)}), nil)
+			}
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		b := persist(t, n.f)
+		restore(t, b)
+		for _, tx := range n.f.Active() {
+			_ = tx.Errors()
+		}
+	}
+}
+
+func TestPersistCancelsOnWriteError(t *testing.T) {
+	n := variedState(t)
+	size := len(snapBytes(t, n.f))
+	for _, failAfter := range []int{0, 3, 5, size / 2, size - 1} {
+		snap, err := n.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink := newSink()
+		sink.failAfter = failAfter
+		err = snap.Persist(sink)
+		if !errors.Is(err, errDiskFull) {
+			t.Fatalf("failAfter %d: Persist = %v, want the sink's error", failAfter, err)
+		}
+		if sink.cancelled != 1 || sink.closed != 0 {
+			t.Fatalf("failAfter %d: cancelled %d closed %d, want 1 and 0", failAfter, sink.cancelled, sink.closed)
+		}
+	}
+}
+
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+func TestRestoreCorrupt(t *testing.T) {
+	good := snapBytes(t, variedState(t).f)
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	header := []byte("TXCS\x01")
+
+	cases := map[string][]byte{
+		"empty":             {},
+		"garbage":           []byte("this is not a snapshot at all"),
+		"magic only":        []byte("TXCS"),
+		"wrong magic":       cat([]byte("TXCZ"), good[4:]),
+		"lower-case magic":  cat([]byte("txcs"), good[4:]),
+		"version 0":         cat([]byte("TXCS\x00"), good[5:]),
+		"version 2":         cat([]byte("TXCS\x02"), good[5:]),
+		"trailing byte":     cat(good, []byte{0}),
+		"trailing snapshot": cat(good, good),
+		"huge record":       cat(header, uv(1<<60)),
+		"record over limit": cat(header, uv(16<<20+1)),
+		"bad varint":        cat(header, bytes.Repeat([]byte{0xff}, 11)),
+		"header short":      cat(header, uv(2), []byte{1, 1}),
+		"header long":       cat(header, uv(5), []byte{1, 0, 0, 0, 9}),
+		"missing txn":       cat(header, uv(4), []byte{1, 1, 0, 0}),
+		"missing key":       cat(header, uv(4), []byte{1, 0, 1, 0}),
+		"missing member":    cat(header, uv(4), []byte{1, 0, 0, 1}),
+		"member short":      cat(header, uv(4), []byte{1, 0, 0, 1}, uv(2), []byte{1, 'a'}),
+		"member long":       cat(header, uv(4), []byte{1, 0, 0, 1}, uv(5), []byte{1, 'a', 1, 'b', 0}),
+		"key bad id tag":    cat(header, uv(4), []byte{1, 0, 1, 0}, uv(4), []byte{1, 'k', 7, 0}),
+	}
+	// A transaction record with an impossible status.
+	{
+		n := newNode(t)
+		n.must(begin("s", 1))
+		b := snapBytes(t, n.f)
+		i := bytes.Index(b, []byte("\x00\x01s")) // id tag 0, length 1, "s"
+		if i < 0 {
+			t.Fatalf("txn record not found in %x", b)
+		}
+		// id(3) key(1) created(varint) deadline delta(varint) status
+		j := i + 3 + 1 + len(binary.AppendVarint(nil, t0)) + len(binary.AppendVarint(nil, 5000))
+		if fsm.Status(b[j]) != fsm.StatusPreparing {
+			t.Fatalf("status byte not at %d in %x", j, b)
+		}
+		for _, st := range []byte{0, 7, 255} {
+			bad := bytes.Clone(b)
+			bad[j] = st
+			cases["status "+strconv.Itoa(int(st))] = bad
+		}
+	}
+	// Every truncation of a good snapshot.
+	for i := range len(good) {
+		cases["truncated at "+strconv.Itoa(i)] = good[:i]
+	}
+
+	prev := variedState(t)
+	prevBytes := snapBytes(t, prev.f)
+	prevTx := prev.get("order-42")
+	for name, b := range cases {
+		rc := &closeRecorder{Reader: bytes.NewReader(b)}
+		err := prev.f.Restore(rc)
+		if !errors.Is(err, fsm.ErrCorrupt) {
+			t.Fatalf("%s: Restore = %v, want ErrCorrupt", name, err)
+		}
+		if !rc.closed {
+			t.Fatalf("%s: Restore did not close the reader", name)
+		}
+		if prev.get("order-42") != prevTx {
+			t.Fatalf("%s: failed Restore replaced a record", name)
+		}
+		if got := snapBytes(t, prev.f); !bytes.Equal(got, prevBytes) {
+			t.Fatalf("%s: failed Restore changed the state", name)
+		}
+	}
+	// A failed Restore leaves the FSM usable.
+	prev.must(decideAbort("0190a8e2-7b3c-7def-8123-456789abcdef", 1))
+}
+
+// TestRestoreReaderError: an I/O error from the snapshot stream is reported and the state
+// stays as it was.
+func TestRestoreReaderError(t *testing.T) {
+	good := snapBytes(t, variedState(t).f)
+	n := variedState(t)
+	before := snapBytes(t, n.f)
+	ioErr := errors.New("read failed")
+	r := io.MultiReader(bytes.NewReader(good[:len(good)/2]), iotestErr{ioErr})
+	if err := n.f.Restore(io.NopCloser(r)); err == nil {
+		t.Fatal("Restore of a failing reader succeeded")
+	}
+	if !bytes.Equal(snapBytes(t, n.f), before) {
+		t.Fatal("failed Restore changed the state")
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }
+
+// TestRestoreReplacesState: Restore drops everything the FSM held before.
+func TestRestoreReplacesState(t *testing.T) {
+	n := variedState(t)
+	other := newNode(t)
+	other.must(begin("only", 2))
+	other.must(&fsm.SetMember{NodeID: "m", HTTPAddr: "a"})
+	want := snapBytes(t, other.f)
+	if err := n.f.Restore(nopCloser(want)); err != nil {
+		t.Fatal(err)
+	}
+	if got := snapBytes(t, n.f); !bytes.Equal(got, want) {
+		t.Fatal("Restore merged instead of replacing")
+	}
+	if act := n.f.Active(); len(act) != 1 || act[0].ID != "only" {
+		t.Fatalf("Active after Restore = %v", ids(act))
+	}
+	if _, ok := n.f.ByKey("key-order-42"); ok {
+		t.Fatal("old key survived Restore")
+	}
+	if n.f.AppliedIndex() != 2 {
+		t.Fatalf("AppliedIndex = %d, want 2", n.f.AppliedIndex())
+	}
+}
+
+func FuzzRestore(f *testing.F) {
+	f.Add(snapBytes(f, variedState(f).f))
+	f.Add(snapBytes(f, fsm.New()))
+	small := newNode(f)
+	small.must(begin("0190a8e2-7b3c-7def-8123-456789abcdef", 2))
+	small.must(&fsm.SetMember{NodeID: "n", HTTPAddr: "a"})
+	f.Add(snapBytes(f, small.f))
+	f.Add([]byte("TXCS\x01"))
+	f.Add([]byte("TXCS\x01\x04\x00\x00\x00\x00"))
+	f.Add([]byte("TXCS\x02\x04\x00\x00\x00\x00"))
+	empty := snapBytes(f, fsm.New())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := fsm.New()
+		if err := r.Restore(nopCloser(b)); err != nil {
+			if !errors.Is(err, fsm.ErrCorrupt) {
+				t.Fatalf("Restore = %v, want ErrCorrupt", err)
+			}
+			if !bytes.Equal(snapBytes(t, r), empty) {
+				t.Fatal("failed Restore changed the state")
+			}
+			return
+		}
+		// What was restored writes a snapshot that restores to the same state, and that
+		// second snapshot is a fixed point.
+		b2 := snapBytes(t, r)
+		r2 := restore(t, b2)
+		if b3 := snapBytes(t, r2); !bytes.Equal(b2, b3) {
+			t.Fatalf("snapshot of a restored snapshot differs:\n%x\n%x", b2, b3)
+		}
+		if !reflect.DeepEqual(allTxns(r), allTxns(r2)) || !reflect.DeepEqual(r.Members(), r2.Members()) ||
+			r.AppliedIndex() != r2.AppliedIndex() {
+			t.Fatal("restored states differ")
+		}
+		// The restored FSM stays usable.
+		for _, tx := range r.Active() {
+			r.ApplyCommand(r.AppliedIndex()+1, decideAbort(tx.ID, len(tx.Participants)))
+		}
+	})
+}
+
+// goldenSnapshotState is a small state whose snapshot bytes are pinned below: a newer
+// binary must restore a snapshot an older one wrote.
+func goldenSnapshotState(t testing.TB) *node {
+	n := newNode(t)
+	n.must(goldens[0].cmd) // Begin of goldenID, key order-42, derived and explicit URLs
+	n.must(&fsm.Decide{ID: goldenID, Decision: fsm.DecisionCommit, At: t0 + 120, Votes: votes(2, fsm.VoteYes), Reasons: make([]string, 2)})
+	n.must(&fsm.Complete{At: t0 + 300, Items: []fsm.Completion{{ID: goldenID, Attempts: []uint32{1, 2}}}})
+	n.must(goldens[1].cmd) // Begin of legacy-7, preparing
+	n.must(&fsm.Decide{ID: "legacy-7", Decision: fsm.DecisionAbort, At: 5, Votes: []fsm.Vote{fsm.VoteNo}, Reasons: []string{"full"}})
+	n.must(&fsm.Fail{ID: "legacy-7", At: 9, Reports: []fsm.Report{{Attempts: 3, Error: "HTTP 500"}}})
+	n.must(&fsm.SetMember{NodeID: "node-1", HTTPAddr: "10.0.0.1:8080"})
+	return n
+}
+
+const goldenSnapshotHex = "" +
+	"545843530104070201018d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0abfef962904e0401" +
+	"f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f707265706172650100" +
+	"010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f7061792f" +
+	"74782f7201000102005500086c65676163792d3700010006020a120006010110687474703a2f2f682f70726570617265" +
+	"0f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c000308485454502035303020" +
+	"086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e6f64652d310d31302e302e302e" +
+	"313a38303830"
+
+func TestGoldenSnapshot(t *testing.T) {
+	n := goldenSnapshotState(t)
+	got := hex.EncodeToString(snapBytes(t, n.f))
+	if got != goldenSnapshotHex {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
+	}
+	b, err := hex.DecodeString(goldenSnapshotHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := restore(t, b)
+	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || !reflect.DeepEqual(r.Members(), n.f.Members()) || r.AppliedIndex() != 7 {
+		t.Fatalf("golden snapshot restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
+	}
+	if tx, ok := r.ByKey("order-42"); !ok || tx.ID != goldenID {
+		t.Fatalf("ByKey(order-42) = %v, %v", tx, ok)
+	}
+}
