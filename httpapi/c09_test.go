@@ -56,6 +56,9 @@ type c09Case struct {
 //     deadline in the past.
 //   - Duplicate participants (the same prepare URL twice, as strings or objects) are
 //     rejected, not merged.
+//   - Field names are exact and appear once: "Services", or "services" given twice, is a
+//     400, not a silent pick of one of them (encoding/json alone would match keys
+//     case-insensitively and let the last duplicate win).
 func c09Cases() []c09Case {
 	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 	const rangeMsg = `"timeout" must be an integer number of ms from 1 to 60000`
@@ -85,7 +88,8 @@ func c09Cases() []c09Case {
 		{name: "services missing", body: `{"timeout":1000}`, status: 400, detail: `"services" is required`},
 		{name: "services null", body: withServices("null"), status: 400, detail: `"services" is required`},
 		{name: "services empty", body: withServices("[]"), status: 400, detail: `"services" is empty`},
-		{name: "services not a list", body: withServices(`"` + flight + `"`), status: 400, detail: "invalid JSON"},
+		{name: "services not a list", body: withServices(`"` + flight + `"`), status: 400, detail: `"services" must be a list`},
+		{name: "services object", body: withServices(`{"a":"` + flight + `"}`), status: 400, detail: `"services" must be a list`},
 		{name: "duplicate strings", body: withServices(`["` + flight + `","` + hotel + `","` + flight + `"]`), status: 400, detail: "services[2] repeats services[0]"},
 		{name: "duplicate string and object", body: withServices(`["` + flight + `",{"prepare":"` + flight + `","commit":"http://flight.example/c","rollback":"http://flight.example/r"}]`), status: 400, detail: "services[1] repeats services[0]"},
 		{name: "ftp scheme", body: withServices(`["ftp://flight.example/prepare"]`), status: 400, detail: "scheme must be http or https"},
@@ -101,6 +105,9 @@ func c09Cases() []c09Case {
 		{name: "object with three URLs", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r"},"` + hotel + `"]`), status: 200, timeout: ms(1000), parts: 2},
 		{name: "object missing rollback", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c"}]`), status: 400, detail: `must name all of "prepare", "commit" and "rollback"`},
 		{name: "object unknown field", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r","weight":1}]`), status: 400, detail: `unknown field "weight"`},
+		{name: "object field twice", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r","prepare":"http://b.example/p"}]`), status: 400, detail: `"prepare" appears twice`},
+		{name: "object field in other case", body: withServices(`[{"Prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r"}]`), status: 400, detail: `unknown field "Prepare"`},
+		{name: "object URL not a string", body: withServices(`[{"prepare":7,"commit":"http://a.example/c","rollback":"http://a.example/r"}]`), status: 400, detail: `"prepare" must be a string`},
 		{name: "object bad scheme", body: withServices(`[{"prepare":"http://a.example/p","commit":"ftp://a.example/c","rollback":"http://a.example/r"}]`), status: 400, detail: "scheme must be http or https"},
 		{name: "number entry", body: withServices(`[42]`), status: 400, detail: "must be a prepare URL string or an object"},
 		{name: "null entry", body: withServices(`[null]`), status: 400, detail: "must be a prepare URL string or an object"},
@@ -117,6 +124,10 @@ func c09Cases() []c09Case {
 		{name: "trailing bracket", body: withServices(c09Services) + `]`, status: 400, detail: "invalid JSON"},
 		{name: "trailing whitespace is fine", body: withServices(c09Services) + " \n\t", status: 200, timeout: ms(1000), parts: 2},
 		{name: "unknown top-level field", body: `{"services":` + c09Services + `,"timeout":1000,"retries":3}`, status: 400, detail: `unknown field "retries"`},
+		{name: "field name in other case", body: `{"Services":` + c09Services + `,"timeout":1000}`, status: 400, detail: `unknown field "Services"`},
+		{name: "services twice", body: `{"services":` + c09Services + `,"services":["http://evil.example/prepare"]}`, status: 400, detail: `"services" appears twice`},
+		{name: "timeout twice", body: `{"services":` + c09Services + `,"timeout":1000,"timeout":60000}`, status: 400, detail: `"timeout" appears twice`},
+		{name: "empty object", body: `{}`, status: 400, detail: `"services" is required`},
 		{name: "empty body", body: ``, status: 400, detail: "invalid JSON"},
 		{name: "10 MB body", body: `{"services":["http://x.example/` + strings.Repeat("a", 10<<20) + `/prepare"]}`, status: 400, detail: "body over 1048576 bytes"},
 

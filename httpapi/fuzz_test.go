@@ -28,8 +28,8 @@ func seedBodies() []string {
 	return append(out, threeServices, `{"services":["http://[::1]:8080/prepare"]}`, `{"services":["HTTP://A/prepare","http://a/prepare"]}`)
 }
 
-// FuzzParseRequest: parseRequest never panics; what it accepts is a transaction the engine
-// can run (1 to MaxServices participants with distinct prepare URLs, every URL valid, a
+// FuzzParseRequest: parseRequest never panics; what it accepts is valid JSON and a
+// transaction the engine can run (1 to MaxServices participants with distinct prepare URLs, every URL valid, a
 // timeout from 1 ms to MaxTimeout); what it refuses is a 400 with a reason.
 func FuzzParseRequest(f *testing.F) {
 	for _, b := range seedBodies() {
@@ -43,6 +43,9 @@ func FuzzParseRequest(f *testing.F) {
 				t.Fatalf("refusal %+v with %d participants", aerr, len(parts))
 			}
 			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted a body that is not valid JSON: %q", body)
 		}
 		if timeout < time.Millisecond || timeout > s.cfg.MaxTimeout {
 			t.Fatalf("accepted timeout %v", timeout)

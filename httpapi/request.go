@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 //
 // A string entry is a prepare URL whose last path segment is "prepare"; its commit and
 // rollback URLs are derived (participant.Derive). Timeout is phase one's bound in ms.
+// Field names are matched exactly and each may appear once (parseRequest).
 type TransactionRequest struct {
 	Services []json.RawMessage `json:"services"`
 	Timeout  json.RawMessage   `json:"timeout"`
@@ -32,36 +34,37 @@ const maxKeyLen = 200
 // parseRequest validates a POST body. Every rule gives a reason the client can act on;
 // nothing is written to the log for a rejected request. Duplicate participants (the same
 // prepare URL twice) are rejected rather than merged: a caller that lists a service twice
-// has a bug we should not hide.
+// has a bug we should not hide. Field names, at the top level and in a participant object,
+// must be spelled exactly and appear once: "Services", or "services" twice, is refused
+// rather than matched case-insensitively or resolved by letting the last one win, as
+// encoding/json alone would.
 func (s *Server) parseRequest(body []byte) ([]fsm.Participant, time.Duration, *apiError) {
-	var req TransactionRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return nil, 0, badRequest("invalid JSON: " + strings.TrimPrefix(err.Error(), "json: "))
+	obj, err := decodeObject(body, "services", "timeout")
+	if err != nil {
+		return nil, 0, badRequest("invalid JSON: " + err.Error())
 	}
-	if dec.More() {
-		return nil, 0, badRequest("invalid JSON: data after the object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, 0, badRequest("invalid JSON: data after the object")
-	}
-	timeout, aerr := s.parseTimeout(req.Timeout)
+	timeout, aerr := s.parseTimeout(obj["timeout"])
 	if aerr != nil {
 		return nil, 0, aerr
 	}
-	if req.Services == nil {
+	var services []json.RawMessage
+	if raw := bytes.TrimSpace(obj["services"]); len(raw) > 0 {
+		if err := json.Unmarshal(raw, &services); err != nil {
+			return nil, 0, badRequest(`"services" must be a list of prepare URLs or objects with prepare, commit and rollback URLs`)
+		}
+	}
+	if services == nil {
 		return nil, 0, badRequest(`"services" is required: a list of prepare URLs`)
 	}
-	if len(req.Services) == 0 {
+	if len(services) == 0 {
 		return nil, 0, badRequest(`"services" is empty: a transaction needs at least one participant`)
 	}
-	if len(req.Services) > s.cfg.MaxServices {
-		return nil, 0, badRequest(fmt.Sprintf(`"services" has %d entries; the limit is %d`, len(req.Services), s.cfg.MaxServices))
+	if len(services) > s.cfg.MaxServices {
+		return nil, 0, badRequest(fmt.Sprintf(`"services" has %d entries; the limit is %d`, len(services), s.cfg.MaxServices))
 	}
-	parts := make([]fsm.Participant, 0, len(req.Services))
-	seen := make(map[string]int, len(req.Services))
-	for i, raw := range req.Services {
+	parts := make([]fsm.Participant, 0, len(services))
+	seen := make(map[string]int, len(services))
+	for i, raw := range services {
 		ep, err := parseService(raw)
 		if err != nil {
 			return nil, 0, badRequest(fmt.Sprintf("services[%d]: %v", i, err))
@@ -75,6 +78,57 @@ func (s *Server) parseRequest(body []byte) ([]fsm.Participant, time.Duration, *a
 	return parts, timeout, nil
 }
 
+// decodeObject reads raw as exactly one JSON object whose keys are among fields, each
+// spelled exactly and present at most once, and returns the values unparsed. Whitespace
+// may follow the object; anything else may not.
+func decodeObject(raw []byte, fields ...string) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err == io.EOF {
+		return nil, errors.New("empty body")
+	}
+	if err != nil {
+		return nil, cleanJSONError(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("want a JSON object")
+	}
+	out := make(map[string]json.RawMessage, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, cleanJSONError(err)
+		}
+		k, _ := tok.(string) // in an object Token returns a key or an error
+		if !slices.Contains(fields, k) {
+			return nil, fmt.Errorf("unknown field %q", k)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("field %q appears twice", k)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, cleanJSONError(err)
+		}
+		out[k] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, cleanJSONError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the object")
+	}
+	return out, nil
+}
+
+// cleanJSONError drops encoding/json's "json: " prefix and names a truncated input.
+func cleanJSONError(err error) error {
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errors.New("unexpected end of input")
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
 func parseService(raw json.RawMessage) (participant.Endpoints, error) {
 	raw = bytes.TrimSpace(raw)
 	switch {
@@ -85,11 +139,20 @@ func parseService(raw json.RawMessage) (participant.Endpoints, error) {
 		}
 		return participant.Derive(u)
 	case len(raw) > 0 && raw[0] == '{':
+		obj, err := decodeObject(raw, "prepare", "commit", "rollback")
+		if err != nil {
+			return participant.Endpoints{}, fmt.Errorf("invalid object: %v", err)
+		}
 		var ep participant.Endpoints
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ep); err != nil {
-			return participant.Endpoints{}, fmt.Errorf("invalid object: %s", strings.TrimPrefix(err.Error(), "json: "))
+		for _, f := range []struct {
+			name string
+			dst  *string
+		}{{"prepare", &ep.Prepare}, {"commit", &ep.Commit}, {"rollback", &ep.Rollback}} {
+			if v, ok := obj[f.name]; ok {
+				if err := json.Unmarshal(v, f.dst); err != nil {
+					return participant.Endpoints{}, fmt.Errorf("invalid object: %q must be a string", f.name)
+				}
+			}
 		}
 		if ep.Prepare == "" || ep.Commit == "" || ep.Rollback == "" {
 			return participant.Endpoints{}, errors.New(`an object must name all of "prepare", "commit" and "rollback"`)
