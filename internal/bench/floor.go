@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// FloorConfig is one floor measurement.
+type FloorConfig struct {
+	Leader      *cluster.Node // the leader of the cluster the transactions will run on
+	PrepareURLs []string      // the fast participants
+	// Time is how long each of the five measurements runs [2s]; the latency ones also stop
+	// after 5,000 samples.
+	Time time.Duration
+	// Concurrency of the throughput measurements [64].
+	Concurrency int
+}
+
+// Floor is what Raft and loopback HTTP cost on their own, measured on the same cluster and
+// participants as the transactions. Times are milliseconds.
+type Floor struct {
+	// RaftApply: one Node.Apply of a no-op entry (an empty Prune: nothing to do in the
+	// FSM) on the leader at concurrency 1: encode, append with fsync, replicate to a
+	// quorum (each follower fsyncs), commit, apply.
+	RaftApply Dist `json:"raftApply"`
+	// RaftAppliesPerSec: the same with Concurrency appliers at once (raft batches them:
+	// BatchApplyCh, MaxAppendEntries).
+	RaftAppliesPerSec float64 `json:"raftAppliesPerSec"`
+	// ParticipantCall: one POST prepare to a fast participant through participant.Client
+	// (the coordinator's client) at concurrency 1, keep-alive.
+	ParticipantCall Dist `json:"participantCall"`
+	// ParticipantRound: one call to each participant in parallel, as a phase round is
+	// sent, until the last answers.
+	ParticipantRound Dist `json:"participantRound"`
+	// ParticipantCallsPerSec: calls/s with Concurrency callers spread over the participants.
+	ParticipantCallsPerSec float64 `json:"participantCallsPerSec"`
+	Concurrency            int     `json:"concurrency"`
+	Participants           int     `json:"participants"`
+
+	// DesignMs is the latency floor of the current design at concurrency 1, from the p50s:
+	// the API answers once the completion entry is applied, so a transaction is 3 Raft
+	// commits in series (Begin, Decide, Complete) and 2 participant rounds.
+	DesignMs float64 `json:"designFloorMs"`
+	// IdealMs is the issue's floor: 2 commits (Begin, Decide) and 2 rounds; completion
+	// would be logged after the answer (or folded into later entries).
+	IdealMs float64 `json:"idealFloorMs"`
+	// RaftBoundTxnPerSec = RaftAppliesPerSec / 2: two entries per transaction, the
+	// completion folded away. HTTPBoundTxnPerSec = ParticipantCallsPerSec / (2P+1): one
+	// client POST and P prepare and P commit calls. Each is measured with the whole machine
+	// to itself; CombinedBoundTxnPerSec = 1 / (2/A + (2P+1)/H) is the bound when the two
+	// share the CPU, as they do in a transaction.
+	RaftBoundTxnPerSec     float64 `json:"raftBoundTxnPerSec"`
+	HTTPBoundTxnPerSec     float64 `json:"httpBoundTxnPerSec"`
+	CombinedBoundTxnPerSec float64 `json:"combinedBoundTxnPerSec"`
+}
+
+const floorMaxSamples = 5000
+
+// MeasureFloor runs the floor measurements one after the other.
+func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
+	if c.Leader == nil || len(c.PrepareURLs) == 0 {
+		return nil, fmt.Errorf("floor: needs the in-process leader and the built-in participants")
+	}
+	if c.Time <= 0 {
+		c.Time = 2 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	f := &Floor{Concurrency: c.Concurrency, Participants: len(c.PrepareURLs)}
+	apply := func() error {
+		_, err := c.Leader.Apply(ctx, &fsm.Prune{})
+		return err
+	}
+	client := participant.NewClient(participant.ClientOptions{})
+	var seq atomic.Int64
+	call := func(url string) error {
+		id := FloorIDPrefix + strconv.FormatInt(seq.Add(1), 10)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := client.Call(cctx, url, participant.PhasePrepare, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(10 * time.Second))})
+		return err
+	}
+	round := func() error {
+		errs := make(chan error, len(c.PrepareURLs))
+		for _, u := range c.PrepareURLs {
+			go func() { errs <- call(u) }()
+		}
+		var first error
+		for range c.PrepareURLs {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	// Warm up connections and the log.
+	for i := 0; i < 50; i++ {
+		if err := apply(); err != nil {
+			return nil, fmt.Errorf("floor: raft apply: %w", err)
+		}
+		if err := round(); err != nil {
+			return nil, fmt.Errorf("floor: participant call: %w", err)
+		}
+	}
+	var err error
+	if f.RaftApply, err = latency(ctx, c.Time, apply); err != nil {
+		return nil, fmt.Errorf("floor: raft apply: %w", err)
+	}
+	if f.ParticipantCall, err = latency(ctx, c.Time, func() error { return call(c.PrepareURLs[0]) }); err != nil {
+		return nil, fmt.Errorf("floor: participant call: %w", err)
+	}
+	if f.ParticipantRound, err = latency(ctx, c.Time, round); err != nil {
+		return nil, fmt.Errorf("floor: participant round: %w", err)
+	}
+	if f.RaftAppliesPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(int) error { return apply() }); err != nil {
+		return nil, fmt.Errorf("floor: raft apply throughput: %w", err)
+	}
+	if f.ParticipantCallsPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(i int) error { return call(c.PrepareURLs[i%len(c.PrepareURLs)]) }); err != nil {
+		return nil, fmt.Errorf("floor: participant throughput: %w", err)
+	}
+	f.derive()
+	return f, nil
+}
+
+func (f *Floor) derive() {
+	f.DesignMs = 3*f.RaftApply.P50 + 2*f.ParticipantRound.P50
+	f.IdealMs = 2*f.RaftApply.P50 + 2*f.ParticipantRound.P50
+	exchanges := float64(2*f.Participants + 1)
+	if f.RaftAppliesPerSec > 0 {
+		f.RaftBoundTxnPerSec = f.RaftAppliesPerSec / 2
+	}
+	if f.ParticipantCallsPerSec > 0 {
+		f.HTTPBoundTxnPerSec = f.ParticipantCallsPerSec / exchanges
+	}
+	if f.RaftAppliesPerSec > 0 && f.ParticipantCallsPerSec > 0 {
+		f.CombinedBoundTxnPerSec = 1 / (2/f.RaftAppliesPerSec + exchanges/f.ParticipantCallsPerSec)
+	}
+}
+
+// latency calls fn in series for d (at most floorMaxSamples times).
+func latency(ctx context.Context, d time.Duration, fn func() error) (Dist, error) {
+	var ds []time.Duration
+	end := time.Now().Add(d)
+	for time.Now().Before(end) && len(ds) < floorMaxSamples && ctx.Err() == nil {
+		t := time.Now()
+		if err := fn(); err != nil {
+			return Dist{}, err
+		}
+		ds = append(ds, time.Since(t))
+	}
+	return Summarize(ds), ctx.Err()
+}
+
+// throughput runs conc goroutines calling fn for d and returns calls/s.
+func throughput(ctx context.Context, d time.Duration, conc int, fn func(i int) error) (float64, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) && ctx.Err() == nil {
+				if err := fn(i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// Ratios compares a load run with the floor.
+type Ratios struct {
+	Concurrency int `json:"concurrency"`
+	// P50OverDesign and P50OverIdeal: the run's p50 latency over each latency floor (the
+	// floors are concurrency-1 figures; meaningful for the concurrency-1 run).
+	P50OverDesign float64 `json:"p50OverDesignFloor"`
+	P50OverIdeal  float64 `json:"p50OverIdealFloor"`
+	// Throughput: committed txn/s as a share of each throughput bound.
+	OfRaftBound     float64 `json:"ofRaftBound"`
+	OfHTTPBound     float64 `json:"ofHTTPBound"`
+	OfCombinedBound float64 `json:"ofCombinedBound"`
+}
+
+// Compare returns r's figures as ratios to f.
+func Compare(f *Floor, r *RunResult) Ratios {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	return Ratios{
+		Concurrency:     r.Concurrency,
+		P50OverDesign:   div(r.Latency.P50, f.DesignMs),
+		P50OverIdeal:    div(r.Latency.P50, f.IdealMs),
+		OfRaftBound:     div(r.CommittedPerSec, f.RaftBoundTxnPerSec),
+		OfHTTPBound:     div(r.CommittedPerSec, f.HTTPBoundTxnPerSec),
+		OfCombinedBound: div(r.CommittedPerSec, f.CombinedBoundTxnPerSec),
+	}
+}
