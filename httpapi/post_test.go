@@ -214,3 +214,16 @@ func TestPost_SameKeySameTransaction(t *testing.T) {
 		t.Errorf("ids %s, %s; FSM holds %v", a.TransactionID, b.TransactionID, e.txnIDs())
 	}
 }
+
+// A key whose transaction was pruned cannot be honoured: 409 conflict, nothing started.
+func TestPost_KeyReusedIs409(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.sub.setFn(func(context.Context, coordinator.Request) (*fsm.Txn, error) {
+		return nil, fmt.Errorf("%w: order-1", coordinator.ErrKeyReused)
+	})
+	rec := e.post(threeServices, participant.IdempotencyKeyHeader, "order-1")
+	checkRec(t, rec, http.StatusConflict, codeConflict)
+	if len(e.txnIDs()) != 0 {
+		t.Error("transactions written")
+	}
+}
