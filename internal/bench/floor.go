@@ -76,32 +76,10 @@ func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
 		c.Concurrency = 64
 	}
 	f := &Floor{Concurrency: c.Concurrency, Participants: len(c.PrepareURLs)}
-	apply := func() error {
-		_, err := c.Leader.Apply(ctx, &fsm.Prune{})
-		return err
-	}
-	client := participant.NewClient(participant.ClientOptions{})
-	var seq atomic.Int64
-	call := func(url string) error {
-		id := FloorIDPrefix + strconv.FormatInt(seq.Add(1), 10)
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_, err := client.Call(cctx, url, participant.PhasePrepare, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(10 * time.Second))})
-		return err
-	}
-	round := func() error {
-		errs := make(chan error, len(c.PrepareURLs))
-		for _, u := range c.PrepareURLs {
-			go func() { errs <- call(u) }()
-		}
-		var first error
-		for range c.PrepareURLs {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-			}
-		}
-		return first
-	}
+	ops := NewFloorOps(c.Leader, c.PrepareURLs)
+	apply := func() error { return ops.Apply(ctx) }
+	call := func(url string) error { return ops.Call(ctx, url) }
+	round := func() error { return ops.Round(ctx) }
 	// Warm up connections and the log.
 	for i := 0; i < 50; i++ {
 		if err := apply(); err != nil {
@@ -124,11 +102,61 @@ func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
 	if f.RaftAppliesPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(int) error { return apply() }); err != nil {
 		return nil, fmt.Errorf("floor: raft apply throughput: %w", err)
 	}
-	if f.ParticipantCallsPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(i int) error { return call(c.PrepareURLs[i%len(c.PrepareURLs)]) }); err != nil {
+	if f.ParticipantCallsPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(i int) error { return ops.CallNth(ctx, i) }); err != nil {
 		return nil, fmt.Errorf("floor: participant throughput: %w", err)
 	}
 	f.derive()
 	return f, nil
+}
+
+// FloorOps are the floor's unit operations, shared by MeasureFloor and the Go benchmarks.
+type FloorOps struct {
+	leader      *cluster.Node
+	prepareURLs []string
+	client      *participant.Client
+	seq         atomic.Int64
+}
+
+// NewFloorOps returns the operations against leader and the participants at prepareURLs.
+func NewFloorOps(leader *cluster.Node, prepareURLs []string) *FloorOps {
+	return &FloorOps{leader: leader, prepareURLs: prepareURLs, client: participant.NewClient(participant.ClientOptions{})}
+}
+
+// Apply commits one no-op entry (an empty Prune) through the leader's Node.Apply.
+func (o *FloorOps) Apply(ctx context.Context) error {
+	_, err := o.leader.Apply(ctx, &fsm.Prune{})
+	return err
+}
+
+// Call sends one prepare to the participant at url through participant.Client, as the
+// coordinator does.
+func (o *FloorOps) Call(ctx context.Context, url string) error {
+	id := FloorIDPrefix + strconv.FormatInt(o.seq.Add(1), 10)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := o.client.Call(cctx, url, participant.PhasePrepare, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(10 * time.Second))})
+	return err
+}
+
+// CallNth calls participant i modulo their number.
+func (o *FloorOps) CallNth(ctx context.Context, i int) error {
+	return o.Call(ctx, o.prepareURLs[i%len(o.prepareURLs)])
+}
+
+// Round calls every participant in parallel, one goroutine each as the coordinator does,
+// and returns when the last has answered.
+func (o *FloorOps) Round(ctx context.Context) error {
+	errs := make(chan error, len(o.prepareURLs))
+	for _, u := range o.prepareURLs {
+		go func() { errs <- o.Call(ctx, u) }()
+	}
+	var first error
+	for range o.prepareURLs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (f *Floor) derive() {
