@@ -7,9 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -85,7 +86,7 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 		}
 		_, addr := s.node.Leader()
 		if addr != "" {
-			resp, err := s.fwd.post(ctx, baseURL(addr)+"/v1/transactions", body, key)
+			resp, sent, err := s.fwd.postSent(ctx, baseURL(addr)+"/v1/transactions", body, key)
 			if err == nil {
 				retry := false
 				if resp.StatusCode == http.StatusServiceUnavailable {
@@ -100,7 +101,7 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 				}
 			} else {
 				s.lg.Debug("forward to leader failed; will retry", "leader", addr, "error", err)
-				if !notSent(err) {
+				if sent {
 					maybeSent = addr
 				}
 				last = &apiError{Code: codeNoLeader, Detail: "forwarding to leader " + addr + ": " + err.Error()}
@@ -125,13 +126,6 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 	}
 }
 
-// notSent reports whether a forwarding error certainly happened before the request left
-// this node (the connection was never made), so that no leader can have acted on it.
-func notSent(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
 type fwdResponse struct {
 	StatusCode int
 	header     http.Header
@@ -139,23 +133,34 @@ type fwdResponse struct {
 }
 
 func (f *forwarder) post(ctx context.Context, url string, body []byte, key string) (*fwdResponse, error) {
+	resp, _, err := f.postSent(ctx, url, body, key)
+	return resp, err
+}
+
+// postSent is post that also says whether the request may have reached the server: sent
+// is false only when the attempt failed before the transport had written the request's
+// headers (no connection, or the context ended while dialing), so no server can have acted
+// on it.
+func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key string) (_ *fwdResponse, sent bool, _ error) {
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(participant.IdempotencyKeyHeader, key)
 	req.Header.Set(forwardedHeader, f.self)
 	resp, err := f.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, wrote.Load(), err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
-	return &fwdResponse{StatusCode: resp.StatusCode, header: resp.Header, body: b}, nil
+	return &fwdResponse{StatusCode: resp.StatusCode, header: resp.Header, body: b}, true, nil
 }
 
 func copyResponse(c echo.Context, r *fwdResponse) error {
