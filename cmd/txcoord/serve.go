@@ -21,6 +21,7 @@ type serveFlags struct {
 	nodeID, httpAddr, httpAdvertise, raftAddr, raftAdvertise, dataDir, peers string
 	logLevel, logFormat                                                      string
 	tuning
+	formation formationFlags
 }
 
 // tuning holds the knobs shared by serve and dev.
@@ -94,6 +95,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&fl.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.StringVar(&fl.logFormat, "log-format", "text", "text or json")
 	fl.tuning.register(cmd)
+	fl.formation.register(cmd)
 	return cmd
 }
 
@@ -165,14 +167,21 @@ func runServe(fl *serveFlags) error {
 		cfg.Cluster.HTTPAdvertise = fl.httpAddr
 	}
 	fl.tuning.apply(&cfg)
-	srv, err := server.Start(cfg)
+	form, err := fl.formation.setup(fl, &cfg, cfg.Logger)
 	if err != nil {
 		return err
 	}
+	srv, err := server.Start(cfg)
+	if err != nil {
+		form.abort()
+		return err
+	}
+	form.start(srv)
 	lg.Info("serving", "node", fl.nodeID, "http", srv.HTTPAddr(), "raft", fl.raftAddr)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	lg.Info("shutting down", "signal", s.String())
+	form.stop()
 	return srv.Close()
 }

@@ -1,0 +1,594 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// fnode is one node of a formation test: a real TCP transport on loopback, bolt stores in a
+// directory, and Discovery.
+type fnode struct {
+	id, dir, bind, adv string
+	tr                 *Transport
+	n                  *Node
+	d                  *Discovery
+	stopped            bool
+}
+
+type formation struct {
+	t     *testing.T
+	quiet atomic.Bool // set when the test is over: late log lines are dropped
+	mu    sync.Mutex
+	nodes map[string]*fnode
+	dc    DiscoveryConfig
+	dial  func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+func newFormation(t *testing.T, dc DiscoveryConfig) *formation {
+	if dc.Interval == 0 {
+		dc.Interval = 100 * time.Millisecond
+	}
+	if dc.ProbeTimeout == 0 {
+		dc.ProbeTimeout = time.Second
+	}
+	f := &formation{t: t, nodes: map[string]*fnode{}, dc: dc}
+	t.Cleanup(func() { f.quiet.Store(true) }) // runs last
+	t.Cleanup(func() {
+		f.mu.Lock()
+		nodes := make([]*fnode, 0, len(f.nodes))
+		for _, n := range f.nodes {
+			nodes = append(nodes, n)
+		}
+		f.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); f.stop(n) }()
+		}
+		wg.Wait()
+	})
+	return f
+}
+
+type testLogWriter struct{ f *formation }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	if !w.f.quiet.Load() {
+		w.f.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (f *formation) logger(id string) hclog.Logger {
+	var out io.Writer = testLogWriter{f}
+	if os.Getenv("TXCOORD_TEST_QUIET") != "" {
+		out = io.Discard
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Info, Output: out})
+}
+
+// start opens node id with its data in dir, listening on bind and advertising adv.
+func (f *formation) start(id, dir, bind, adv string, dc DiscoveryConfig) *fnode {
+	f.t.Helper()
+	if dc.Interval == 0 {
+		dc.Interval = f.dc.Interval
+	}
+	if dc.ProbeTimeout == 0 {
+		dc.ProbeTimeout = f.dc.ProbeTimeout
+	}
+	lg := f.logger(id)
+	tr, err := NewTransport(bind, adv, lg.Named("transport"))
+	if err != nil {
+		f.t.Fatalf("transport for %s: %v", id, err)
+	}
+	if f.dial != nil {
+		tr.Stream.SetDialer(f.dial)
+	}
+	d := NewDiscovery(tr, id, "", dc)
+	n, err := Open(Config{
+		NodeID: id, RaftBind: bind, DataDir: dir, Transport: tr, Logger: lg,
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
+	})
+	if err != nil {
+		tr.Close()
+		f.t.Fatalf("open %s: %v", id, err)
+	}
+	d.Start(n)
+	fn := &fnode{id: id, dir: dir, bind: bind, adv: tr.Stream.Addr().String(), tr: tr, n: n, d: d}
+	f.mu.Lock()
+	f.nodes[id] = fn
+	f.mu.Unlock()
+	return fn
+}
+
+func (f *formation) stop(n *fnode) {
+	if n.stopped {
+		return
+	}
+	n.stopped = true
+	n.d.Close()
+	_ = n.n.Kill()
+}
+
+// reservePorts returns n loopback addresses that were free a moment ago.
+func reservePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var lns []net.Listener
+	var out []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// waitCluster waits until every running node sees the same leader and a configuration of
+// exactly want voters (ids), and returns the leader.
+func (f *formation) waitCluster(nodes []*fnode, want []string, timeout time.Duration) *fnode {
+	f.t.Helper()
+	slices.Sort(want)
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		var leader *fnode
+		ok := true
+		for _, n := range nodes {
+			if n.n.Raft.State() == raft.Leader {
+				if leader != nil {
+					ok, last = false, "two leaders: "+leader.id+" and "+n.id
+				}
+				leader = n
+			}
+		}
+		if leader == nil {
+			ok, last = false, "no leader"
+		}
+		for _, n := range nodes {
+			if !ok {
+				break
+			}
+			_, lid := n.n.Raft.LeaderWithID()
+			if string(lid) != leader.id {
+				ok, last = false, fmt.Sprintf("%s sees leader %q, not %s", n.id, lid, leader.id)
+				break
+			}
+			got := voters(n.n)
+			if !slices.Equal(got, want) {
+				ok, last = false, fmt.Sprintf("%s has voters %v, want %v", n.id, got, want)
+			}
+		}
+		if ok {
+			return leader
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.t.Fatalf("no single cluster of %v within %s: %s", want, timeout, last)
+	return nil
+}
+
+func voters(n *Node) []string {
+	f := n.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var ids []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			ids = append(ids, string(s.ID))
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func bootstraps(nodes []*fnode) int {
+	total := 0
+	for _, n := range nodes {
+		total += int(n.d.Bootstraps.Load())
+	}
+	return total
+}
+
+// applyAndCheck writes one entry through the leader and waits until every node applied it.
+func applyAndCheck(t *testing.T, leader *fnode, nodes []*fnode, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := leader.n.Apply(ctx, &fsm.SetMember{NodeID: key, HTTPAddr: "127.0.0.1:1"}); err != nil {
+		t.Fatalf("apply on %s: %v", leader.id, err)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		for _, n := range nodes {
+			if _, ok := n.n.FSM.Members()[key]; !ok {
+				return false
+			}
+		}
+		return true
+	}, "entry "+key+" applied everywhere")
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+}
+
+// startAll starts the nodes concurrently, as a StatefulSet with Parallel pod management or
+// `docker compose up` does.
+func (f *formation) startAll(ids, addrs []string, dirs []string, dc DiscoveryConfig) []*fnode {
+	out := make([]*fnode, len(ids))
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = f.start(ids[i], dirs[i], addrs[i], "", dc)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func tempDirs(t *testing.T, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = t.TempDir()
+	}
+	return out
+}
+
+func TestFormationThreeStartedAtOnce(t *testing.T) {
+	rounds := 4
+	if testing.Short() {
+		rounds = 1
+	}
+	for r := 0; r < rounds; r++ {
+		t.Run(fmt.Sprint("round", r), func(t *testing.T) {
+			addrs := reservePorts(t, 3)
+			ids := []string{"n1", "n2", "n3"}
+			// Every node gets the same --join list (its own address included).
+			dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
+			f := newFormation(t, dc)
+			nodes := f.startAll(ids, addrs, tempDirs(t, 3), dc)
+			leader := f.waitCluster(nodes, ids, 15*time.Second)
+			if b := bootstraps(nodes); b != 1 {
+				t.Fatalf("%d nodes bootstrapped, want exactly 1", b)
+			}
+			if nodes[0].d.Bootstraps.Load() != 1 {
+				t.Fatalf("the node with the lowest id did not bootstrap")
+			}
+			applyAndCheck(t, leader, nodes, "k1")
+		})
+	}
+}
+
+func TestFormationMoreNodesThanExpected(t *testing.T) {
+	// Five nodes started at once with --bootstrap-expect 3 still form one cluster (of all
+	// five: the founder bootstraps with its whole view, or the late ones join).
+	addrs := reservePorts(t, 5)
+	ids := []string{"a", "b", "c", "d", "e"}
+	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
+	f := newFormation(t, dc)
+	nodes := f.startAll(ids, addrs, tempDirs(t, 5), dc)
+	leader := f.waitCluster(nodes, ids, 20*time.Second)
+	if b := bootstraps(nodes); b != 1 {
+		t.Fatalf("%d nodes bootstrapped, want exactly 1", b)
+	}
+	applyAndCheck(t, leader, nodes, "k")
+}
+
+func TestFormationStaggeredStart(t *testing.T) {
+	// Nodes come up one by one (StatefulSet OrderedReady); the highest id starts first so
+	// that the founder is the last to appear.
+	addrs := reservePorts(t, 3)
+	ids := []string{"n1", "n2", "n3"}
+	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
+	f := newFormation(t, dc)
+	dirs := tempDirs(t, 3)
+	var nodes []*fnode
+	for _, i := range []int{2, 1, 0} {
+		nodes = append(nodes, f.start(ids[i], dirs[i], addrs[i], "", dc))
+		time.Sleep(400 * time.Millisecond)
+		if i > 0 && hasState(nodes[len(nodes)-1].n) {
+			t.Fatalf("%s has state before %d nodes are present", ids[i], dc.BootstrapExpect)
+		}
+	}
+	f.waitCluster(nodes, ids, 15*time.Second)
+	if b := bootstraps(nodes); b != 1 {
+		t.Fatalf("%d nodes bootstrapped, want exactly 1", b)
+	}
+}
+
+func TestFormationByDNSName(t *testing.T) {
+	// A headless Service: one name whose A records are every node, and each node advertised
+	// by its own stable name (pod.svc). Fake DNS: peers.test -> 127.0.0.1-3, nK.test ->
+	// 127.0.0.K, all on one port.
+	port := freePortOnAll(t, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"})
+	hosts := map[string]string{"n1.test": "127.0.0.1", "n2.test": "127.0.0.2", "n3.test": "127.0.0.3"}
+	resolve := func(_ context.Context, host string) ([]string, error) {
+		if host == "peers.test" {
+			return []string{"127.0.0.3", "127.0.0.1", "127.0.0.2"}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	dc := DiscoveryConfig{Join: []string{"peers.test:" + port}, BootstrapExpect: 3, Resolve: resolve}
+	f := newFormation(t, dc)
+	f.dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		host, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if ip, ok := hosts[host]; ok {
+			host = ip
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", net.JoinHostPort(host, p))
+	}
+	ids := []string{"n1", "n2", "n3"}
+	nodes := make([]*fnode, 3)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i] = f.start(id, t.TempDir(), hosts[id+".test"]+":"+port, id+".test:"+port, dc)
+		}()
+	}
+	wg.Wait()
+	leader := f.waitCluster(nodes, ids, 15*time.Second)
+	// The configuration names peers by DNS name, so a changed IP needs no membership change.
+	for _, s := range leader.n.Raft.GetConfiguration().Configuration().Servers {
+		if want := string(s.ID) + ".test:" + port; string(s.Address) != want {
+			t.Fatalf("server %s has address %s, want %s", s.ID, s.Address, want)
+		}
+	}
+	applyAndCheck(t, leader, nodes, "dns")
+}
+
+// freePortOnAll finds a port free on every given loopback IP.
+func freePortOnAll(t *testing.T, ips []string) string {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		ln, err := net.Listen("tcp", ips[0]+":0")
+		if err != nil {
+			t.Skipf("cannot listen on %s: %v", ips[0], err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ok := true
+		var others []net.Listener
+		for _, ip := range ips[1:] {
+			l, err := net.Listen("tcp", ip+":"+port)
+			if err != nil {
+				ok = false
+				break
+			}
+			others = append(others, l)
+		}
+		ln.Close()
+		for _, l := range others {
+			l.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Skip("no port free on every loopback address")
+	return ""
+}
+
+// formThree forms a 3-node cluster n1..n3 and writes one entry.
+func formThree(t *testing.T) (*formation, []*fnode, []string, DiscoveryConfig) {
+	addrs := reservePorts(t, 4)
+	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
+	f := newFormation(t, dc)
+	ids := []string{"n1", "n2", "n3"}
+	nodes := f.startAll(ids, addrs[:3], tempDirs(t, 3), dc)
+	leader := f.waitCluster(nodes, ids, 15*time.Second)
+	applyAndCheck(t, leader, nodes, "before")
+	return f, nodes, addrs, dc
+}
+
+func TestFormationRestartedNodeNeverBootstraps(t *testing.T) {
+	f, nodes, _, dc := formThree(t)
+	ids := []string{"n1", "n2", "n3"}
+
+	// One node restarts with its data and the same flags.
+	old := nodes[0]
+	f.stop(old)
+	nodes[0] = f.start(old.id, old.dir, old.bind, "", dc)
+	leader := f.waitCluster(nodes, ids, 15*time.Second)
+	if b := nodes[0].d.Bootstraps.Load(); b != 0 {
+		t.Fatalf("restarted node bootstrapped %d times", b)
+	}
+	applyAndCheck(t, leader, nodes, "after-one")
+
+	// The whole cluster restarts at once (a full `docker compose restart`).
+	for _, n := range nodes {
+		f.stop(n)
+	}
+	dirs := []string{nodes[0].dir, nodes[1].dir, nodes[2].dir}
+	binds := []string{nodes[0].bind, nodes[1].bind, nodes[2].bind}
+	nodes = f.startAll(ids, binds, dirs, dc)
+	leader = f.waitCluster(nodes, ids, 15*time.Second)
+	if b := bootstraps(nodes); b != 0 {
+		t.Fatalf("%d restarted nodes bootstrapped", b)
+	}
+	for _, n := range nodes {
+		if _, ok := n.n.FSM.Members()["after-one"]; !ok {
+			waitFor(t, 5*time.Second, func() bool { _, ok := n.n.FSM.Members()["after-one"]; return ok }, n.id+" replays its log")
+		}
+	}
+	applyAndCheck(t, leader, nodes, "after-all")
+}
+
+func TestFormationFourthNodeJoins(t *testing.T) {
+	f, nodes, addrs, dc := formThree(t)
+	// n4 starts later with the same flags; its join list includes the others.
+	n4 := f.start("n4", t.TempDir(), addrs[3], "", dc)
+	all := append(nodes, n4)
+	leader := f.waitCluster(all, []string{"n1", "n2", "n3", "n4"}, 15*time.Second)
+	if b := n4.d.Bootstraps.Load(); b != 0 {
+		t.Fatalf("the joining node bootstrapped")
+	}
+	applyAndCheck(t, leader, all, "with-four")
+	if _, ok := n4.n.FSM.Members()["before"]; !ok {
+		t.Fatalf("n4 does not hold the entries written before it joined")
+	}
+}
+
+func TestFormationWipedNodeRejoins(t *testing.T) {
+	f, nodes, _, dc := formThree(t)
+	ids := []string{"n1", "n2", "n3"}
+	// n1 (the founder) loses its data and comes back even with --bootstrap-expect 1: it
+	// must rejoin the existing cluster, not found a second one.
+	old := nodes[0]
+	f.stop(old)
+	if err := os.RemoveAll(old.dir); err != nil {
+		t.Fatal(err)
+	}
+	dc1 := dc
+	dc1.BootstrapExpect = 1
+	nodes[0] = f.start(old.id, t.TempDir(), old.bind, "", dc1)
+	leader := f.waitCluster(nodes, ids, 15*time.Second)
+	if b := nodes[0].d.Bootstraps.Load(); b != 0 {
+		t.Fatalf("the wiped node bootstrapped a new cluster")
+	}
+	waitFor(t, 5*time.Second, func() bool { _, ok := nodes[0].n.FSM.Members()["before"]; return ok }, "wiped node catches up")
+	applyAndCheck(t, leader, nodes, "after-wipe")
+}
+
+func TestFormationNeverBootstrapsWithoutExpect(t *testing.T) {
+	addrs := reservePorts(t, 2)
+	dc := DiscoveryConfig{Join: addrs}
+	f := newFormation(t, dc)
+	a := f.start("a", t.TempDir(), addrs[0], "", dc)
+	b := f.start("b", t.TempDir(), addrs[1], "", dc)
+	time.Sleep(time.Second)
+	if hasState(a.n) || hasState(b.n) {
+		t.Fatalf("a node without --bootstrap-expect formed a cluster")
+	}
+	// Too few nodes for --bootstrap-expect 3 does not form one either.
+	f.stop(a)
+	f.stop(b)
+	addrs = reservePorts(t, 3)
+	dc = DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
+	a = f.start("a2", t.TempDir(), addrs[0], "", dc)
+	b = f.start("b2", t.TempDir(), addrs[1], "", dc)
+	time.Sleep(time.Second)
+	if hasState(a.n) || hasState(b.n) {
+		t.Fatalf("2 nodes formed a cluster with --bootstrap-expect 3")
+	}
+	// Probing shows why.
+	pi, err := Probe(context.Background(), a.adv, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi.HasState || pi.ID != "a2" || len(pi.View) != 2 || pi.BootstrapExpect != 3 {
+		t.Fatalf("probe: %+v", pi)
+	}
+}
+
+func TestParseJoin(t *testing.T) {
+	got, err := ParseJoin(" 10.0.0.1:7000, txcoord-peers.ns.svc.cluster.local:7000 ,,")
+	if err != nil || !slices.Equal(got, []string{"10.0.0.1:7000", "txcoord-peers.ns.svc.cluster.local:7000"}) {
+		t.Fatalf("ParseJoin = %v, %v", got, err)
+	}
+	for _, bad := range []string{"10.0.0.1", "host:", ":7000", "a:b:c"} {
+		if _, err := ParseJoin(bad); err == nil {
+			t.Errorf("ParseJoin(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckAdvertise(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:7000", "txcoord-0.txcoord-peers:7000", "[::1]:7000"} {
+		if err := CheckAdvertise(ok); err != nil {
+			t.Errorf("CheckAdvertise(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"0.0.0.0:7000", "[::]:7000", ":7000", "host", "host:0", "host:x"} {
+		if err := CheckAdvertise(bad); err == nil {
+			t.Errorf("CheckAdvertise(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStreamLayerRoutesRaftAndDiscovery(t *testing.T) {
+	s, err := NewStreamLayer("127.0.0.1:0", "node-a.example:0", hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, port, _ := net.SplitHostPort(s.ListenAddr().String())
+	if got := s.Addr().String(); got != "node-a.example:"+port {
+		t.Fatalf("Addr = %s", got)
+	}
+	got := make(chan string, 1)
+	s.SetDiscoveryHandler(func(c net.Conn) {
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	})
+	// A raft connection (first byte: an RPC type) reaches Accept with every byte.
+	c1, err := net.Dial("tcp", s.ListenAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c1.Write([]byte{1, 'x', 'y'})
+	rc, err := s.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(rc, buf); err != nil || string(buf) != "\x01xy" {
+		t.Fatalf("raft conn read %q, %v", buf, err)
+	}
+	rc.Close()
+	c1.Close()
+	// A discovery connection goes to the handler without the magic byte.
+	c2, err := net.Dial("tcp", s.ListenAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c2.Write([]byte{discoveryMagic, 'h', 'i'})
+	c2.(*net.TCPConn).CloseWrite()
+	select {
+	case s := <-got:
+		if s != "hi" {
+			t.Fatalf("handler got %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("discovery handler not called")
+	}
+	c2.Close()
+	if _, err := NewStreamLayer("127.0.0.1:0", "0.0.0.0:7000", hclog.NewNullLogger()); err == nil {
+		t.Fatal("0.0.0.0 accepted as advertise address")
+	}
+}
