@@ -136,7 +136,15 @@ type LoggedRequest struct {
 	// (processed, connection closed), "exit" (processed, service exited) or "closed" (the
 	// service closed while the request waited).
 	Result string `json:"result"`
+	// From is the caller's address (host:port) and Node the value of its NodeHeader, if
+	// any (`txcoord serve --participant-header "Txcoord-Node: <id>"` sets it), so a test can
+	// tell which coordinator node sent each call.
+	From string `json:"from,omitempty"`
+	Node string `json:"node,omitempty"`
 }
+
+// NodeHeader is the request header whose value LoggedRequest.Node records.
+const NodeHeader = "Txcoord-Node"
 
 // Service is one running demo participant. Create it with New; serve Handler(); Close it.
 type Service struct {
@@ -305,7 +313,7 @@ func (s *Service) phase(p participant.Phase) http.HandlerFunc {
 			lib.ServeHTTP(w, r) // the library's 405
 			return
 		}
-		entry := LoggedRequest{Phase: p, Received: time.Now()}
+		entry := LoggedRequest{Phase: p, Received: time.Now(), From: r.RemoteAddr, Node: r.Header.Get(NodeHeader)}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, participant.DefaultMaxBodyBytes))
 		if err != nil {
 			code, eb := http.StatusBadRequest, participant.ErrorBody{Error: "bad_request", Detail: "reading body: " + err.Error()}
