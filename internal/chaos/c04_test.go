@@ -50,6 +50,7 @@ func TestC04_ResumeEveryNonTerminalState(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	loadStart := loadAvg()
 	cfg := Config{Nodes: 3, Seed: 4, Out: os.Stdout}
 	cfg.defaults()
 	dir, err := os.MkdirTemp("", "txcoord-c04-")
@@ -131,8 +132,8 @@ func TestC04_ResumeEveryNonTerminalState(t *testing.T) {
 		t.Errorf("oracle: %s", v)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n===== C04 kill-point matrix: 3 nodes, election timeout %s, bound %s (2 x election + %s retry + %s slack) =====\n",
-		cfg.ElectionTimeout, e.bound, retryInitial, slack)
+	fmt.Fprintf(&b, "\n===== C04 kill-point matrix: 3 nodes, heartbeat %s, election %s, lease %s; bound %s (2 x election + %s retry + %s slack); load average %s at start, %s at end =====\n",
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLease, e.bound, retryInitial, slack, loadStart, loadAvg())
 	fmt.Fprintf(&b, "%-60s %-5s %-12s %-9s %s\n", "cell (leader SIGKILLed when ...)", "hit", "final", "took", "evidence")
 	for _, r := range rows {
 		hit := "yes"

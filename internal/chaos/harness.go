@@ -131,6 +131,7 @@ type Result struct {
 	// FirstDecision the time to the first transaction decided after the kill.
 	Failover, FirstDecision []time.Duration
 	Report                  string
+	loadStart               string
 }
 
 // OK reports whether the run found no violation.
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 			return nil, err
 		}
 	}
-	res = &Result{Seed: cfg.Seed, Dir: dir}
+	res = &Result{Seed: cfg.Seed, Dir: dir, loadStart: loadAvg()}
 	ev := newEventLog(cfg.Out)
 	ev.printf("seed %d: %d nodes, %s of faults, %d clients at %.0f req/s, heartbeat %s election %s lease %s; dir %s",
 		cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, cfg.Rate, cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLease, dir)

@@ -3,6 +3,8 @@ package chaos
 import (
 	"fmt"
 	"math"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -52,7 +54,8 @@ func report(cfg Config, res *Result, c *Cluster, mon *monitor, kills []kill, vie
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("")
 	p("===== txcoord chaos report: seed %d, %d nodes, %s of faults, %d clients at %.0f req/s =====", cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, cfg.Rate)
-	p("raft timeouts: heartbeat %s, election %s, leader lease %s; txn timeout %s", cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLease, cfg.TxnTimeout)
+	p("raft timeouts: heartbeat %s, election %s, leader lease %s; txn timeout %s; %d CPUs, load average %s at start, %s at end",
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLease, cfg.TxnTimeout, runtime.NumCPU(), res.loadStart, loadAvg())
 	p("transactions by outcome: %d total: %s", len(txns), fmtCounts(res.Oracles.ByStatus))
 	p("client requests: %d logical: %s", res.Requests, fmtCounts(res.Clients))
 	p("client attempts without a definite answer, by kind: %s", fmtCounts(res.ClientErrs))
@@ -117,6 +120,19 @@ func report(cfg Config, res *Result, c *Cluster, mon *monitor, kills []kill, vie
 	}
 	p("===== end of report (seed %d) =====", cfg.Seed)
 	return b.String()
+}
+
+// loadAvg returns the machine's 1, 5 and 15 minute load averages (Linux), or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func missing(n int) string {
