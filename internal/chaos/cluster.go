@@ -140,6 +140,10 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 			"--capacity", capacity, "--seed", fmt.Sprint(cfg.Seed+uint64(i)+1)))
 		c.Parts = append(c.Parts, p)
 	}
+	// Tag every call with the sending node, so the participants' request logs say who sent
+	// what (binaries without the flag just go without).
+	help, _ := exec.CommandContext(ctx, bin, "serve", "--help").CombinedOutput()
+	tagCalls := bytes.Contains(help, []byte("--participant-header"))
 	var peers []string
 	for i := range cfg.Nodes {
 		n := &Node{ID: fmt.Sprintf("n%d", i+1), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]), RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
@@ -153,6 +157,9 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 			"--heartbeat-timeout", cfg.HeartbeatTimeout.String(), "--election-timeout", cfg.ElectionTimeout.String(),
 			"--leader-lease-timeout", cfg.LeaderLease.String(), "--snapshot-threshold", fmt.Sprint(cfg.SnapshotThreshold),
 			"--log-level", cfg.NodeLogLevel}
+		if tagCalls {
+			args = append(args, "--participant-header", demo.NodeHeader+": "+n.ID)
+		}
 		args = append(args, cfg.ExtraServeArgs...)
 		n.proc = c.procs.add(newProc("node-"+n.ID, bin, filepath.Join(dir, "node-"+n.ID+".log"), args...))
 	}

@@ -237,19 +237,19 @@ func checkRequestLog(o *Oracles, kind string, log []demo.LoggedRequest, byID map
 		}
 		t, known := byID[r.TransactionID]
 		if !known {
-			o.add("O1 %s got %s for txn %s, which the coordinator does not know", kind, r.Phase, r.TransactionID)
+			o.add("O1 %s got %s for txn %s from node %q, which the coordinator does not know", kind, r.Phase, r.TransactionID, r.Node)
 			continue
 		}
 		switch r.Phase {
 		case "commit":
 			s.commit = true
 			if t.Decision != "commit" {
-				o.add("O1 %s got commit for txn %s whose decision is %q", kind, r.TransactionID, t.Decision)
+				o.add("O1 %s got commit for txn %s from node %q at %s, but the decision is %q", kind, r.TransactionID, r.Node, r.Received.Format(timeLayout), t.Decision)
 			}
 		case "rollback":
 			s.rollback = true
 			if t.Decision != "abort" {
-				o.add("O1 %s got rollback for txn %s whose decision is %q", kind, r.TransactionID, t.Decision)
+				o.add("O1 %s got rollback for txn %s from node %q at %s, but the decision is %q", kind, r.TransactionID, r.Node, r.Received.Format(timeLayout), t.Decision)
 			}
 		}
 	}
