@@ -21,8 +21,9 @@ import (
 const FloorIDPrefix = "floor-"
 
 var (
-	ackBody  = []byte(`{"status":"ACK"}`)
-	nackBody = []byte(`{"status":"NACK","reason":"bench: vote no"}`)
+	jsonContentType = []string{"application/json"}
+	ackBody         = []byte(`{"status":"ACK"}`)
+	nackBody        = []byte(`{"status":"NACK","reason":"bench: vote no"}`)
 )
 
 // FastParticipant is the load tool's built-in participant: a stateless http.Handler that
@@ -54,7 +55,17 @@ func (p *FastParticipant) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"not_found"}`, http.StatusNotFound)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, participant.DefaultMaxBodyBytes))
+	// A request body is ~90 bytes: read it into a stack buffer, not io.ReadAll's heap.
+	var buf [1024]byte
+	n, err := io.ReadFull(r.Body, buf[:])
+	body := buf[:n]
+	switch {
+	case err == nil: // 1 KiB or more: read the rest the slow way
+		rest, rerr := io.ReadAll(io.LimitReader(r.Body, participant.DefaultMaxBodyBytes))
+		body, err = append(body, rest...), rerr
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		err = nil
+	}
 	if err != nil {
 		http.Error(w, `{"error":"bad_request"}`, http.StatusBadRequest)
 		return
@@ -71,7 +82,7 @@ func (p *FastParticipant) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if phase == participant.PhasePrepare && p.refuses(req.TransactionID) {
 		reply = nackBody
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	_, _ = w.Write(reply)
 	if p.Rec != nil {
 		p.Rec.record(req.TransactionID, phase, arrive, p.Rec.now())
