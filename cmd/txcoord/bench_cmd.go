@@ -39,6 +39,7 @@ type benchFlags struct {
 	floorConc                  int
 	target, dataDir, logLevel  string
 	cpuProfile, memProfile     string
+	jsonFile                   string
 	tuning
 }
 
@@ -122,6 +123,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&fl.floorConc, "floor-concurrency", 64, "concurrency of the floor's throughput measurements")
 	f.BoolVar(&fl.noLogSize, "no-log-size", false, "own cluster: skip reading the raft logs after the run")
 	f.BoolVar(&fl.asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&fl.jsonFile, "json-file", "", "also write the JSON report to this file")
 	f.BoolVar(&fl.quiet, "quiet", false, "no notes on stderr")
 	f.StringVar(&fl.cpuProfile, "cpuprofile", "", "write a CPU profile of the highest-concurrency measurement (whole process: nodes, participants, clients)")
 	f.StringVar(&fl.memProfile, "memprofile", "", "write an allocation profile (heap, after the runs; see -sample_index=alloc_space)")
@@ -227,6 +229,12 @@ func runBench(out, errOut io.Writer, fl *benchFlags) error {
 		if pf, err := os.Create(fl.memProfile); err == nil {
 			_ = pprof.Lookup("allocs").WriteTo(pf, 0)
 			pf.Close()
+		}
+	}
+	if fl.jsonFile != "" {
+		raw, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(fl.jsonFile, append(raw, '\n'), 0o644); err != nil {
+			return err
 		}
 	}
 	if fl.asJSON {
