@@ -97,7 +97,11 @@ func report(cfg Config, res *Result, c *Cluster, mon *monitor, kills []kill, vie
 			res.Failover, res.FirstDecision = slices.Clone(fo), slices.Clone(fd)
 		}
 		p("%s -> ready leader of a higher term: %s%s", kind, fmtDist(fo), missing(missFO))
-		p("%s -> first transaction decided after it: %s%s", kind, fmtDist(fd), missing(missFD))
+		what := "first transaction decided after it (so by a successor)"
+		if kind == FaultLeaderTerm {
+			what = "first transaction decided after it (possibly by the leader still handing over)"
+		}
+		p("%s -> %s: %s%s", kind, what, fmtDist(fd), missing(missFD))
 	}
 	var parts []string
 	for _, pt := range c.Parts {
