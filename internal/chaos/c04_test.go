@@ -113,9 +113,10 @@ func TestC04_ResumeEveryNonTerminalState(t *testing.T) {
 			t.Errorf("%s: terminal %s after the kill, bound %s", name, r.Took.Round(time.Millisecond), e.bound)
 		}
 	}
-	run("preparing, 0 Prepares answered", 1, cellPrepare(3))
-	run("preparing, 1 of 3 ACKs in", 1, cellPrepare(2))
-	run("preparing, 2 of 3 ACKs in (last delayed)", 1, cellPrepare(1))
+	run("preparing, 0 Prepares answered", 1, cellPrepare(3, 10*time.Second, true))
+	run("preparing, 0 answered, deadline passes in failover", 1, cellPrepare(3, 400*time.Millisecond, false))
+	run("preparing, 1 of 3 ACKs in", 1, cellPrepare(2, 10*time.Second, true))
+	run("preparing, 2 of 3 ACKs in (last delayed)", 1, cellPrepare(1, 10*time.Second, true))
 	run("preparing, all ACKs in, no decision", 3, cellAllAcked)
 	for _, d := range []string{"commit", "rollback"} {
 		run(fmt.Sprintf("%s logged, 0 %ss acknowledged", d, d), 1, cellPhaseTwo(d, 0))
@@ -283,11 +284,13 @@ func (e *c04) kill(leader *Node) time.Time {
 	return at
 }
 
-// cellPrepare kills the leader while the transaction is preparing and `delayed` of the
-// three participants (the last ones) still sit on Prepare (delayMs 4000); the others have
-// ACKed. The delays are removed right after the kill, so the new leader's repeated Prepares
-// are answered at once (the old ones land later and get the same vote).
-func cellPrepare(delayed int) func(*c04) cellResult {
+// cellPrepare kills the leader while the transaction (timeout `timeout`) is preparing and
+// `delayed` of the three participants (the last ones) still sit on Prepare (delayMs 4000);
+// the others have ACKed. With clear, the delays are removed right after the kill, so the
+// new leader's repeated Prepares are answered at once (the old ones land later and get the
+// same vote) and it commits; without, the logged deadline passes during the failover and the
+// new leader must roll back (presumed abort), the late Prepares then meeting a tombstone.
+func cellPrepare(delayed int, timeout time.Duration, clear bool) func(*c04) cellResult {
 	return func(e *c04) cellResult {
 		ctx := context.Background()
 		for i := 3 - delayed; i < 3; i++ {
@@ -295,7 +298,7 @@ func cellPrepare(delayed int) func(*c04) cellResult {
 				e.t.Fatal(err)
 			}
 		}
-		key, leader := e.submit(ctx, 10*time.Second)
+		key, leader := e.submit(ctx, timeout)
 		txn := e.find(ctx, leader, key)
 		for i := 0; i < 3-delayed; i++ {
 			if _, ok := e.waitRequest(ctx, i, txn.ID, "prepare", 5*time.Second); !ok {
@@ -306,12 +309,19 @@ func cellPrepare(delayed int) func(*c04) cellResult {
 			time.Sleep(150 * time.Millisecond) // let the Prepares reach the participants
 		}
 		at := e.kill(leader)
-		_ = e.c.ClearFaults(ctx)
+		if clear {
+			_ = e.c.ClearFaults(ctx)
+		}
 		final, took := e.terminal(ctx, txn.ID, at)
 		acked, _ := e.doneBefore(ctx, txn.ID, "prepare", at)
 		r := cellResult{Final: final.Status, Took: took}
 		r.Hit = acked == 3-delayed && final.decidedAt().After(at)
 		r.Evidence = fmt.Sprintf("%d of 3 Prepares answered before the kill; decided %s by the successor", acked, final.Decision)
+		if !clear {
+			deadline, _ := time.Parse(timeLayout, final.Deadline)
+			r.Hit = r.Hit && deadline.After(at) && final.decidedAt().After(deadline)
+			r.Evidence += fmt.Sprintf(", after the deadline (%s after the kill)", deadline.Sub(at).Round(time.Millisecond))
+		}
 		return r
 	}
 }
