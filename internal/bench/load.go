@@ -78,7 +78,14 @@ type RunResult struct {
 	TxnPerSec       float64        `json:"txnPerSec"`
 	CommittedPerSec float64        `json:"committedPerSec"`
 	Latency         Dist           `json:"latency"` // answered transactions, POST to answer
-	Phases          Phases         `json:"phases"`
+	// CPUCores is the CPU time this process used during the run over its length (cores
+	// busy); CPUPerTxnMs is that CPU time per answered transaction. With an in-process
+	// cluster and participants it covers everything (nodes, participants, clients), and it
+	// moves much less than throughput when other work shares the machine: cores / CPU per
+	// transaction is the throughput this process would reach with the cores to itself.
+	CPUCores    float64 `json:"cpuCores"`
+	CPUPerTxnMs float64 `json:"cpuPerTxnMs"`
+	Phases      Phases  `json:"phases"`
 	// Reasons counts the first error of rolled-back transactions (at most 20 kinds).
 	Reasons map[string]int `json:"rollbackReasons,omitempty"`
 }
@@ -150,6 +157,7 @@ func run(ctx context.Context, c LoadConfig, body []byte) (*RunResult, error) {
 	workers := make([]*worker, c.Concurrency)
 	var wg sync.WaitGroup
 	start := time.Now()
+	cpu0 := processCPU()
 	stopAt := start.Add(bound)
 	for i := range workers {
 		w := newWorker()
@@ -173,6 +181,7 @@ func run(ctx context.Context, c LoadConfig, body []byte) (*RunResult, error) {
 	stopProgress := progress(c, start, &done, &failed)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	stopProgress()
 
 	res := &RunResult{Concurrency: c.Concurrency, Seconds: elapsed.Seconds(), Outcomes: map[string]int{}, Errors: map[string]int{}}
@@ -203,6 +212,10 @@ func run(ctx context.Context, c LoadConfig, body []byte) (*RunResult, error) {
 	res.TxnPerSec = float64(res.Answered) / elapsed.Seconds()
 	res.CommittedPerSec = float64(committed) / elapsed.Seconds()
 	res.Latency = Summarize(all.lat)
+	res.CPUCores = cpu.Seconds() / elapsed.Seconds()
+	if res.Answered > 0 {
+		res.CPUPerTxnMs = ms(cpu) / float64(res.Answered)
+	}
 	res.Phases = Phases{Source: "none"}
 	switch {
 	case c.Rec != nil:

@@ -47,6 +47,9 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "\nConcurrency %d: %.1fs, %d answered, %.1f txn/s, %.1f committed/s\n",
 			run.Concurrency, run.Seconds, run.Answered, run.TxnPerSec, run.CommittedPerSec)
 		fmt.Fprintf(w, "  outcomes:   %s\n", countsString(run.Outcomes))
+		if run.CPUPerTxnMs > 0 {
+			fmt.Fprintf(w, "  cpu:        %.2f cores busy (this process), %.3f ms CPU per transaction\n", run.CPUCores, run.CPUPerTxnMs)
+		}
 		fmt.Fprintf(w, "  errors:     %s\n", countsString(run.Errors))
 		fmt.Fprintf(w, "  latency     %s\n", run.Latency)
 		ph := run.Phases
