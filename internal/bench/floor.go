@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,16 @@ type Floor struct {
 	RaftBoundTxnPerSec     float64 `json:"raftBoundTxnPerSec"`
 	HTTPBoundTxnPerSec     float64 `json:"httpBoundTxnPerSec"`
 	CombinedBoundTxnPerSec float64 `json:"combinedBoundTxnPerSec"`
+
+	// CPU time of this process per operation during the throughput measurements (all
+	// three nodes, or client and participant, together), and the CPU floor of one
+	// transaction: 2 applies + (2P+1) calls. These move much less than the rates above
+	// when other work shares the machine. CPUBoundTxnPerSec = CPUs / CPUFloorPerTxnMs.
+	RaftCPUPerApplyMs       float64 `json:"raftCpuPerApplyMs"`
+	ParticipantCPUPerCallMs float64 `json:"participantCpuPerCallMs"`
+	CPUFloorPerTxnMs        float64 `json:"cpuFloorPerTxnMs"`
+	CPUBoundTxnPerSec       float64 `json:"cpuBoundTxnPerSec"`
+	NumCPU                  int     `json:"numCPU"`
 }
 
 const floorMaxSamples = 5000
@@ -99,10 +110,10 @@ func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
 	if f.ParticipantRound, err = latency(ctx, c.Time, round); err != nil {
 		return nil, fmt.Errorf("floor: participant round: %w", err)
 	}
-	if f.RaftAppliesPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(int) error { return apply() }); err != nil {
+	if f.RaftAppliesPerSec, f.RaftCPUPerApplyMs, err = throughput(ctx, c.Time, c.Concurrency, func(int) error { return apply() }); err != nil {
 		return nil, fmt.Errorf("floor: raft apply throughput: %w", err)
 	}
-	if f.ParticipantCallsPerSec, err = throughput(ctx, c.Time, c.Concurrency, func(i int) error { return ops.CallNth(ctx, i) }); err != nil {
+	if f.ParticipantCallsPerSec, f.ParticipantCPUPerCallMs, err = throughput(ctx, c.Time, c.Concurrency, func(i int) error { return ops.CallNth(ctx, i) }); err != nil {
 		return nil, fmt.Errorf("floor: participant throughput: %w", err)
 	}
 	f.derive()
@@ -172,6 +183,11 @@ func (f *Floor) derive() {
 	if f.RaftAppliesPerSec > 0 && f.ParticipantCallsPerSec > 0 {
 		f.CombinedBoundTxnPerSec = 1 / (2/f.RaftAppliesPerSec + exchanges/f.ParticipantCallsPerSec)
 	}
+	f.NumCPU = runtime.NumCPU()
+	f.CPUFloorPerTxnMs = 2*f.RaftCPUPerApplyMs + exchanges*f.ParticipantCPUPerCallMs
+	if f.CPUFloorPerTxnMs > 0 {
+		f.CPUBoundTxnPerSec = float64(f.NumCPU) * 1000 / f.CPUFloorPerTxnMs
+	}
 }
 
 // latency calls fn in series for d (at most floorMaxSamples times).
@@ -188,12 +204,14 @@ func latency(ctx context.Context, d time.Duration, fn func() error) (Dist, error
 	return Summarize(ds), ctx.Err()
 }
 
-// throughput runs conc goroutines calling fn for d and returns calls/s.
-func throughput(ctx context.Context, d time.Duration, conc int, fn func(i int) error) (float64, error) {
+// throughput runs conc goroutines calling fn for d and returns calls/s and the process's
+// CPU time per call (ms).
+func throughput(ctx context.Context, d time.Duration, conc int, fn func(i int) error) (rate, cpuPerCall float64, err error) {
 	var n atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
+	cpu0 := processCPU()
 	end := start.Add(d)
 	for i := 0; i < conc; i++ {
 		wg.Add(1)
@@ -209,10 +227,14 @@ func throughput(ctx context.Context, d time.Duration, conc int, fn func(i int) e
 		}()
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+	if n.Load() > 0 {
+		cpuPerCall = ms(cpu) / float64(n.Load())
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), cpuPerCall, ctx.Err()
 }
 
 // Ratios compares a load run with the floor.
@@ -226,6 +248,9 @@ type Ratios struct {
 	OfRaftBound     float64 `json:"ofRaftBound"`
 	OfHTTPBound     float64 `json:"ofHTTPBound"`
 	OfCombinedBound float64 `json:"ofCombinedBound"`
+	// CPUOverFloor: the run's CPU time per transaction over the floor's (2 applies and
+	// 2P+1 calls): how much work txcoord adds around what Raft and HTTP must do.
+	CPUOverFloor float64 `json:"cpuOverFloor"`
 }
 
 // Compare returns r's figures as ratios to f.
@@ -243,5 +268,6 @@ func Compare(f *Floor, r *RunResult) Ratios {
 		OfRaftBound:     div(r.CommittedPerSec, f.RaftBoundTxnPerSec),
 		OfHTTPBound:     div(r.CommittedPerSec, f.HTTPBoundTxnPerSec),
 		OfCombinedBound: div(r.CommittedPerSec, f.CombinedBoundTxnPerSec),
+		CPUOverFloor:    div(r.CPUPerTxnMs, f.CPUFloorPerTxnMs),
 	}
 }
