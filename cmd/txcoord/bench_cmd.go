@@ -81,7 +81,14 @@ through the coordinator's participant client) and participant calls/s at
   ideal floor  = 2 raft commits + 2 rounds  (the issue's floor: completion off the path)
 and throughput bounds: raft = applies/s / 2, http = calls/s / (2P+1) (the client's POST
 plus P prepares and P commits), combined = 1 / (2/applies + (2P+1)/calls) when both share
-the CPU. Each run is then printed as ratios to these.
+the CPU. It also takes this process's CPU time per apply and per call in those two
+measurements: cpu floor = 2 applies + (2P+1) calls of CPU per transaction. Each run is then
+printed as ratios to these.
+
+CPU: every run reports the cores this process kept busy and its CPU time per transaction
+(with the in-process cluster that is nodes, participants and clients together). On a
+shared machine these move much less than txn/s does: CPUs / CPU-per-transaction is what
+the run would reach with the machine to itself, if nothing but CPU limited it.
 
 Log size (own cluster): after the runs the nodes stop and each node's raft.db is read
 (read-only) to count entries and bytes by kind; bytes per transaction = bytes of the
