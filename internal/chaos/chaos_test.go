@@ -44,7 +44,8 @@ func envInt(t *testing.T, name string, def int) int {
 // TXCOORD_CHAOS_DURATION (default 2m), TXCOORD_CHAOS_SEED (default: the time, printed),
 // TXCOORD_CHAOS_NODES (3; 5 for the 5-node variant), TXCOORD_CHAOS_CLIENTS (8),
 // TXCOORD_CHAOS_RATE (requests/s, 60), TXCOORD_CHAOS_MIN_LEADER_KILLS (20 for a 2-minute
-// run, pro rata for shorter ones). TXCOORD_CHAOS_BIN runs a prebuilt binary instead of
+// run, pro rata for shorter ones), TXCOORD_CHAOS_HEARTBEAT, _ELECTION, _LEASE (Raft
+// timeouts, 300ms, 300ms, 150ms). TXCOORD_CHAOS_BIN runs a prebuilt binary instead of
 // building ./cmd/txcoord. It fails on any violation or too few leader kills.
 func TestChaos(t *testing.T) {
 	if os.Getenv("TXCOORD_CHAOS") == "" {
@@ -68,6 +69,10 @@ func TestChaos(t *testing.T) {
 		Rate:           float64(envInt(t, "TXCOORD_CHAOS_RATE", 60)),
 		MinLeaderKills: minKills,
 		Out:            os.Stdout,
+		// Raft timing (issue 4, item 6): the harness's fast defaults are 300ms/300ms/150ms.
+		HeartbeatTimeout: envDuration(t, "TXCOORD_CHAOS_HEARTBEAT", 0),
+		ElectionTimeout:  envDuration(t, "TXCOORD_CHAOS_ELECTION", 0),
+		LeaderLease:      envDuration(t, "TXCOORD_CHAOS_LEASE", 0),
 	}
 	t.Logf("chaos seed %d (TXCOORD_CHAOS_SEED=%d reproduces the schedule)", seed, seed)
 	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
