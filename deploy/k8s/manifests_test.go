@@ -1,0 +1,468 @@
+package k8s_test
+
+// Decodes every manifest of deploy/k8s strictly into k8s.io/api types (duplicate keys and
+// unknown fields are errors) and checks that the pieces agree: selectors and labels, Service
+// ports and container ports, probes, the StatefulSet's serviceName, the PDB, and the
+// container's flags against `txcoord serve --help`.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// kustomization is the part of kustomize's Kustomization these manifests use; any other
+// field is an error, so a typo cannot pass unnoticed.
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Namespace  string   `json:"namespace,omitempty"`
+	Resources  []string `json:"resources"`
+	Labels     []struct {
+		Pairs            map[string]string `json:"pairs"`
+		IncludeSelectors bool              `json:"includeSelectors,omitempty"`
+	} `json:"labels,omitempty"`
+	Images []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName,omitempty"`
+		NewTag  string `json:"newTag,omitempty"`
+	} `json:"images,omitempty"`
+}
+
+type manifests struct {
+	kust     kustomization
+	sts      *appsv1.StatefulSet
+	services map[string]*corev1.Service
+	pdb      *policyv1.PodDisruptionBudget
+}
+
+// decodeStrict turns YAML into JSON (rejecting duplicate keys) and decodes it into v the
+// way the API server's strict field validation does: field names match case-sensitively
+// (encoding/json would take "clusterIp" for "clusterIP"), and unknown or duplicate fields
+// are errors.
+func decodeStrict(data []byte, v any) error {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return err
+	}
+	strict, err := kjson.UnmarshalStrict(js, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
+}
+
+func load(t *testing.T) manifests {
+	t.Helper()
+	m := manifests{services: map[string]*corev1.Service{}}
+	raw, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeStrict(raw, &m.kust); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	if m.kust.APIVersion != "kustomize.config.k8s.io/v1beta1" || m.kust.Kind != "Kustomization" {
+		t.Fatalf("kustomization.yaml: apiVersion/kind %s/%s", m.kust.APIVersion, m.kust.Kind)
+	}
+	// Every YAML file here is listed, and every listed file exists.
+	files, _ := filepath.Glob("*.yaml")
+	var listed []string
+	for _, r := range m.kust.Resources {
+		listed = append(listed, r)
+	}
+	for _, f := range files {
+		if f != "kustomization.yaml" && !slices.Contains(listed, f) {
+			t.Errorf("%s is not listed in kustomization.yaml", f)
+		}
+	}
+	for _, f := range listed {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("kustomization.yaml lists %s: %v", f, err)
+		}
+		for i, doc := range splitDocs(raw) {
+			var meta struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+			}
+			if err := yaml.Unmarshal(doc, &meta); err != nil {
+				t.Fatalf("%s doc %d: %v", f, i, err)
+			}
+			var obj any
+			switch meta.APIVersion + "/" + meta.Kind {
+			case "apps/v1/StatefulSet":
+				if m.sts != nil {
+					t.Fatalf("%s: a second StatefulSet", f)
+				}
+				m.sts = &appsv1.StatefulSet{}
+				obj = m.sts
+			case "v1/Service":
+				svc := &corev1.Service{}
+				obj = svc
+				defer func() { m.services[svc.Name] = svc }()
+			case "policy/v1/PodDisruptionBudget":
+				m.pdb = &policyv1.PodDisruptionBudget{}
+				obj = m.pdb
+			default:
+				t.Fatalf("%s doc %d: unexpected %s %s", f, i, meta.APIVersion, meta.Kind)
+			}
+			if err := decodeStrict(doc, obj); err != nil {
+				t.Fatalf("%s doc %d (%s): %v", f, i, meta.Kind, err)
+			}
+		}
+	}
+	return m
+}
+
+func splitDocs(raw []byte) [][]byte {
+	var out [][]byte
+	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(raw), -1) {
+		if strings.TrimSpace(stripComments(d)) != "" {
+			out = append(out, []byte(d))
+		}
+	}
+	return out
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestManifestsDecodeStrictly(t *testing.T) {
+	m := load(t)
+	if m.sts == nil || m.pdb == nil || len(m.services) != 2 {
+		t.Fatalf("want a StatefulSet, a PDB and 2 Services; got sts=%v pdb=%v services=%d", m.sts != nil, m.pdb != nil, len(m.services))
+	}
+	// The strict decoder does reject what it should.
+	var svc corev1.Service
+	if err := decodeStrict([]byte("apiVersion: v1\nkind: Service\nspec:\n  clusterIp: None\n"), &svc); err == nil {
+		t.Error("an unknown field (clusterIp) was accepted")
+	}
+	if err := decodeStrict([]byte("apiVersion: v1\nkind: Service\nkind: Service\n"), &svc); err == nil {
+		t.Error("a duplicate key was accepted")
+	}
+}
+
+func selects(sel map[string]string, labels map[string]string) bool {
+	if len(sel) == 0 {
+		return false
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestManifestsAgree(t *testing.T) {
+	m := load(t)
+	sts := m.sts
+	pod := sts.Spec.Template
+	podLabels := pod.Labels
+	if sts.Spec.Selector == nil || len(sts.Spec.Selector.MatchExpressions) > 0 || !selects(sts.Spec.Selector.MatchLabels, podLabels) {
+		t.Errorf("StatefulSet selector %v does not select the pod labels %v", sts.Spec.Selector, podLabels)
+	}
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if ports["http"] == 0 || ports["raft"] == 0 {
+		t.Fatalf("container ports %v: want http and raft", ports)
+	}
+	resolve := func(where string, p intstr.IntOrString) int32 {
+		if p.Type == intstr.String {
+			n, ok := ports[p.StrVal]
+			if !ok {
+				t.Errorf("%s: port name %q is not a container port", where, p.StrVal)
+			}
+			return n
+		}
+		if !slices.Contains([]int32{ports["http"], ports["raft"]}, p.IntVal) {
+			t.Errorf("%s: port %d is not a container port", where, p.IntVal)
+		}
+		return p.IntVal
+	}
+
+	// Services.
+	peers, ok := m.services[sts.Spec.ServiceName]
+	if !ok {
+		t.Fatalf("StatefulSet serviceName %q is not one of the Services", sts.Spec.ServiceName)
+	}
+	if peers.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service %s (the StatefulSet's serviceName) must be headless", peers.Name)
+	}
+	if !peers.Spec.PublishNotReadyAddresses {
+		t.Errorf("Service %s must publish not-ready pods: they must find each other before any is ready", peers.Name)
+	}
+	var client *corev1.Service
+	for name, s := range m.services {
+		if !selects(s.Spec.Selector, podLabels) {
+			t.Errorf("Service %s selector %v does not select the pods %v", name, s.Spec.Selector, podLabels)
+		}
+		for _, p := range s.Spec.Ports {
+			target := p.TargetPort
+			if target.Type == intstr.Int && target.IntVal == 0 {
+				target = intstr.FromInt32(p.Port)
+			}
+			resolve("Service "+name+" port "+p.Name, target)
+		}
+		if name != peers.Name {
+			client = s
+		}
+	}
+	if client == nil || client.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Fatal("no client Service with a cluster IP")
+	}
+	if len(client.Spec.Ports) != 1 || resolve("client Service", client.Spec.Ports[0].TargetPort) != ports["http"] {
+		t.Errorf("the client Service must target the HTTP port")
+	}
+	raftPort := int32(0)
+	for _, p := range peers.Spec.Ports {
+		if p.TargetPort.StrVal == "raft" || p.TargetPort.IntVal == ports["raft"] {
+			raftPort = p.Port
+		}
+	}
+	if raftPort != ports["raft"] {
+		t.Errorf("headless Service must expose the raft port on the same number (peers dial pod-name.%s:%d)", peers.Name, ports["raft"])
+	}
+
+	// Probes.
+	for name, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s probe: want an HTTP GET", name)
+			continue
+		}
+		want := map[string]string{"readiness": "/readyz", "liveness": "/healthz"}[name]
+		if pr.HTTPGet.Path != want {
+			t.Errorf("%s probe path %q, want %q", name, pr.HTTPGet.Path, want)
+		}
+		if resolve(name+" probe", pr.HTTPGet.Port) != ports["http"] {
+			t.Errorf("%s probe must hit the HTTP port", name)
+		}
+	}
+
+	// PDB.
+	if m.pdb.Spec.Selector == nil || !selects(m.pdb.Spec.Selector.MatchLabels, podLabels) {
+		t.Errorf("PDB selector %v does not select the pods", m.pdb.Spec.Selector)
+	}
+	if mu := m.pdb.Spec.MaxUnavailable; mu == nil || mu.Type != intstr.Int || mu.IntVal != 1 || m.pdb.Spec.MinAvailable != nil {
+		t.Errorf("PDB: want maxUnavailable 1 (keeps a quorum of 3), got %v / minAvailable %v", mu, m.pdb.Spec.MinAvailable)
+	}
+
+	// Pod spec: scheduling, shutdown, security, resources, storage.
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+		t.Errorf("replicas: want 3")
+	}
+	if sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Errorf("podManagementPolicy must be Parallel: with OrderedReady the first pod waits for a readiness that needs the others")
+	}
+	aa := pod.Spec.Affinity
+	if aa == nil || aa.PodAntiAffinity == nil || len(aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
+		t.Error("want a required pod anti-affinity")
+	} else {
+		for _, term := range aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			if term.TopologyKey != "kubernetes.io/hostname" || term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, podLabels) {
+				t.Errorf("anti-affinity term %+v must select the pods per hostname", term)
+			}
+		}
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 30 {
+		t.Errorf("terminationGracePeriodSeconds must leave time for the leadership transfer (>= 30 s)")
+	}
+	psc := pod.Spec.SecurityContext
+	uid := imageUID(t)
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != uid || psc.FSGroup == nil || *psc.FSGroup != uid {
+		t.Errorf("pod securityContext: want runAsNonRoot, runAsUser and fsGroup %d (the image's user)", uid)
+	}
+	csc := c.SecurityContext
+	if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
+		t.Error("container securityContext: want readOnlyRootFilesystem and no privilege escalation")
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[r]; !ok {
+			t.Errorf("no %s request", r)
+		}
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+		t.Error("no memory limit")
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 {
+		t.Fatalf("want one volumeClaimTemplate")
+	}
+	claim := sts.Spec.VolumeClaimTemplates[0].Name
+	var dataDir string
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == claim {
+			dataDir = vm.MountPath
+		}
+	}
+	if dataDir == "" {
+		t.Fatalf("the container does not mount the claim %q", claim)
+	}
+
+	// Arguments: every flag exists, env references are defined, and the values agree with
+	// the ports, the Services and the volume.
+	if len(c.Command) > 0 || len(c.Args) == 0 || c.Args[0] != "serve" {
+		t.Fatalf("args must start with serve (the image's entrypoint is txcoord): command %v args %v", c.Command, c.Args)
+	}
+	flags := serveFlags(t)
+	env := map[string]bool{}
+	for _, e := range c.Env {
+		env[e.Name] = true
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			if fp := e.ValueFrom.FieldRef.FieldPath; fp != "metadata.name" && fp != "metadata.namespace" {
+				t.Errorf("env %s: unexpected fieldPath %s", e.Name, fp)
+			}
+		}
+	}
+	args := map[string]string{}
+	for _, a := range c.Args[1:] {
+		if !strings.HasPrefix(a, "--") || !strings.Contains(a, "=") {
+			t.Errorf("arg %q: write flags as --name=value", a)
+			continue
+		}
+		name, val, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !flags[name] {
+			t.Errorf("arg --%s: `txcoord serve --help` has no such flag", name)
+		}
+		for _, ref := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(val, -1) {
+			if !env[ref[1]] {
+				t.Errorf("arg --%s uses $(%s), which the container's env does not define", name, ref[1])
+			}
+		}
+		args[name] = val
+	}
+	portOf := func(flag string) string {
+		_, p, err := splitHostPort(args[flag])
+		if err != nil {
+			t.Errorf("--%s=%q: %v", flag, args[flag], err)
+		}
+		return p
+	}
+	expect := map[string]string{
+		"node-id":          "$(POD_NAME)",
+		"data-dir":         dataDir,
+		"bootstrap-expect": strconv.Itoa(int(*sts.Spec.Replicas)),
+	}
+	for k, v := range expect {
+		if args[k] != v {
+			t.Errorf("--%s=%q, want %q", k, args[k], v)
+		}
+	}
+	for flag, port := range map[string]int32{"http-addr": ports["http"], "http-advertise": ports["http"], "raft-addr": ports["raft"], "raft-advertise": ports["raft"], "join": ports["raft"]} {
+		if portOf(flag) != strconv.Itoa(int(port)) {
+			t.Errorf("--%s=%q does not use the container port %d", flag, args[flag], port)
+		}
+	}
+	podDNS := "$(POD_NAME)." + peers.Name + "."
+	for _, flag := range []string{"raft-advertise", "http-advertise"} {
+		if !strings.HasPrefix(args[flag], podDNS) {
+			t.Errorf("--%s=%q: want the pod's stable name under the headless Service (%s...)", flag, args[flag], podDNS)
+		}
+	}
+	if !strings.HasPrefix(args["join"], peers.Name+".") {
+		t.Errorf("--join=%q: want the headless Service's name", args["join"])
+	}
+}
+
+func splitHostPort(s string) (string, string, error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", "", fmt.Errorf("no port")
+	}
+	return s[:i], s[i+1:], nil
+}
+
+// imageUID is the uid of the image's txcoord user (deploy/docker/passwd).
+func imageUID(t *testing.T) int64 {
+	raw, err := os.ReadFile("../docker/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) > 2 && f[0] == "txcoord" {
+			uid, err := strconv.ParseInt(f[2], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uid
+		}
+	}
+	t.Fatal("no txcoord user in deploy/docker/passwd")
+	return 0
+}
+
+var (
+	flagsOnce sync.Once
+	flagSet   map[string]bool
+	flagsErr  error
+)
+
+// serveFlags builds the binary and reads the long flag names from `txcoord serve --help`.
+func serveFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	flagsOnce.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			flagsErr = err
+			return
+		}
+		bin := filepath.Join(t.TempDir(), "txcoord")
+		build := exec.Command(goBin, "build", "-o", bin, "../../cmd/txcoord")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			flagsErr = fmt.Errorf("go build: %v: %s", err, out)
+			return
+		}
+		out, err := exec.Command(bin, "serve", "--help").CombinedOutput()
+		if err != nil {
+			flagsErr = fmt.Errorf("txcoord serve --help: %v: %s", err, out)
+			return
+		}
+		flagSet = map[string]bool{}
+		re := regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)`)
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				flagSet[m[1]] = true
+			}
+		}
+		if !flagSet["node-id"] || !flagSet["bootstrap-expect"] {
+			flagsErr = fmt.Errorf("could not read the flags from:\n%s", out)
+		}
+	})
+	if flagsErr != nil {
+		t.Fatal(flagsErr)
+	}
+	return flagSet
+}
