@@ -120,9 +120,10 @@ type PeerInfo struct {
 }
 
 type discoveryRequest struct {
-	Op        string    `json:"op"` // "info" or "join"
+	Op        string    `json:"op"` // "info", "join" or "remove"
 	From      ViewEntry `json:"from"`
 	LastIndex uint64    `json:"lastIndex,omitempty"`
+	ID        string    `json:"id,omitempty"` // remove: the node to remove
 }
 
 type discoveryReply struct {
@@ -175,6 +176,10 @@ func NewDiscovery(tr *Transport, id, httpAddr string, cfg DiscoveryConfig) *Disc
 	tr.Stream.SetDiscoveryHandler(d.serve)
 	return d
 }
+
+// Attach makes the node known to the protocol (probes, joins and removals are answered)
+// without running formation: a node started with a static --peers list.
+func (d *Discovery) Attach(n *Node) { d.node.Store(n) }
 
 // Start runs formation for n in the background until Close.
 func (d *Discovery) Start(n *Node) {
@@ -498,6 +503,64 @@ func (d *Discovery) join(ctx context.Context, n *Node, pi PeerInfo) bool {
 	return false
 }
 
+// RemovePeer asks the cluster, through the node whose Raft port is at addr (a follower
+// redirects to the leader), to remove node id from the Raft configuration. Removing a node
+// that is not a member succeeds.
+func RemovePeer(ctx context.Context, addr, id string, timeout time.Duration) error {
+	var dl net.Dialer
+	dial := func(ctx context.Context, a string) (net.Conn, error) { return dl.DialContext(ctx, "tcp", a) }
+	target := addr
+	for hop := 0; hop < 3; hop++ {
+		rep, err := call(ctx, dial, target, discoveryRequest{Op: "remove", ID: id}, timeout)
+		switch {
+		case err != nil:
+			return err
+		case rep.Joined:
+			return nil
+		case rep.Leader != "" && rep.Leader != target:
+			target = rep.Leader
+		default:
+			return fmt.Errorf("remove %s via %s: %s", id, target, rep.Error)
+		}
+	}
+	return fmt.Errorf("remove %s: no leader reached from %s", id, addr)
+}
+
+// handleRemove removes req.ID from the configuration when this node leads ("joined" in the
+// reply means done).
+func (d *Discovery) handleRemove(req discoveryRequest) discoveryReply {
+	n := d.node.Load()
+	if n == nil {
+		return discoveryReply{Error: "node is starting"}
+	}
+	if req.ID == "" {
+		return discoveryReply{Error: "remove: no node id"}
+	}
+	if n.Raft.State() != raft.Leader {
+		leader, _ := n.Raft.LeaderWithID()
+		if leader == "" {
+			return discoveryReply{Error: "no leader known"}
+		}
+		return discoveryReply{Leader: string(leader), Error: "not the leader"}
+	}
+	f := n.Raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return discoveryReply{Error: err.Error()}
+	}
+	member := false
+	for _, s := range f.Configuration().Servers {
+		member = member || string(s.ID) == req.ID
+	}
+	if !member {
+		return discoveryReply{Joined: true}
+	}
+	if err := n.Raft.RemoveServer(raft.ServerID(req.ID), 0, 5*time.Second).Error(); err != nil {
+		return discoveryReply{Error: "removing: " + err.Error()}
+	}
+	d.lg.Info("removed a server from the configuration", "peer", req.ID)
+	return discoveryReply{Joined: true}
+}
+
 // Probe asks the node whose Raft port is at addr for its PeerInfo.
 func Probe(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {
 	var dl net.Dialer
@@ -554,6 +617,8 @@ func (d *Discovery) serve(c net.Conn) {
 		rep.Info = &pi
 	case "join":
 		rep = d.handleJoin(req)
+	case "remove":
+		rep = d.handleRemove(req)
 	default:
 		rep.Error = fmt.Sprintf("unknown op %q", req.Op)
 	}

@@ -592,3 +592,32 @@ func TestStreamLayerRoutesRaftAndDiscovery(t *testing.T) {
 		t.Fatal("0.0.0.0 accepted as advertise address")
 	}
 }
+
+func TestRemovePeerScaleDown(t *testing.T) {
+	f, nodes, addrs, dc := formThree(t)
+	n4 := f.start("n4", t.TempDir(), addrs[3], "", dc)
+	all := append(nodes, n4)
+	leader := f.waitCluster(all, []string{"n1", "n2", "n3", "n4"}, 15*time.Second)
+	// Ask a follower: it forwards to the leader.
+	via := nodes[0]
+	if via == leader {
+		via = nodes[1]
+	}
+	ctx := context.Background()
+	if err := RemovePeer(ctx, via.adv, "n4", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemovePeer(ctx, via.adv, "n4", 5*time.Second); err != nil {
+		t.Fatalf("second removal: %v", err)
+	}
+	leader = f.waitCluster(nodes, []string{"n1", "n2", "n3"}, 10*time.Second)
+	// The removed node, still running with its state, does not rejoin by itself.
+	time.Sleep(time.Second)
+	if got := voters(leader.n); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("voters after removal: %v", got)
+	}
+	applyAndCheck(t, leader, nodes, "after-remove")
+	if err := RemovePeer(ctx, "127.0.0.1:1", "n4", time.Second); err == nil {
+		t.Fatal("removal through an unreachable address succeeded")
+	}
+}

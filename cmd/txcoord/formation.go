@@ -35,6 +35,7 @@ func (f *formationFlags) register(cmd *cobra.Command) {
 type formation struct {
 	tr   *cluster.Transport
 	disc *cluster.Discovery
+	run  bool // formation (not only answering the protocol)
 }
 
 // setup validates the flags and prepares cfg: the Raft transport (DNS-named advertise
@@ -69,19 +70,21 @@ func (f *formationFlags) setup(fl *serveFlags, cfg *server.Config, lg hclog.Logg
 		return nil, err
 	}
 	cfg.Cluster.Transport = tr
-	out := &formation{tr: tr}
-	if f.bootstrapExpect > 0 || len(join) > 0 {
-		out.disc = cluster.NewDiscovery(tr, fl.nodeID, cfg.Cluster.HTTPAdvertise, cluster.DiscoveryConfig{
-			Join: join, BootstrapExpect: f.bootstrapExpect, Logger: lg,
-		})
-	}
+	// The discovery protocol is always answered (txcoord peers, joining nodes); formation
+	// runs only with --bootstrap-expect or --join.
+	out := &formation{tr: tr, run: f.bootstrapExpect > 0 || len(join) > 0}
+	out.disc = cluster.NewDiscovery(tr, fl.nodeID, cfg.Cluster.HTTPAdvertise, cluster.DiscoveryConfig{
+		Join: join, BootstrapExpect: f.bootstrapExpect, Logger: lg,
+	})
 	return out, nil
 }
 
 // start runs discovery for the node that server.Start opened.
 func (f *formation) start(srv *server.Server) {
-	if f.disc != nil {
+	if f.run {
 		f.disc.Start(srv.Node)
+	} else {
+		f.disc.Attach(srv.Node)
 	}
 }
 
@@ -89,8 +92,4 @@ func (f *formation) start(srv *server.Server) {
 func (f *formation) abort() { _ = f.tr.Close() }
 
 // stop ends discovery before the node shuts down.
-func (f *formation) stop() {
-	if f.disc != nil {
-		f.disc.Close()
-	}
-}
+func (f *formation) stop() { f.disc.Close() }

@@ -50,8 +50,8 @@ func TestFormationFlags(t *testing.T) {
 			if cfg.Cluster.Transport == nil {
 				t.Fatal("no transport")
 			}
-			if (f.disc != nil) != (c.ff.bootstrapExpect > 0 || c.ff.join != "") {
-				t.Fatalf("discovery = %v", f.disc != nil)
+			if f.run != (c.ff.bootstrapExpect > 0 || c.ff.join != "") {
+				t.Fatalf("formation runs = %v", f.run)
 			}
 			if len(c.ff.partHeaders) > 0 && cfg.Caller == nil {
 				t.Fatal("participant headers not applied")

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/txcoord/txcoord/cluster"
+)
+
+func init() { extraCommands = append(extraCommands, newPeersCmd) }
+
+// newPeersCmd returns `txcoord peers`: the cluster-formation protocol on a node's Raft port,
+// for operators (what a node knows about formation; removing a voter when scaling down or
+// replacing a node).
+func newPeersCmd() *cobra.Command {
+	var (
+		via     string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "Inspect cluster formation and remove voters, through a node's Raft port",
+		Long: `Talks to a node's Raft port (--via host:port), where every txcoord serve answers the
+cluster-formation protocol. "info" prints what that node reports to its peers (id, Raft
+address, whether it has Raft state, its leader and term, the nodes it has found); "remove
+ID" asks the leader to remove a voter from the Raft configuration (a follower forwards
+the request to the leader). The Raft port is unauthenticated: keep it on a private network.`,
+	}
+	cmd.PersistentFlags().StringVar(&via, "via", "127.0.0.1:7000", "a node's Raft address, host:port")
+	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")
+	info := &cobra.Command{
+		Use:   "info",
+		Short: "Print what a node reports about itself and the nodes it has found",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pi, err := cluster.Probe(cmd.Context(), via, timeout)
+			if err != nil {
+				return err
+			}
+			out, _ := json.MarshalIndent(pi, "", "  ")
+			fmt.Fprintln(cmd.OutOrStdout(), string(out))
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove ID",
+		Short: "Remove a voter from the Raft configuration (idempotent)",
+		Example: `  txcoord peers remove txcoord-4 --via txcoord-0.txcoord-peers:7000
+  kubectl exec txcoord-0 -- /usr/local/bin/txcoord peers remove txcoord-4`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cluster.RemovePeer(cmd.Context(), via, args[0], timeout); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is not a member any more\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(info, remove)
+	return cmd
+}
