@@ -195,3 +195,25 @@ func TestPrepareErrors(t *testing.T) {
 		t.Errorf("the redirect was followed: target got %d calls", n)
 	}
 }
+
+// TestEveryFailedPrepareIsReported: when several participants fail phase one (here two
+// that never answer), the errors list names each of them, not only the first; only calls
+// the engine itself canceled after the first no are left out.
+func TestEveryFailedPrepareIsReported(t *testing.T) {
+	fps := newFPs(t, 3)
+	fps[1].Set(prepare, participanttest.Hang())
+	fps[2].Set(prepare, participanttest.Hang())
+	r := newRig(t)
+	l := r.lead(fastCfg(), nil)
+	txn := l.submit(t, 200*time.Millisecond, fps...)
+	got := r.waitTerminal(t, txn.ID)
+	if got.Status != fsm.StatusRolledBack {
+		t.Fatalf("got %s", describe(got))
+	}
+	for _, fp := range fps[1:] {
+		errorsContain(t, got, fp.Endpoints().Prepare+": no answer within 200 ms")
+	}
+	l.stop(t)
+	fps[1].Release(prepare)
+	fps[2].Release(prepare)
+}

@@ -22,22 +22,25 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 	votes := make([]fsm.Vote, n)
 	reasons := make([]string, n)
 	type answer struct {
-		i      int
-		vote   fsm.Vote
-		reason string
+		i        int
+		vote     fsm.Vote
+		reason   string
+		canceled bool // the call was canceled (by cancel below, or leadership ending)
 	}
 	answers := make(chan answer, n)
 	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
 	for i, p := range txn.Participants {
 		go func(i int, url string) {
 			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
+			var ce *participant.CallError
 			switch {
 			case err == nil && reply.Status == participant.ACK:
-				answers <- answer{i, fsm.VoteYes, ""}
+				answers <- answer{i: i, vote: fsm.VoteYes}
 			case err == nil:
-				answers <- answer{i, fsm.VoteNo, reply.Reason}
+				answers <- answer{i: i, vote: fsm.VoteNo, reason: reply.Reason}
 			default:
-				answers <- answer{i, fsm.VoteError, e.prepareError(err, txn)}
+				canceled := errors.Is(err, context.Canceled) || errors.As(err, &ce) && ce.Kind == participant.KindCanceled
+				answers <- answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled}
 			}
 		}(i, p.Prepare)
 	}
@@ -49,8 +52,11 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 			// Leadership ended: drain the rest and decide nothing; the next leader will.
 			continue
 		}
-		if cutShort && a.vote == fsm.VoteError {
-			continue // canceled because another participant already said no
+		if cutShort && a.canceled {
+			// Canceled because another participant already said no: no answer, not an
+			// error. Other errors (a second timeout at the deadline, a 500 that raced a
+			// NACK) are kept, so that the errors list names every participant that failed.
+			continue
 		}
 		votes[a.i], reasons[a.i] = a.vote, a.reason
 		if a.vote == fsm.VoteYes {
