@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -620,4 +621,40 @@ func TestRemovePeerScaleDown(t *testing.T) {
 	if err := RemovePeer(ctx, "127.0.0.1:1", "n4", time.Second); err == nil {
 		t.Fatal("removal through an unreachable address succeeded")
 	}
+}
+
+func TestRecoverAfterLostQuorum(t *testing.T) {
+	f, nodes, _, dc := formThree(t)
+	for _, n := range nodes {
+		f.stop(n)
+	}
+	// n2 and n3 are gone for good. n1 alone has no quorum; peers.json naming only n1
+	// makes it a cluster of one with its data.
+	n1 := nodes[0]
+	if err := WritePeersJSON(n1.dir, []Peer{{ID: "n1", RaftAddr: n1.adv}}); err != nil {
+		t.Fatal(err)
+	}
+	lg := f.logger("recover")
+	if _, err := RecoverIfRequested(n1.dir, "n2", lg); err == nil {
+		t.Fatal("a peers.json that does not name the node was applied")
+	}
+	done, err := RecoverIfRequested(n1.dir, "n1", lg)
+	if err != nil || !done {
+		t.Fatalf("recover: %v, %v", done, err)
+	}
+	if done, err := RecoverIfRequested(n1.dir, "n1", lg); done || err != nil {
+		t.Fatalf("peers.json applied twice: %v %v", done, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(n1.dir, PeersJSON+".applied-*")); len(m) != 1 {
+		t.Fatalf("applied file: %v", m)
+	}
+	r := f.start("n1", n1.dir, n1.bind, "", dc)
+	leader := f.waitCluster([]*fnode{r}, []string{"n1"}, 10*time.Second)
+	if r.d.Bootstraps.Load() != 0 {
+		t.Fatal("the recovered node bootstrapped")
+	}
+	if _, ok := leader.n.FSM.Members()["before"]; !ok {
+		t.Fatal("the recovered node lost its data")
+	}
+	applyAndCheck(t, leader, []*fnode{r}, "after-recovery")
 }

@@ -65,6 +65,12 @@ func (f *formationFlags) setup(fl *serveFlags, cfg *server.Config, lg hclog.Logg
 		}
 		cfg.Caller = participant.NewClient(participant.ClientOptions{Header: h})
 	}
+	// A peers.json in the data dir is the operator's manual recovery after a lost quorum.
+	if fl.dataDir != "" {
+		if _, err := cluster.RecoverIfRequested(fl.dataDir, fl.nodeID, lg); err != nil {
+			return nil, err
+		}
+	}
 	tr, err := cluster.NewTransport(fl.raftAddr, fl.raftAdvertise, lg.Named("transport"))
 	if err != nil {
 		return nil, err

@@ -59,6 +59,36 @@ the request to the leader). The Raft port is unauthenticated: keep it on a priva
 			return nil
 		},
 	}
-	cmd.AddCommand(info, remove)
+	var dataDir, servers string
+	writeRecovery := &cobra.Command{
+		Use:   "write-recovery --data-dir DIR --servers ID=RAFTADDR,...",
+		Short: "Write DIR/peers.json: the next start forces the Raft configuration to these servers",
+		Long: `After a permanent loss of quorum (docs/operations.md): on every surviving node, write
+the same list of survivors (ids and Raft addresses) into its data directory, then restart
+the nodes. txcoord serve finds DIR/peers.json, forces the Raft configuration to exactly
+those servers (entries in the local log count as committed), renames the file to
+peers.json.applied-<time>, and starts; the survivors elect a leader among themselves.
+Works in a running container (kubectl exec): the file is applied at the next start.`,
+		Example: `  kubectl exec txcoord-0 -- /usr/local/bin/txcoord peers write-recovery --data-dir /data \
+    --servers txcoord-0=txcoord-0.txcoord-peers.default.svc:7000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" {
+				return fmt.Errorf("--data-dir is required")
+			}
+			peers, err := parsePeers(servers)
+			if err != nil {
+				return err
+			}
+			if err := cluster.WritePeersJSON(dataDir, peers); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/%s (%d servers): restart the node to apply it\n", dataDir, cluster.PeersJSON, len(peers))
+			return nil
+		},
+	}
+	writeRecovery.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory")
+	writeRecovery.Flags().StringVar(&servers, "servers", "", "the survivors, id=raftaddr,... (the same list on every survivor)")
+	cmd.AddCommand(info, remove, writeRecovery)
 	return cmd
 }
