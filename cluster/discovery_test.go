@@ -658,3 +658,51 @@ func TestRecoverAfterLostQuorum(t *testing.T) {
 	}
 	applyAndCheck(t, leader, []*fnode{r}, "after-recovery")
 }
+
+func TestRestoreFromSnapshotBackup(t *testing.T) {
+	f, nodes, _, dc := formThree(t)
+	leader := f.waitCluster(nodes, []string{"n1", "n2", "n3"}, 5*time.Second)
+	applyAndCheck(t, leader, nodes, "in-backup")
+	if err := nodes[1].n.Raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(nodes[1].dir, "snapshots", "*"))
+	if len(snaps) == 0 {
+		t.Fatal("no snapshot directory")
+	}
+	slices.Sort(snaps)
+	backup := snaps[len(snaps)-1] // the newest: term-index-time sorts by term, then index
+	for _, n := range nodes {
+		f.stop(n)
+	}
+	// Restore into a fresh data dir: only snapshots/<backup>/ and a peers.json naming the
+	// node that will hold it.
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "snapshots", filepath.Base(backup))
+	if err := os.MkdirAll(dst, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"meta.json", "state.bin"} {
+		raw, err := os.ReadFile(filepath.Join(backup, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), raw, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := reservePorts(t, 1)[0]
+	if err := WritePeersJSON(dir, []Peer{{ID: "r1", RaftAddr: addr}}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := RecoverIfRequested(dir, "r1", f.logger("recover")); err != nil || !done {
+		t.Fatalf("recover: %v %v", done, err)
+	}
+	dc.Join = []string{addr}
+	r := f.start("r1", dir, addr, "", dc)
+	leader = f.waitCluster([]*fnode{r}, []string{"r1"}, 10*time.Second)
+	if _, ok := leader.n.FSM.Members()["in-backup"]; !ok {
+		t.Fatal("the restored node does not hold the backup's data")
+	}
+	applyAndCheck(t, leader, []*fnode{r}, "after-restore")
+}
