@@ -347,15 +347,31 @@ func (e *Engine) drive(ctx context.Context, id string) {
 	}
 }
 
-// apply proposes cmd and maps errors that mean "stop driving" to errStop. Other errors
-// (which should not happen: a bad command) are returned as they are.
+// apply proposes cmd and maps errors that mean "stop driving" to errStop. Any other error
+// from the log (raft.ErrEnqueueTimeout under load, a transient storage error) leaves this
+// node leading, so giving up would strand the transaction, and its participants' locks,
+// until the next election: apply proposes again after a capped, growing pause until the
+// entry commits or the term ends. That is safe for the commands the driver logs: a repeated
+// Decide with the same decision, Complete or Fail changes nothing in the FSM. Refusals by
+// the FSM come back in Result.Err, not here.
 func (e *Engine) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
-	res, err := e.log.Apply(ctx, cmd)
-	if err != nil {
+	wait := e.cfg.RetryInitial
+	for {
+		res, err := e.log.Apply(ctx, cmd)
+		if err == nil {
+			return res, nil
+		}
 		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || isNotLeader(err) || errors.Is(err, raft.ErrRaftShutdown) {
 			return res, fmt.Errorf("%w: %v", errStop, err)
 		}
-		return res, err
+		e.lg.Warn("logging failed; will propose again", "command", fmt.Sprintf("%T", cmd), "error", err, "wait", wait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return res, fmt.Errorf("%w: %v", errStop, err)
+		case <-timer.C:
+		}
+		wait = min(2*wait, e.cfg.RetryMax)
 	}
-	return res, nil
 }

@@ -8,6 +8,7 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -262,11 +263,16 @@ type rig struct {
 	fsm    *fsm.FSM
 	log    *memLog
 	client *participant.Client
+	// transport is the client's, kept so that a test can close its idle connections.
+	transport *http.Transport
 }
 
 func newRig(t testing.TB) *rig {
 	f := fsm.New()
-	return &rig{t: t, fsm: f, log: newMemLog(f), client: participant.NewClient(participant.ClientOptions{})}
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, Proxy: nil}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &rig{t: t, fsm: f, log: newMemLog(f), transport: tr,
+		client: participant.NewClient(participant.ClientOptions{Transport: tr})}
 }
 
 // roomy is the phase-one timeout of transactions that are meant to commit. The machine
