@@ -141,6 +141,7 @@ type Engine struct {
 	lead    *term // nil while not leading
 	driving map[string]struct{}
 	nudges  map[string]chan struct{} // closed to cut a phase-two backoff short
+	settled map[string]chan struct{} // closed when phase two is acknowledged by all
 
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
@@ -157,8 +158,9 @@ type Hooks struct {
 
 // term is one period of leadership.
 type term struct {
-	ctx context.Context
-	wg  sync.WaitGroup
+	ctx         context.Context
+	wg          sync.WaitGroup
+	completions chan completionReq
 }
 
 // New returns an engine that writes through log, reads state and calls participants
@@ -166,7 +168,7 @@ type term struct {
 func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
 	caller = observedCaller{Caller: caller, obs: cfg.Observer}
-	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}}
+	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{}}
 }
 
 // SetHooks installs test hooks; call before Lead.
@@ -177,7 +179,12 @@ func (e *Engine) SetHooks(h *Hooks) { e.hooks = h }
 // all that earlier leaders committed), accepts Submit calls, and when ctx ends waits for
 // every driver to stop before it returns. After Lead returns this node sends nothing more.
 func (e *Engine) Lead(ctx context.Context) {
-	t := &term{ctx: ctx}
+	t := &term{ctx: ctx, completions: make(chan completionReq, maxCompleteBatch)}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		e.completeLoop(ctx, t.completions)
+	}()
 	e.mu.Lock()
 	e.lead = t
 	e.mu.Unlock()
@@ -231,6 +238,7 @@ func (e *Engine) startDriver(t *term, id string) {
 			e.mu.Lock()
 			delete(e.driving, id)
 			delete(e.nudges, id)
+			delete(e.settled, id) // waiters fall back to the FSM, which is terminal or moves on
 			e.mu.Unlock()
 			e.inflight.Add(-1)
 			t.wg.Done()

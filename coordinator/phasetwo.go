@@ -45,19 +45,18 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
 		return errStop
 	}
 	reports := p2.snapshot()
-	now := e.cfg.Now().UnixMilli()
-	var res fsm.Result
-	var err error
 	if p2.allAcked() {
+		// Every participant holds the outcome: the client may be told now; the completion
+		// entry is bookkeeping and rides in a batch with others.
+		e.settle(txn.ID)
 		attempts := make([]uint32, n)
 		for i, r := range reports {
 			attempts[i] = r.Attempts
 		}
-		res, err = e.apply(ctx, &fsm.Complete{At: now, Items: []fsm.Completion{{ID: txn.ID, Attempts: attempts}}})
-	} else {
-		e.lg.Error("phase two gave up: heuristic outcome, operator needed", "txn", txn.ID, "phase", string(phase), "reports", fmt.Sprint(reports))
-		res, err = e.apply(ctx, &fsm.Fail{ID: txn.ID, At: now, Reports: reports})
+		return e.complete(ctx, fsm.Completion{ID: txn.ID, Attempts: attempts})
 	}
+	e.lg.Error("phase two gave up: heuristic outcome, operator needed", "txn", txn.ID, "phase", string(phase), "reports", fmt.Sprint(reports))
+	res, err := e.apply(ctx, &fsm.Fail{ID: txn.ID, At: e.cfg.Now().UnixMilli(), Reports: reports})
 	if err != nil {
 		return err
 	}

@@ -150,9 +150,18 @@ func (t *Txn) clone() *Txn {
 	return &c
 }
 
-// Errors returns one line per participant that refused or failed, e.g.
-// "http://hotel/prepare: NACK: no rooms" or "http://pay/commit: HTTP 500 (attempt 3)".
-func (t *Txn) Errors() []string {
+// Errors returns one line per participant that refused or failed, in participant order:
+// its phase-one reason ("http://hotel/prepare: NACK: no rooms") and, while it has not
+// acknowledged phase two, its last phase-two failure ("http://pay/commit: HTTP 500
+// (attempt 3)").
+func (t *Txn) Errors() []string { return t.errorLines(true) }
+
+// VoteErrors returns only phase one's reasons, one line per participant that voted no or
+// failed: "http://hotel/prepare: NACK: no rooms", "http://pay/prepare: no answer within
+// 1000 ms".
+func (t *Txn) VoteErrors() []string { return t.errorLines(false) }
+
+func (t *Txn) errorLines(phaseTwo bool) []string {
 	var out []string
 	for i, st := range t.States {
 		p := t.Participants[i]
@@ -163,7 +172,7 @@ func (t *Txn) Errors() []string {
 				out = append(out, p.Prepare+": "+st.Reason)
 			}
 		}
-		if st.LastError != "" && !st.Acked {
+		if phaseTwo && st.LastError != "" && !st.Acked {
 			url := p.Commit
 			if t.Decision == DecisionAbort {
 				url = p.Rollback

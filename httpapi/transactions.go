@@ -71,15 +71,52 @@ func (s *Server) waitBound(t *fsm.Txn) time.Time {
 func (s *Server) answer(c echo.Context, txn *fsm.Txn) error {
 	ctx, cancel := context.WithDeadline(c.Request().Context(), s.waitBound(txn))
 	defer cancel()
-	t, _ := s.state.WaitFor(ctx, txn.ID, func(t *fsm.Txn) bool { return t == nil || t.Status.Terminal() })
+	// On the leader the engine says when every participant has acknowledged phase two,
+	// which is before the completion entry is logged: answer then.
+	var settled <-chan struct{}
+	if st, ok := s.sub.(Settler); ok {
+		settled = st.Settled(txn.ID)
+	}
+	wctx := ctx
+	if settled != nil {
+		var stop context.CancelFunc
+		wctx, stop = context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			select {
+			case <-settled:
+				stop()
+			case <-wctx.Done():
+			}
+		}()
+	}
+	t, _ := s.state.WaitFor(wctx, txn.ID, func(t *fsm.Txn) bool { return t == nil || t.Status.Terminal() })
 	if t == nil {
 		t = txn
+	}
+	if !t.Status.Terminal() && settled != nil && isClosed(settled) {
+		return c.JSON(http.StatusOK, settledOutcome(t))
 	}
 	code := http.StatusOK
 	if !t.Status.Terminal() {
 		code = http.StatusAccepted
 	}
 	return c.JSON(code, outcomeOf(t))
+}
+
+// Settler is optionally implemented by the Submitter (*coordinator.Engine does): Settled
+// returns a channel closed once every participant of id acknowledged phase two, or nil.
+type Settler interface {
+	Settled(id string) <-chan struct{}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // answerIndeterminate handles a Begin whose commit is unknown (leadership lost while it was

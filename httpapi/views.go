@@ -88,3 +88,18 @@ func viewOf(t *fsm.Txn) TransactionView {
 	}
 	return v
 }
+
+// settledOutcome is the answer for a transaction whose participants all acknowledged
+// phase two while its completion entry is still on its way into the log: the final status
+// follows from the decision, and errors are phase one's reasons.
+func settledOutcome(t *fsm.Txn) Outcome {
+	status := fsm.StatusRolledBack
+	if t.Decision == fsm.DecisionCommit {
+		status = fsm.StatusCommitted
+	}
+	errs := t.VoteErrors()
+	if errs == nil {
+		errs = []string{}
+	}
+	return Outcome{TransactionID: t.ID, Status: status.String(), Errors: errs}
+}

@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/server/servertest"
 )
 
@@ -30,8 +32,14 @@ func TestMetricsAfterATransaction(t *testing.T) {
 	_, urls := participants(t)
 	c := servertest.Start(t, servertest.Options{})
 	leader := c.WaitLeader(10 * time.Second)
-	if code, out := post(t, c.Node(leader).URL(), urls, 2000); code != http.StatusOK || out.Status != "committed" {
+	code, out := post(t, c.Node(leader).URL(), urls, 2000)
+	if code != http.StatusOK || out.Status != "committed" {
 		t.Fatalf("HTTP %d %+v", code, out)
+	}
+	// The answer comes once every participant acknowledged; the completion entry follows.
+	id := out.TransactionID
+	if _, err := c.Node(leader).Node.FSM.WaitFor(context.Background(), id, func(t *fsm.Txn) bool { return t.Status == fsm.StatusCommitted }); err != nil {
+		t.Fatal(err)
 	}
 	body := scrape(t, c.Node(leader).URL())
 	for _, want := range []string{

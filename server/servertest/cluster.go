@@ -228,8 +228,8 @@ func (c *Cluster) StateHash(i int) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// WaitConverged waits until every running node has applied the same last index and holds
-// the same state.
+// WaitConverged waits until the cluster is quiet (no node holds a transaction that is not
+// terminal) and every running node holds the same state.
 func (c *Cluster) WaitConverged(within time.Duration) {
 	c.t.Helper()
 	err := c.Eventually(within, func() error {
@@ -237,6 +237,9 @@ func (c *Cluster) WaitConverged(within time.Duration) {
 		for i := range c.nodes {
 			if c.Node(i) == nil {
 				continue
+			}
+			if n := len(c.Node(i).Node.FSM.Active()); n > 0 {
+				return fmt.Errorf("node %d holds %d transactions still in progress", i, n)
 			}
 			h := c.StateHash(i)
 			if first == "" {

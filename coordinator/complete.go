@@ -1,0 +1,109 @@
+package coordinator
+
+import (
+	"context"
+
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// maxCompleteBatch bounds the completions folded into one Complete entry.
+const maxCompleteBatch = 256
+
+// completionReq asks the batcher to log one transaction's completion.
+type completionReq struct {
+	c    fsm.Completion
+	done chan error
+}
+
+// completeLoop logs completions for one term. Whatever queued while the previous entry
+// was being committed goes into the next one, so under load many transactions share one
+// log entry (and one FSM apply) while a lone transaction is never delayed by waiting for
+// company.
+func (e *Engine) completeLoop(ctx context.Context, ch chan completionReq) {
+	batch := make([]completionReq, 0, maxCompleteBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-ch:
+			batch = append(batch, r)
+		}
+	fill:
+		for len(batch) < maxCompleteBatch {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		items := make([]fsm.Completion, len(batch))
+		for i, r := range batch {
+			items[i] = r.c
+		}
+		_, err := e.apply(ctx, &fsm.Complete{At: e.cfg.Now().UnixMilli(), Items: items})
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+// complete hands c to this term's batcher and waits until its entry is committed.
+func (e *Engine) complete(ctx context.Context, c fsm.Completion) error {
+	e.mu.Lock()
+	var ch chan completionReq
+	if e.lead != nil {
+		ch = e.lead.completions
+	}
+	e.mu.Unlock()
+	if ch == nil {
+		return errStop
+	}
+	r := completionReq{c: c, done: make(chan error, 1)}
+	select {
+	case ch <- r:
+	case <-ctx.Done():
+		return errStop
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return errStop
+	}
+}
+
+// Settled returns a channel that is closed once every participant of id has acknowledged
+// phase two on this leader, before the completion is logged: the outcome is then final and
+// known to every participant, so a client can be answered without waiting for the
+// bookkeeping entry. It returns nil when this node is not driving id.
+func (e *Engine) Settled(id string) <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.driving[id]; !ok {
+		return nil
+	}
+	ch, ok := e.settled[id]
+	if !ok {
+		ch = make(chan struct{})
+		e.settled[id] = ch
+	}
+	return ch
+}
+
+// settle closes id's Settled channel.
+func (e *Engine) settle(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ch, ok := e.settled[id]
+	if !ok {
+		ch = make(chan struct{})
+		e.settled[id] = ch
+	}
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
