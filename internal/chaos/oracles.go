@@ -305,9 +305,11 @@ func checkClients(o *Oracles, reqs []request, byID map[string]txnView, byKey map
 			}
 			continue
 		}
-		if r.Pending != "" {
+		// A 202 "committing" or "rolling_back" promises that outcome (or failed); a 202 with
+		// any other status (e.g. "preparing": nobody decided before the wait ran out)
+		// promises nothing.
+		if want, promised := map[string]string{"committing": "committed", "rolling_back": "rolled_back"}[r.Pending]; promised {
 			t, ok := byID[r.TxnID]
-			want := map[string]string{"committing": "committed", "rolling_back": "rolled_back"}[r.Pending]
 			if ok && t.Status != want && t.Status != "failed" {
 				o.add("client: request %s was told %s for txn %s, but its final status is %s", r.Key, r.Pending, r.TxnID, t.Status)
 			}

@@ -69,7 +69,9 @@ func report(cfg Config, res *Result, c *Cluster, mon *monitor, kills []kill, vie
 			}
 		}
 	}
-	p("leaderships seen: %d; longest time without a ready leader: %s%s [%d polls every %s]", mon.leaderChanges(), gap.Round(time.Millisecond), cause, polls, cfg.PollInterval)
+	forced := res.Kills[FaultLeaderKill] + res.Kills[FaultLeaderPause] + res.Kills[FaultRestartAll] + res.Kills[FaultLeaderTerm]
+	p("leaderships seen: %d (%d beyond the first and the %d the faults forced: a measure of flapping); longest time without a ready leader: %s%s [%d polls every %s]",
+		mon.leaderChanges(), max(0, mon.leaderChanges()-1-forced), forced, gap.Round(time.Millisecond), cause, polls, cfg.PollInterval)
 	kinds := []string{FaultLeaderKill, FaultLeaderPause, FaultRestartAll, FaultLeaderTerm}
 	res.Failover, res.FirstDecision = nil, nil
 	for _, kind := range kinds {
