@@ -167,6 +167,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"redirect", participanttest.Behavior{Code: http.StatusFound, Header: http.Header{"Location": {target.Endpoints().Prepare}}},
 			fmt.Sprintf("HTTP 302 redirect to %q (not followed)", target.Endpoints().Prepare)},
 		{"close", participanttest.Behavior{Drop: participanttest.DropBefore}, "connection closed before a reply (EOF)"},
+		// The Prepare took effect (FP-B holds a lock) but the vote was lost: a no; the
+		// Rollback releases the lock (checked by O3 below).
+		{"process then close", participanttest.Behavior{Drop: participanttest.DropAfter}, "connection closed before a reply (EOF)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,4 +219,28 @@ func TestEveryFailedPrepareIsReported(t *testing.T) {
 	l.stop(t)
 	fps[1].Release(prepare)
 	fps[2].Release(prepare)
+}
+
+// TestCommitProcessedThenDropped: FP-B commits but the connection drops before the reply.
+// The engine cannot tell, so it sends Commit again; FP-B acknowledges the repeat and the
+// transaction commits with no lock left. (net/http may itself resend once on a reused
+// keep-alive connection, because the call carries an Idempotency-Key: either way FP-B
+// sees the Commit at least twice.)
+func TestCommitProcessedThenDropped(t *testing.T) {
+	fps := newFPs(t, 2)
+	fps[1].FailFirst(commit, 1, participanttest.Behavior{Drop: participanttest.DropAfter})
+	r := newRig(t)
+	l := r.lead(fastCfg(), nil)
+	txn := l.submit(t, roomy, fps...)
+	got := r.waitTerminal(t, txn.ID)
+	if got.Status != fsm.StatusCommitted {
+		t.Fatalf("got %s", describe(got))
+	}
+	if n := fps[1].Count(commit); n < 2 {
+		t.Errorf("FP-B saw %d commits, want the dropped one and a repeat", n)
+	}
+	if fps[0].Count(rollback)+fps[1].Count(rollback) != 0 {
+		t.Error("rollback sent for a committed transaction")
+	}
+	checkFPs(t, fps...)
 }

@@ -89,7 +89,6 @@ func TestC05_LeadershipLostOnDecide(t *testing.T) {
 				old.stop(t)
 				r.log.clearFaults()
 
-				prepares := fps[0].Count(prepare)
 				newer := r.lead(fastCfg(), nil)
 				got := r.waitTerminal(t, txn.ID)
 				want := fsm.StatusCommitted
@@ -99,11 +98,13 @@ func TestC05_LeadershipLostOnDecide(t *testing.T) {
 				if got.Status != want {
 					t.Fatalf("new leader: %s, want %v", describe(got), want)
 				}
-				if applied && fps[0].Count(prepare) != prepares {
+				// (Counted where the engine calls: a Prepare the old leader canceled may still
+				// reach an FP late.)
+				if applied && newer.caller.count(prepare) != 0 {
 					t.Errorf("the decision was logged, yet the new leader prepared again")
 				}
-				if !applied && decision == fsm.DecisionCommit && fps[0].Count(prepare) != prepares+1 {
-					t.Errorf("no decision was logged: the new leader must prepare again")
+				if !applied && decision == fsm.DecisionCommit && newer.caller.count(prepare) != len(fps) {
+					t.Errorf("no decision was logged: the new leader must prepare again (%d prepares)", newer.caller.count(prepare))
 				}
 				newer.stop(t)
 				old.assertNoLateCalls(t)
