@@ -675,10 +675,10 @@ func TestRestoreFromSnapshotBackup(t *testing.T) {
 	for _, n := range nodes {
 		f.stop(n)
 	}
-	// Restore into a fresh data dir: only snapshots/<backup>/ and a peers.json naming the
-	// node that will hold it.
-	dir := t.TempDir()
-	dst := filepath.Join(dir, "snapshots", filepath.Base(backup))
+	// Restore into a fresh data dir from a backup holding only snapshots/<backup>/, with a
+	// peers.json naming the node that will hold it.
+	from := t.TempDir()
+	dst := filepath.Join(from, "snapshots", filepath.Base(backup))
 	if err := os.MkdirAll(dst, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -690,6 +690,16 @@ func TestRestoreFromSnapshotBackup(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dst, name), raw, 0o640); err != nil {
 			t.Fatal(err)
 		}
+	}
+	dir := t.TempDir()
+	if err := RestoreDataDir(from, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := RestoreDataDir(from, dir); err == nil {
+		t.Fatal("restored twice into the same directory")
+	}
+	if err := RestoreDataDir(t.TempDir(), t.TempDir()); err == nil {
+		t.Fatal("restored from an empty backup")
 	}
 	addr := reservePorts(t, 1)[0]
 	if err := WritePeersJSON(dir, []Peer{{ID: "r1", RaftAddr: addr}}); err != nil {

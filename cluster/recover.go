@@ -102,3 +102,50 @@ func WritePeersJSON(dataDir string, peers []Peer) error {
 	}
 	return os.Rename(tmp, filepath.Join(dataDir, PeersJSON))
 }
+
+// RestoreDataDir copies a backup (a data directory, or a directory holding only
+// snapshots/<term>-<index>-<ms>/) into the empty data directory to, for a restore followed
+// by a peers.json recovery (docs/operations.md). It copies raft.db when present and every
+// complete snapshot, and refuses a target that already has Raft state.
+func RestoreDataDir(from, to string) error {
+	for _, p := range []string{filepath.Join(to, "raft.db"), filepath.Join(to, "snapshots")} {
+		if ents, err := os.ReadDir(p); err == nil && len(ents) > 0 {
+			return fmt.Errorf("%s already holds raft state: restore into an empty data directory", to)
+		} else if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return fmt.Errorf("%s already holds raft state: restore into an empty data directory", to)
+		}
+	}
+	copyFile := func(src, dst string) error {
+		raw, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, raw, 0o600)
+	}
+	found := false
+	if _, err := os.Stat(filepath.Join(from, "raft.db")); err == nil {
+		if err := copyFile(filepath.Join(from, "raft.db"), filepath.Join(to, "raft.db")); err != nil {
+			return err
+		}
+		found = true
+	}
+	snaps, _ := os.ReadDir(filepath.Join(from, "snapshots"))
+	for _, s := range snaps {
+		if !s.IsDir() || filepath.Ext(s.Name()) == ".tmp" {
+			continue
+		}
+		for _, f := range []string{"meta.json", "state.bin"} {
+			if err := copyFile(filepath.Join(from, "snapshots", s.Name(), f), filepath.Join(to, "snapshots", s.Name(), f)); err != nil {
+				return fmt.Errorf("snapshot %s: %w", s.Name(), err)
+			}
+		}
+		found = true
+	}
+	if !found {
+		return fmt.Errorf("%s holds neither raft.db nor a complete snapshot under snapshots/", from)
+	}
+	return nil
+}

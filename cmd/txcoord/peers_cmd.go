@@ -89,6 +89,41 @@ Works in a running container (kubectl exec): the file is applied at the next sta
 	}
 	writeRecovery.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory")
 	writeRecovery.Flags().StringVar(&servers, "servers", "", "the survivors, id=raftaddr,... (the same list on every survivor)")
-	cmd.AddCommand(info, remove, writeRecovery)
+	var from string
+	restore := &cobra.Command{
+		Use:   "restore --from BACKUP --data-dir DIR --servers ID=RAFTADDR,...",
+		Short: "Copy a backup into an empty data directory and write its peers.json",
+		Long: `Restores a backup (a copied data directory, or a directory holding snapshots/<term>-<index>-<ms>/)
+into the empty data directory DIR and writes DIR/peers.json naming --servers (usually just
+this node): the next txcoord serve on DIR starts a cluster holding the backup. Run it as the
+user the node runs as (the image's txcoord user), e.g. with docker compose run.`,
+		Example: `  docker compose run --rm --no-deps -v "$PWD/backup:/backup:ro" coord1 \
+    peers restore --from /backup --data-dir /data --servers coord1=coord1-raft:7000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from == "" || dataDir == "" {
+				return fmt.Errorf("--from and --data-dir are required")
+			}
+			peers, err := parsePeers(servers)
+			if err != nil {
+				return err
+			}
+			if len(peers) == 0 {
+				return fmt.Errorf("--servers is required")
+			}
+			if err := cluster.RestoreDataDir(from, dataDir); err != nil {
+				return err
+			}
+			if err := cluster.WritePeersJSON(dataDir, peers); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s and wrote %s: start the node\n", from, dataDir, cluster.PeersJSON)
+			return nil
+		},
+	}
+	restore.Flags().StringVar(&from, "from", "", "the backup directory")
+	restore.Flags().StringVar(&dataDir, "data-dir", "", "the node's (empty) data directory")
+	restore.Flags().StringVar(&servers, "servers", "", "the servers of the restored cluster, id=raftaddr,...")
+	cmd.AddCommand(info, remove, writeRecovery, restore)
 	return cmd
 }
