@@ -21,6 +21,7 @@ import (
 	"github.com/txcoord/txcoord/httpapi"
 	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/ui"
 )
 
 // Config is everything one node needs.
@@ -85,6 +86,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.API.Logger = cfg.Logger
 	api := httpapi.New(cfg.API, node, node.FSM, eng)
 	api.Echo().GET("/metrics", echo.WrapHandler(m.Handler()))
+	ui.Register(api.Echo())
 	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln}
 	s.http = api.NewHTTPServer(ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
