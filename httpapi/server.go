@@ -119,6 +119,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.GET("/readyz", s.readyz)
 	s.echo = e
 	s.operatorRoutes()
+	s.membershipRoutes()
 	return s
 }
 

@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/cluster"
+)
+
+// Membership is the cluster side of membership changes (*cluster.Node implements it).
+// When the Node given to New also implements it, the membership routes are served:
+//
+//	POST /v1/cluster/join                {"id", "raftAddr", "httpAddr"}
+//	POST /v1/cluster/remove              {"id"}
+//	POST /v1/cluster/transfer-leadership {"to"}  ("" or absent: any up-to-date voter)
+//
+// Each goes to the leader (a follower passes it on once) and answers the new
+// GET /v1/cluster view. Join and remove are idempotent.
+type Membership interface {
+	AddVoter(id, raftAddr, httpAddr string) error
+	RemoveServer(id string) error
+	TransferLeadership(to string) error
+}
+
+// MembershipRequest is the body of the membership routes; each uses the fields it needs.
+type MembershipRequest struct {
+	ID       string `json:"id,omitempty"`
+	RaftAddr string `json:"raftAddr,omitempty"`
+	HTTPAddr string `json:"httpAddr,omitempty"`
+	To       string `json:"to,omitempty"`
+}
+
+func (s *Server) membershipRoutes() {
+	m, ok := s.node.(Membership)
+	if !ok {
+		return
+	}
+	s.echo.POST("/v1/cluster/join", s.membershipAction("join", func(r MembershipRequest) error {
+		if r.ID == "" || r.RaftAddr == "" {
+			return badRequest(`"id" and "raftAddr" are required`)
+		}
+		return m.AddVoter(r.ID, r.RaftAddr, r.HTTPAddr)
+	}))
+	s.echo.POST("/v1/cluster/remove", s.membershipAction("remove", func(r MembershipRequest) error {
+		if r.ID == "" {
+			return badRequest(`"id" is required`)
+		}
+		return m.RemoveServer(r.ID)
+	}))
+	s.echo.POST("/v1/cluster/transfer-leadership", s.membershipAction("transfer-leadership", func(r MembershipRequest) error {
+		return m.TransferLeadership(r.To)
+	}))
+}
+
+func (s *Server) membershipAction(name string, do func(MembershipRequest) error) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		body, aerr := s.readBody(c.Request())
+		if aerr != nil {
+			return writeError(c, aerr)
+		}
+		var req MembershipRequest
+		if len(bytes.TrimSpace(body)) > 0 {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				return writeError(c, badRequest("invalid JSON: "+err.Error()))
+			}
+		}
+		if !s.node.LeaderReady() {
+			return s.forwardOnce(c, "/v1/cluster/"+name, body)
+		}
+		err := do(req)
+		var ae *apiError
+		switch {
+		case err == nil:
+			return c.JSON(http.StatusOK, s.node.Status())
+		case errors.As(err, &ae):
+			return writeError(c, ae)
+		case errors.Is(err, cluster.ErrUnknownMember):
+			return writeError(c, &apiError{Code: codeNotFound, Detail: err.Error()})
+		case errors.Is(err, cluster.ErrNotLeader):
+			return writeError(c, &apiError{Code: codeNoLeader, Detail: err.Error(), retryAfter: "1"})
+		default:
+			return writeError(c, &apiError{Code: codeUnavailable, Detail: name + ": " + err.Error(), retryAfter: "1"})
+		}
+	}
+}
