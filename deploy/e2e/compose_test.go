@@ -94,6 +94,11 @@ func TestCompose(t *testing.T) {
 
 	// 2. Partition: cut the leader off the raft network; it still reaches the participants
 	// (and clients) on svc.
+	// Participants answer 30% of calls with HTTP 500 from now until the partition heals,
+	// so the leader always has phase-two calls to retry when it is cut off: the check below
+	// then sees whether it stops sending them.
+	e.setErrorRate(0.3)
+	e.sleep(2 * time.Second)
 	l2 := e.waitLeader("", 20*time.Second)
 	raftNet := e.project + "_raft"
 	tPartStart := time.Now()
@@ -108,6 +113,7 @@ func TestCompose(t *testing.T) {
 	e.docker("network", "connect", "--alias", l2+"-raft", "--alias", "coord-peers", raftNet, e.container(l2))
 	e.waitReady(l2, 60*time.Second)
 	fig.add("partition: "+l2+" rejoined after the network came back", time.Since(tHeal), "")
+	e.setErrorRate(0)
 	e.sleep(4 * time.Second)
 
 	// The participants' request logs live in memory: read them before restarting.
@@ -481,6 +487,23 @@ func (e *env) transactions() map[string]finalTxn {
 			return out
 		}
 		after = page.Next
+	}
+}
+
+// setErrorRate sets every participant's errorRate fault knob (POST /control).
+func (e *env) setErrorRate(r float64) {
+	e.t.Helper()
+	e.logf("participants: errorRate %.2f", r)
+	for _, p := range participants {
+		body := fmt.Sprintf(`{"errorRate": %g}`, r)
+		resp, err := hc.Post(e.url(p)+"/control", "application/json", strings.NewReader(body))
+		if err != nil {
+			e.t.Fatalf("%s /control: %v", p, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			e.t.Fatalf("%s /control: HTTP %d", p, resp.StatusCode)
+		}
 	}
 }
 
