@@ -35,7 +35,19 @@
     timer: 0,
     lastOk: 0,
     action: null, // {kind, id} while the action dialog is open
+    // Bearer tokens, when the node requires them (a 401 asks for one). Kept in
+    // sessionStorage: this tab only, gone when it closes.
+    token: load("txcoord.token"),
+    opToken: load("txcoord.operatorToken"),
+    needToken: false,
   };
+
+  function load(k) {
+    try { return sessionStorage.getItem(k) || ""; } catch (_) { return ""; }
+  }
+  function store(k, v) {
+    try { if (v) sessionStorage.setItem(k, v); else sessionStorage.removeItem(k); } catch (_) { /* storage off */ }
+  }
 
   // ---------- HTTP ----------
 
@@ -55,9 +67,12 @@
   async function request(path, options = {}) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
+    const headers = { Accept: "application/json", ...(options.headers || {}) };
+    const token = options.token !== undefined ? options.token : st.token;
+    if (token) headers.Authorization = "Bearer " + token;
     let resp;
     try {
-      resp = await fetch(apiURL(path), { ...options, signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json", ...(options.headers || {}) } });
+      resp = await fetch(apiURL(path), { method: options.method, body: options.body, headers, signal: ctl.signal, cache: "no-store", credentials: "omit" });
     } catch (e) {
       throw new APIError(0, null, e.name === "AbortError" ? "no answer within " + REQUEST_TIMEOUT_MS / 1000 + " s" : "the node cannot be reached");
     } finally {
@@ -95,9 +110,16 @@
       trimRecent();
       render(cluster, stuck.transactions, inflight, inflightMore);
       st.lastOk = Date.now();
+      showSignin(false);
       setBanner(cluster.leaderId ? "" : "No leader is known to this node: the cluster cannot run transactions or operator actions until one is elected (election in progress or no quorum).");
       setUpdated();
     } catch (e) {
+      if (e.status === 401) {
+        showSignin(true, st.token ? "The token was refused: " + e.message : "");
+        setBanner("");
+        setUpdated(true);
+        return;
+      }
       setBanner("Cannot read this node's API: " + e.message + "." + (st.lastOk ? " Showing what it said at " + clock(st.lastOk) + "." : ""));
       setUpdated(true);
     } finally {
@@ -108,7 +130,7 @@
 
   function schedule() {
     clearTimeout(st.timer);
-    if (!st.paused && !document.hidden) st.timer = setTimeout(refresh, REFRESH_MS);
+    if (!st.paused && !st.needToken && !document.hidden) st.timer = setTimeout(refresh, REFRESH_MS);
   }
 
   // pullNew reads the transactions created since the newest one seen.
@@ -289,6 +311,12 @@
     setText("sum-leader", c.leaderId || "none");
     setText("sum-term", c.term);
     setText("sum-applied", c.appliedIndex);
+    const sm = $("sum-members");
+    const smText = members.length + " " + voters + " voting";
+    if (sm.dataset.text !== smText) {
+      sm.dataset.text = smText;
+      sm.replaceChildren(String(members.length), " ", h("small", null, voters === members.length ? "all voting" : voters + " voting"));
+    }
     setText("fact-commit", c.commitIndex);
     setText("fact-applied", c.appliedIndex);
     setText("fact-last", c.lastIndex);
@@ -437,6 +465,46 @@
     return iso ? new Date(iso).toLocaleString() + " (" + rel(iso) + ")" : "–";
   }
 
+  // ---------- tokens ----------
+
+  function showSignin(show, error) {
+    st.needToken = show;
+    const card = $("signin");
+    const wasHidden = card.hidden;
+    card.hidden = !show;
+    const err = $("signin-error");
+    err.textContent = error || "";
+    err.hidden = !error;
+    if (error) $("signin-token").setAttribute("aria-invalid", "true");
+    else $("signin-token").removeAttribute("aria-invalid");
+    if (show && (wasHidden || error)) $("signin-token").focus();
+    $("signout").hidden = !(st.token || st.opToken);
+  }
+
+  function submitSignin(ev) {
+    ev.preventDefault();
+    const input = $("signin-token");
+    const tok = input.value.trim();
+    if (!tok) {
+      showSignin(true, "Enter a token.");
+      return;
+    }
+    st.token = tok;
+    store("txcoord.token", tok);
+    input.value = "";
+    st.needToken = false;
+    refresh();
+  }
+
+  function forgetTokens() {
+    st.token = st.opToken = "";
+    store("txcoord.token", "");
+    store("txcoord.operatorToken", "");
+    $("signout").hidden = true;
+    toast("Tokens forgotten.");
+    refresh();
+  }
+
   // ---------- operator actions ----------
 
   const ACTIONS = {
@@ -473,6 +541,9 @@
     const err = $("action-error");
     err.hidden = true;
     err.textContent = "";
+    $("action-token").value = "";
+    $("action-token").removeAttribute("aria-invalid");
+    $("action-token-field").hidden = true;
     const submit = $("action-submit");
     submit.textContent = a.submit;
     submit.disabled = false;
@@ -498,21 +569,37 @@
     const submit = $("action-submit");
     submit.disabled = true;
     err.hidden = true;
+    const typed = $("action-token-field").hidden ? "" : $("action-token").value.trim();
     try {
       const t = await request("v1/transactions/" + encodeURIComponent(id) + "/" + kind, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ note: text }),
+        token: typed || st.opToken || st.token,
       });
+      if (typed) {
+        st.opToken = typed;
+        store("txcoord.operatorToken", typed);
+        $("signout").hidden = false;
+      }
       st.recent.set(t.transactionId, t);
       st.action = null;
       $("action-dialog").close();
       toast(ACTIONS[kind].done + ": " + id + " is now " + (STATUS_LABEL[t.status] || t.status) + ".");
       refresh();
     } catch (e) {
+      submit.disabled = false;
+      if (e.status === 401) {
+        const field = $("action-token-field");
+        field.hidden = false;
+        err.textContent = (typed ? "The token was refused: " : "A token is needed: ") + e.message;
+        err.hidden = false;
+        $("action-token").setAttribute("aria-invalid", "true");
+        $("action-token").focus();
+        return;
+      }
       err.textContent = (e.status ? "The node refused (HTTP " + e.status + "): " : "Not sent: ") + e.message;
       err.hidden = false;
-      submit.disabled = false;
     }
   }
 
@@ -530,6 +617,9 @@
 
   function init() {
     $("action-form").addEventListener("submit", submitAction);
+    $("signin-form").addEventListener("submit", submitSignin);
+    $("signout").addEventListener("click", forgetTokens);
+    $("signout").hidden = !(st.token || st.opToken);
     $("action-cancel").addEventListener("click", () => { st.action = null; $("action-dialog").close(); });
     $("action-dialog").addEventListener("close", () => { st.action = null; });
     $("txn-close").addEventListener("click", () => $("txn-dialog").close());
