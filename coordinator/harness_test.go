@@ -51,6 +51,14 @@ type memLog struct {
 	entries []entry
 	faults  []logFault
 	fired   int
+	gate    func(fsm.Command) // called before each command is applied, outside mu
+}
+
+// setGate installs g, called with each command before it is applied (nil removes it).
+func (l *memLog) setGate(g func(fsm.Command)) {
+	l.mu.Lock()
+	l.gate = g
+	l.mu.Unlock()
 }
 
 func newMemLog(f *fsm.FSM) *memLog { return &memLog{fsm: f} }
@@ -59,6 +67,12 @@ func (l *memLog) Apply(_ context.Context, cmd fsm.Command) (fsm.Result, error) {
 	dec, err := fsm.Decode(fsm.Encode(cmd))
 	if err != nil {
 		return fsm.Result{}, fmt.Errorf("memLog: %w", err)
+	}
+	l.mu.Lock()
+	gate := l.gate
+	l.mu.Unlock()
+	if gate != nil {
+		gate(dec)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

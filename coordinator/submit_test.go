@@ -85,9 +85,18 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("after the outcome, the key returned %s %v", after.ID, after.Status)
 	}
 
-	// Many at once with one key: one transaction.
+	// Many at once with one key: one transaction. The gate holds every Begin until all of
+	// them passed the engine's own key check, so the FSM must settle the race.
 	var wg sync.WaitGroup
 	ids := make([]string, 16)
+	var arrived sync.WaitGroup
+	arrived.Add(len(ids))
+	r.log.setGate(func(c fsm.Command) {
+		if b, ok := c.(*fsm.Begin); ok && b.Key == "order-43" {
+			arrived.Done()
+			arrived.Wait()
+		}
+	})
 	for i := range ids {
 		wg.Add(1)
 		go func() {
@@ -106,6 +115,7 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("one key, several transactions: %v", ids)
 		}
 	}
+	r.log.setGate(nil)
 	r.waitTerminal(t, ids[0])
 	eventually(t, "drivers done", func() bool { return l.eng.InFlight() == 0 })
 
