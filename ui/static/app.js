@@ -585,6 +585,8 @@
       st.recent.set(t.transactionId, t);
       st.action = null;
       $("action-dialog").close();
+      // The card whose button opened the dialog is about to go: keep focus in the section.
+      $("stuck-title").focus();
       toast(ACTIONS[kind].done + ": " + id + " is now " + (STATUS_LABEL[t.status] || t.status) + ".");
       refresh();
     } catch (e) {
