@@ -26,6 +26,8 @@ const forwardedHeader = "X-Txcoord-Forwarded-By"
 type forwarder struct {
 	hc   *http.Client
 	self string
+	// authorize adds the credential a forwarded request carries (auth.go); nil: none.
+	authorize func(ctx context.Context, h http.Header)
 }
 
 func newForwarder(self string) *forwarder {
@@ -151,6 +153,9 @@ func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key s
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(participant.IdempotencyKeyHeader, key)
 	req.Header.Set(forwardedHeader, f.self)
+	if f.authorize != nil {
+		f.authorize(ctx, req.Header)
+	}
 	resp, err := f.hc.Do(req)
 	if err != nil {
 		return nil, wrote.Load(), err

@@ -65,6 +65,8 @@ type Config struct {
 	// attempt may have reached a leader.
 	ForwardWait time.Duration
 	Logger      hclog.Logger
+	// Auth enables bearer-token authentication (auth.go); nil: off.
+	Auth *Auth
 }
 
 func (c *Config) defaults() {
@@ -108,9 +110,11 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, node: node, state: state, sub: sub, lg: cfg.Logger.Named("http")}
 	s.fwd = newForwarder(node.ID())
+	s.fwd.authorize = s.authorizeForward
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleEchoError
+	e.Use(s.authMiddleware)
 	e.POST("/v1/transactions", s.postTransaction)
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)

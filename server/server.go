@@ -36,7 +36,10 @@ type Config struct {
 	Listener net.Listener
 	// Caller replaces the participant client (tests inject faults through it).
 	Caller coordinator.Caller
-	Logger hclog.Logger
+	// Participant tunes the participant client when Caller is nil (headers sent to
+	// participants, the dial-time address policy).
+	Participant participant.ClientOptions
+	Logger      hclog.Logger
 }
 
 // Server is one running node.
@@ -76,7 +79,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	caller := cfg.Caller
 	if caller == nil {
-		caller = participant.NewClient(participant.ClientOptions{})
+		caller = participant.NewClient(cfg.Participant)
 	}
 	cfg.Engine.Logger = cfg.Logger
 	var eng *coordinator.Engine
@@ -84,6 +87,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Engine.Observer = m
 	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger
+	warnInsecure(cfg)
 	api := httpapi.New(cfg.API, node, node.FSM, eng)
 	api.Echo().GET("/metrics", echo.WrapHandler(m.Handler()))
 	ui.Register(api.Echo())

@@ -142,6 +142,7 @@ func apiCall(ctx context.Context, method, base, path string, in, out any) error 
 		return fmt.Errorf("--node %q: %w", base, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	setCLIAuth(req.Header, true)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

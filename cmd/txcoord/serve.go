@@ -22,6 +22,7 @@ type serveFlags struct {
 	logLevel, logFormat                                                      string
 	tuning
 	formation formationFlags
+	security  securityFlags
 }
 
 // tuning holds the knobs shared by serve and dev.
@@ -96,6 +97,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&fl.logFormat, "log-format", "text", "text or json")
 	fl.tuning.register(cmd)
 	fl.formation.register(cmd)
+	fl.security.register(cmd)
 	return cmd
 }
 
@@ -167,6 +169,9 @@ func runServe(fl *serveFlags) error {
 		cfg.Cluster.HTTPAdvertise = fl.httpAddr
 	}
 	fl.tuning.apply(&cfg)
+	if err := fl.security.apply(&cfg, lg); err != nil {
+		return err
+	}
 	form, err := fl.formation.setup(fl, &cfg, cfg.Logger)
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ Exit status: 0 committed, 2 rolled_back or failed, 3 still in phase two (202), 1
 				return fmt.Errorf("--node %q: %w", node, err)
 			}
 			req.Header.Set("Content-Type", "application/json")
+			setCLIAuth(req.Header, false)
 			if key != "" {
 				req.Header.Set("Idempotency-Key", key)
 			}

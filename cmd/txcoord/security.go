@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/server"
+)
+
+// Environment variables read by serve (docs/security.md).
+const (
+	envAPITokens    = "TXCOORD_API_TOKENS"    // comma-separated client tokens
+	envClusterToken = "TXCOORD_CLUSTER_TOKEN" // the cluster token (comma-separated: rotation, first sent)
+)
+
+// securityFlags are serve's issue-8 flags: authentication, and (in files next to this one)
+// the participant URL policy, rate limits and TLS.
+type securityFlags struct {
+	apiTokenFile, clusterTokenFile string
+	metricsOpen                    bool
+	tokenPoll                      time.Duration
+}
+
+func (s *securityFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&s.apiTokenFile, "api-token-file", "", "file of client bearer tokens, one per line (several for rotation; re-read on change and on SIGHUP); also "+envAPITokens+". No token at all: authentication is OFF")
+	f.StringVar(&s.clusterTokenFile, "cluster-token-file", "", "file holding the cluster token (first line is sent to other nodes; further lines are also accepted, for rotation); also "+envClusterToken+". Required by operator, membership and forwarded requests")
+	f.BoolVar(&s.metricsOpen, "metrics-open", false, "serve GET /metrics without a token when authentication is on")
+	f.DurationVar(&s.tokenPoll, "token-file-poll", 5*time.Second, "how often token files are checked for changes (0: only on SIGHUP)")
+}
+
+// tokens builds a TokenSet from a file or, failing that, an environment variable.
+func tokens(file, env, flag string) (*httpapi.TokenSet, error) {
+	v := os.Getenv(env)
+	switch {
+	case file != "" && v != "":
+		return nil, fmt.Errorf("both --%s and %s are set: use one", flag, env)
+	case file != "":
+		return httpapi.LoadTokenFile(file)
+	case v != "":
+		ts, err := httpapi.NewTokenSet(httpapi.ParseTokenList(v)...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", env, err)
+		}
+		return ts, nil
+	}
+	return nil, nil
+}
+
+// apply configures authentication on cfg and starts the token-file reloaders.
+func (s *securityFlags) apply(cfg *server.Config, lg hclog.Logger) error {
+	api, err := tokens(s.apiTokenFile, envAPITokens, "api-token-file")
+	if err != nil {
+		return err
+	}
+	cl, err := tokens(s.clusterTokenFile, envClusterToken, "cluster-token-file")
+	if err != nil {
+		return err
+	}
+	cfg.API.Auth = &httpapi.Auth{API: api, Cluster: cl, OpenMetrics: s.metricsOpen}
+	if s.apiTokenFile == "" && s.clusterTokenFile == "" {
+		return nil
+	}
+	stop := make(chan struct{}) // serve runs until the process exits
+	if s.tokenPoll > 0 {
+		go api.Watch(s.tokenPoll, lg.Named("auth"), stop)
+		go cl.Watch(s.tokenPoll, lg.Named("auth"), stop)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			for _, ts := range []*httpapi.TokenSet{api, cl} {
+				if err := ts.Reload(); err != nil {
+					lg.Error("SIGHUP: token file reload failed; keeping the previous tokens", "error", err)
+				}
+			}
+			lg.Info("SIGHUP: token files re-read", "client_tokens", api.Len(), "cluster_tokens", cl.Len())
+		}
+	}()
+	return nil
+}
+
+// envToken is the client token the CLI sends (submit, cluster): TXCOORD_TOKEN, else the
+// first of TXCOORD_API_TOKENS.
+const envToken = "TXCOORD_TOKEN"
+
+// setCLIAuth adds a bearer token to a CLI request: the cluster token first when
+// preferCluster (operator and membership commands), else the client token.
+func setCLIAuth(h http.Header, preferCluster bool) {
+	var tok string
+	cluster := httpapi.ParseTokenList(os.Getenv(envClusterToken))
+	client := httpapi.ParseTokenList(os.Getenv(envAPITokens))
+	switch {
+	case preferCluster && len(cluster) > 0:
+		tok = cluster[0]
+	case os.Getenv(envToken) != "":
+		tok = os.Getenv(envToken)
+	case len(client) > 0:
+		tok = client[0]
+	case len(cluster) > 0:
+		tok = cluster[0]
+	}
+	if tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+}
