@@ -278,6 +278,7 @@
     u.classList.toggle("stale", !!stale);
     u.classList.toggle("paused", st.paused);
     if (st.paused) u.textContent = "Paused" + (st.lastOk ? " · data from " + clock(st.lastOk) : "");
+    else if (st.needToken) u.textContent = "Token required";
     else if (stale) u.textContent = st.lastOk ? "Stale since " + clock(st.lastOk) : "Cannot load";
     else u.textContent = "Live · updated " + clock(st.lastOk);
   }
@@ -594,7 +595,7 @@
       if (e.status === 401) {
         const field = $("action-token-field");
         field.hidden = false;
-        err.textContent = (typed ? "The token was refused: " : "A token is needed: ") + e.message;
+        err.textContent = (typed ? "The token was refused: " : "This action needs a token with operator rights: ") + e.message;
         err.hidden = false;
         $("action-token").setAttribute("aria-invalid", "true");
         $("action-token").focus();
