@@ -132,8 +132,13 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		} else {
 			rep.Error = err.Error()
 			var ce *participant.CallError
-			if errors.As(err, &ce) && ce.RetryAfter > 0 {
-				wait = min(ce.RetryAfter, e.cfg.RetryAfterMax)
+			if errors.As(err, &ce) {
+				if ce.Kind == participant.KindTimeout {
+					rep.Error = fmt.Sprintf("no answer within %d ms", e.cfg.CallTimeout.Milliseconds())
+				}
+				if ce.RetryAfter > 0 {
+					wait = min(ce.RetryAfter, e.cfg.RetryAfterMax)
+				}
 			}
 		}
 		all := p2.set(i, rep)

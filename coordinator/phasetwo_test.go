@@ -230,7 +230,7 @@ func TestC08_UnclassifiedRepliesInPhaseTwo(t *testing.T) {
 			}
 			msg := tc.msg
 			if msg == "" {
-				msg = "no answer before the deadline"
+				msg = "no answer within " + strconv.FormatInt(cfg.CallTimeout.Milliseconds(), 10) + " ms"
 			}
 			n := cfg.PhaseTwoMaxAttempts
 			errorsContain(t, got, fps[1].Endpoints().URL(phase)+": "+msg+" (attempt "+strconv.Itoa(n)+")")

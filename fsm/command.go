@@ -127,7 +127,7 @@ func (*SetMember) Type() CommandType { return CmdSetMember }
 // Encode returns the log bytes of c: its type byte, then a compact body of varints and
 // length-prefixed strings. Golden tests pin the format.
 func Encode(c Command) []byte {
-	e := encoder{b: make([]byte, 0, 128)}
+	e := encoder{b: make([]byte, 0, 192)} // a 3-participant Begin with a key fits
 	e.byte(byte(c.Type()))
 	c.encode(&e)
 	return e.b

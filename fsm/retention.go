@@ -3,9 +3,10 @@ package fsm
 import "sort"
 
 // FinishedCutoff returns the Prune.FinishedBefore value that keeps the keep most recently
-// finished committed or rolled_back transactions and prunes the older ones: one past the
-// FinishedAt of the oldest kept record (unix ms), or 0 when there are no more than keep.
-// Transactions that finished in the same millisecond as the oldest kept one are kept too.
+// finished committed or rolled_back transactions and prunes the older ones: the FinishedAt
+// of the oldest kept record (unix ms; Prune removes those strictly before it), or 0 when
+// there are no more than keep. Transactions that finished in the same millisecond as the
+// oldest kept one are kept too.
 func (f *FSM) FinishedCutoff(keep int) int64 {
 	f.mu.RLock()
 	times := make([]int64, 0, len(f.txns))
