@@ -49,6 +49,9 @@ type ClientOptions struct {
 	Header http.Header
 	// Transport replaces the default transport (tests).
 	Transport http.RoundTripper
+	// Policy, when set, is checked on every address dialed (after DNS resolution), so a
+	// participant name that comes to resolve to a forbidden address is refused (policy.go).
+	Policy *Policy
 }
 
 // Client calls participants. It never follows redirects, reads at most MaxReplyBytes of a
@@ -67,7 +70,7 @@ func NewClient(o ClientOptions) *Client {
 	if rt == nil {
 		rt = &http.Transport{
 			Proxy:               nil, // participants are called directly, never through a proxy
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: o.Policy.control()}).DialContext,
 			MaxIdleConns:        4 * o.MaxConnsPerHost,
 			MaxIdleConnsPerHost: o.MaxConnsPerHost,
 			IdleConnTimeout:     90 * time.Second,
@@ -99,6 +102,10 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set(IdempotencyKeyHeader, req.TransactionID+":"+string(p))
+	if o, ok := originOf(ctx); ok {
+		hreq.Header.Set(NodeHeader, o.node)
+		hreq.Header.Set(TermHeader, o.term)
+	}
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		return Reply{}, classify(ctx, err)

@@ -137,6 +137,21 @@ func TestFailoverDuringPhaseTwo(t *testing.T) {
 		t.Fatalf("new leader holds %+v, want committed", txn)
 	}
 	checkLedgers(t, svcs, r.out.TransactionID, participant.StateCommitted)
+
+	// Every call names the leader that sent it and its term: the hotel's Commits came from
+	// the old leader and then from the new one, in a higher term.
+	newID, newTerm := c.Node(newLeader).Node.ID(), c.Node(newLeader).Node.Raft.CurrentTerm()
+	var senders []string
+	var terms []uint64
+	for _, req := range svcs[1].Requests() {
+		if req.TransactionID == r.out.TransactionID && req.Phase == participant.PhaseCommit {
+			senders, terms = append(senders, req.Node), append(terms, req.Term)
+		}
+	}
+	if len(senders) < 2 || senders[0] == newID || senders[len(senders)-1] != newID ||
+		terms[0] >= terms[len(terms)-1] || terms[len(terms)-1] != newTerm {
+		t.Fatalf("hotel commits came from %v in terms %v; want the old leader, then %s in term %d", senders, terms, newID, newTerm)
+	}
 }
 
 // TestFailoverAfterDeadlineRollsBack kills the leader during phase one and keeps the

@@ -98,7 +98,10 @@ func Start(cfg Config) (*Server, error) {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		node.Run(ctx, eng.Lead)
+		node.Run(ctx, func(lctx context.Context) {
+			// Every participant call of this term names this node and the term.
+			eng.Lead(participant.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
+		})
 	}()
 	go func() {
 		defer s.wg.Done()

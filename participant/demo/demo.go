@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -136,15 +137,17 @@ type LoggedRequest struct {
 	// (processed, connection closed), "exit" (processed, service exited) or "closed" (the
 	// service closed while the request waited).
 	Result string `json:"result"`
-	// From is the caller's address (host:port) and Node the value of its NodeHeader, if
-	// any (`txcoord serve --participant-header "Txcoord-Node: <id>"` sets it), so a test can
-	// tell which coordinator node sent each call.
+	// From is the caller's address (host:port); Node and Term are the values of its
+	// participant.NodeHeader and participant.TermHeader (the leader and the Raft term it
+	// sent the call in), so a test can tell which leader sent each call and check that none
+	// came from a node after a newer term began.
 	From string `json:"from,omitempty"`
 	Node string `json:"node,omitempty"`
+	Term uint64 `json:"term,omitempty"`
 }
 
 // NodeHeader is the request header whose value LoggedRequest.Node records.
-const NodeHeader = "Txcoord-Node"
+const NodeHeader = participant.NodeHeader
 
 // Service is one running demo participant. Create it with New; serve Handler(); Close it.
 type Service struct {
@@ -314,6 +317,7 @@ func (s *Service) phase(p participant.Phase) http.HandlerFunc {
 			return
 		}
 		entry := LoggedRequest{Phase: p, Received: time.Now(), From: r.RemoteAddr, Node: r.Header.Get(NodeHeader)}
+		entry.Term, _ = strconv.ParseUint(r.Header.Get(participant.TermHeader), 10, 64)
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, participant.DefaultMaxBodyBytes))
 		if err != nil {
 			code, eb := http.StatusBadRequest, participant.ErrorBody{Error: "bad_request", Detail: "reading body: " + err.Error()}

@@ -1,0 +1,32 @@
+package participant
+
+import (
+	"context"
+	"strconv"
+)
+
+// Headers naming the leader that sent a call: its node id and its Raft term. A
+// participant may log them (the demo services do) so that tests and audits can check that
+// no phase-two message came from a node after a newer term began.
+const (
+	NodeHeader = "Txcoord-Node"
+	TermHeader = "Txcoord-Term"
+)
+
+type originKey struct{}
+
+type origin struct {
+	node string
+	term string
+}
+
+// WithOrigin returns a context whose calls through Client carry the NodeHeader and
+// TermHeader of the leader that makes them.
+func WithOrigin(ctx context.Context, node string, term uint64) context.Context {
+	return context.WithValue(ctx, originKey{}, origin{node: node, term: strconv.FormatUint(term, 10)})
+}
+
+func originOf(ctx context.Context) (origin, bool) {
+	o, ok := ctx.Value(originKey{}).(origin)
+	return o, ok
+}
