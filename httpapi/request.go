@@ -75,6 +75,9 @@ func (s *Server) parseRequest(body []byte) ([]fsm.Participant, time.Duration, *a
 		seen[ep.Prepare] = i
 		parts = append(parts, fsm.Participant{Prepare: ep.Prepare, Commit: ep.Commit, Rollback: ep.Rollback})
 	}
+	if aerr := s.checkPolicy(parts); aerr != nil {
+		return nil, 0, aerr
+	}
 	return parts, timeout, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
 )
 
 // Submitter starts transactions on the leader (*coordinator.Engine implements it).
@@ -67,6 +68,9 @@ type Config struct {
 	Logger      hclog.Logger
 	// Auth enables bearer-token authentication (auth.go); nil: off.
 	Auth *Auth
+	// URLPolicy restricts participant URLs (policy.go); nil: only link-local and cloud
+	// metadata addresses are refused.
+	URLPolicy *participant.Policy
 }
 
 func (c *Config) defaults() {

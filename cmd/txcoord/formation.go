@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/txcoord/txcoord/cluster"
-	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -63,7 +62,7 @@ func (f *formationFlags) setup(fl *serveFlags, cfg *server.Config, lg hclog.Logg
 			}
 			h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 		}
-		cfg.Caller = participant.NewClient(participant.ClientOptions{Header: h})
+		cfg.Participant.Header = h // server.Start builds the client (with the URL policy)
 	}
 	// A peers.json in the data dir is the operator's manual recovery after a lost quorum.
 	if fl.dataDir != "" {

@@ -53,7 +53,7 @@ func TestFormationFlags(t *testing.T) {
 			if f.run != (c.ff.bootstrapExpect > 0 || c.ff.join != "") {
 				t.Fatalf("formation runs = %v", f.run)
 			}
-			if len(c.ff.partHeaders) > 0 && cfg.Caller == nil {
+			if len(c.ff.partHeaders) > 0 && cfg.Participant.Header.Get("Txcoord-Node") != "n1" {
 				t.Fatal("participant headers not applied")
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -27,6 +28,8 @@ type securityFlags struct {
 	apiTokenFile, clusterTokenFile string
 	metricsOpen                    bool
 	tokenPoll                      time.Duration
+	partAllow                      []string
+	partDenyLoopback               bool
 }
 
 func (s *securityFlags) register(cmd *cobra.Command) {
@@ -35,6 +38,26 @@ func (s *securityFlags) register(cmd *cobra.Command) {
 	f.StringVar(&s.clusterTokenFile, "cluster-token-file", "", "file holding the cluster token (first line is sent to other nodes; further lines are also accepted, for rotation); also "+envClusterToken+". Required by operator, membership and forwarded requests")
 	f.BoolVar(&s.metricsOpen, "metrics-open", false, "serve GET /metrics without a token when authentication is on")
 	f.DurationVar(&s.tokenPoll, "token-file-poll", 5*time.Second, "how often token files are checked for changes (0: only on SIGHUP)")
+	f.StringSliceVar(&s.partAllow, "participant-allow", nil, "participant allowlist: host names, domain suffixes (.example.com), IPs or CIDRs (10.0.0.0/8), comma-separated or repeated (empty: any host but the refused ones)")
+	f.BoolVar(&s.partDenyLoopback, "participant-deny-loopback", false, "refuse loopback participant addresses (127.0.0.0/8, ::1, localhost); link-local, cloud metadata and this node's own addresses are always refused")
+}
+
+// applyPolicy sets the participant URL policy on the API (checked at submission) and on
+// the participant client (checked on each dialed address).
+func (s *securityFlags) applyPolicy(cfg *server.Config) error {
+	self := []string{cfg.HTTPBind, cfg.Cluster.HTTPAdvertise, cfg.Cluster.RaftBind, cfg.Cluster.RaftAdvertise}
+	pol := &participant.Policy{Allow: s.partAllow, DenyLoopback: s.partDenyLoopback}
+	for _, a := range self {
+		if a != "" {
+			pol.Self = append(pol.Self, a)
+		}
+	}
+	if err := pol.Compile(); err != nil {
+		return fmt.Errorf("--participant-allow: %w", err)
+	}
+	cfg.API.URLPolicy = pol
+	cfg.Participant.Policy = pol
+	return nil
 }
 
 // tokens builds a TokenSet from a file or, failing that, an environment variable.
@@ -66,6 +89,9 @@ func (s *securityFlags) apply(cfg *server.Config, lg hclog.Logger) error {
 		return err
 	}
 	cfg.API.Auth = &httpapi.Auth{API: api, Cluster: cl, OpenMetrics: s.metricsOpen}
+	if err := s.applyPolicy(cfg); err != nil {
+		return err
+	}
 	if s.apiTokenFile == "" && s.clusterTokenFile == "" {
 		return nil
 	}
