@@ -71,6 +71,11 @@ type Config struct {
 	// URLPolicy restricts participant URLs (policy.go); nil: only link-local and cloud
 	// metadata addresses are refused.
 	URLPolicy *participant.Policy
+	// RateLimit bounds each client's request rate (ratelimit.go); zero: off.
+	RateLimit RateLimit
+	// ReadHeaderTimeout bounds how long a client may take to send its request headers
+	// (slowloris) [10 s].
+	ReadHeaderTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -96,6 +101,9 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
 }
 
 // Server holds the API's dependencies.
@@ -119,6 +127,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleEchoError
 	e.Use(s.authMiddleware)
+	e.Use(s.rateLimitMiddleware())
 	e.POST("/v1/transactions", s.postTransaction)
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)
@@ -145,7 +154,7 @@ func (s *Server) NewHTTPServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           s.echo,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      wait,
 		IdleTimeout:       120 * time.Second,

@@ -30,6 +30,9 @@ type securityFlags struct {
 	tokenPoll                      time.Duration
 	partAllow                      []string
 	partDenyLoopback               bool
+	rateLimit                      float64
+	rateBurst                      int
+	readHeaderTimeout              time.Duration
 }
 
 func (s *securityFlags) register(cmd *cobra.Command) {
@@ -39,6 +42,9 @@ func (s *securityFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&s.metricsOpen, "metrics-open", false, "serve GET /metrics without a token when authentication is on")
 	f.DurationVar(&s.tokenPoll, "token-file-poll", 5*time.Second, "how often token files are checked for changes (0: only on SIGHUP)")
 	f.StringSliceVar(&s.partAllow, "participant-allow", nil, "participant allowlist: host names, domain suffixes (.example.com), IPs or CIDRs (10.0.0.0/8), comma-separated or repeated (empty: any host but the refused ones)")
+	f.Float64Var(&s.rateLimit, "rate-limit", 0, "requests per second each client (bearer token, else IP) may send; over it the answer is 429 with Retry-After (0: no limit)")
+	f.IntVar(&s.rateBurst, "rate-burst", 0, "requests a client may send at once before --rate-limit applies (0: the rate rounded up)")
+	f.DurationVar(&s.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers (slowloris)")
 	f.BoolVar(&s.partDenyLoopback, "participant-deny-loopback", false, "refuse loopback participant addresses (127.0.0.0/8, ::1, localhost); link-local, cloud metadata and this node's own addresses are always refused")
 }
 
@@ -89,6 +95,11 @@ func (s *securityFlags) apply(cfg *server.Config, lg hclog.Logger) error {
 		return err
 	}
 	cfg.API.Auth = &httpapi.Auth{API: api, Cluster: cl, OpenMetrics: s.metricsOpen}
+	if s.rateLimit < 0 || s.rateBurst < 0 || s.readHeaderTimeout < 0 {
+		return fmt.Errorf("--rate-limit, --rate-burst and --read-header-timeout must not be negative")
+	}
+	cfg.API.RateLimit = httpapi.RateLimit{PerSecond: s.rateLimit, Burst: s.rateBurst}
+	cfg.API.ReadHeaderTimeout = s.readHeaderTimeout
 	if err := s.applyPolicy(cfg); err != nil {
 		return err
 	}
