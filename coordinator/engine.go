@@ -288,11 +288,13 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		e.inflight.Add(-1)
 		return nil, fmt.Errorf("minting transaction id: %w", err)
 	}
+	refs := e.refs(ctx, r.Participants) // before the clock: a first-use Define takes a round
 	now := e.cfg.Now()
 	begin := &fsm.Begin{
 		ID: id.String(), Key: r.Key, CreatedAt: now.UnixMilli(),
 		Deadline:     now.Add(r.Timeout).UnixMilli(),
 		Participants: r.Participants,
+		Refs:         refs,
 	}
 	res, err := e.log.Apply(ctx, begin)
 	if err != nil {

@@ -45,6 +45,10 @@ func (e *encoder) id(s string) {
 	e.string(s)
 }
 
+// participantRef tags a participant a Begin names by its endpoint-table index; tags 0 and
+// 1 are the inline forms written by participant.
+const participantRef = 2
+
 // participant writes the three URLs. When commit and rollback are the prepare URL with its
 // last "prepare" replaced (the derived form, by far the most common), only prepare is stored.
 func (e *encoder) participant(p Participant) {

@@ -53,6 +53,14 @@ var goldens = []struct {
 	{"Resolve", &fsm.Resolve{ID: goldenID, At: t0 + 2000, Note: "refunded"}, "07010190a8e27b3c7def8123456789abcdefa0bfabfef96208726566756e646564"},
 	{"Prune", &fsm.Prune{FinishedBefore: t0, KeysBefore: t0 - 86_400_000}, "0880a0abfef96280b0f8abf962"},
 	{"SetMember", &fsm.SetMember{NodeID: "node-1", HTTPAddr: "10.0.0.1:8080"}, "09066e6f64652d310d31302e302e302e313a38303830"},
+	{"Define", &fsm.Define{Participants: []fsm.Participant{
+		{Prepare: "http://127.0.0.1:9001/prepare", Commit: "http://127.0.0.1:9001/commit", Rollback: "http://127.0.0.1:9001/rollback"},
+	}}, "0a01001d687474703a2f2f3132372e302e302e313a393030312f70726570617265"},
+	{"Begin/refs", &fsm.Begin{
+		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
+		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},
+		Refs:         []int32{0, -1, 300},
+	}, "01010190a8e27b3c7def8123456789abcdef0080a0abfef962904e030200010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f7061792f74782f7202ac02"},
 }
 
 func TestGoldenEncoding(t *testing.T) {
@@ -65,7 +73,7 @@ func TestGoldenEncoding(t *testing.T) {
 		}
 		seen[g.cmd.Type()] = true
 	}
-	for ct := fsm.CmdBegin; ct <= fsm.CmdSetMember; ct++ {
+	for ct := fsm.CmdBegin; ct <= fsm.CmdDefine; ct++ {
 		if !seen[ct] {
 			t.Errorf("no golden for command type %d", ct)
 		}
@@ -159,7 +167,8 @@ func TestDecodeCorrupt(t *testing.T) {
 		"type 255":         {255, 0, 0},
 		"bad id tag":       {byte(fsm.CmdRetry), 2, 0, 0},
 		"short uuid":       {byte(fsm.CmdRetry), 1, 1, 2, 3},
-		"bad participant":  cat([]byte{1}, x, []byte{0, 0, 0, 1, 2, 0}),
+		"bad participant":  cat([]byte{1}, x, []byte{0, 0, 0, 1, 3, 0}),
+		"ref out of range": cat([]byte{1}, x, []byte{0, 0, 0, 1, 2, 0x80, 0x80, 0x01}),
 		"derived no word":  cat([]byte{1}, x, []byte{0, 0, 0, 1, 0, 3}, []byte("url")),
 		"bad bool":         cat([]byte{byte(fsm.CmdProgress)}, x, []byte{1, 2, 0, 0}),
 		"uvarint overflow": cat([]byte{byte(fsm.CmdProgress)}, x, bytes.Repeat([]byte{0xff}, 10), []byte{1}),

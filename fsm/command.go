@@ -17,6 +17,7 @@ const (
 	CmdResolve   CommandType = 7
 	CmdPrune     CommandType = 8
 	CmdSetMember CommandType = 9
+	CmdDefine    CommandType = 10
 )
 
 // Command is one entry of the replicated log. Every field, including ids and timestamps, is
@@ -35,6 +36,10 @@ type Begin struct {
 	CreatedAt    int64  // unix ms
 	Deadline     int64  // unix ms, end of phase one
 	Participants []Participant
+	// Refs, when set, has one entry per participant: its index in the endpoint table
+	// (see Define), or -1 to carry its URLs inline. A decoded Begin has the URLs of
+	// referenced participants empty until Apply resolves them.
+	Refs []int32
 }
 
 // Decide records the outcome of phase one with each participant's vote. The first Decide
@@ -159,6 +164,8 @@ func Decode(b []byte) (Command, error) {
 		c = new(Prune)
 	case CmdSetMember:
 		c = new(SetMember)
+	case CmdDefine:
+		c = new(Define)
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, b[0])
 	}
@@ -176,7 +183,12 @@ func (c *Begin) encode(e *encoder) {
 	e.varint(c.CreatedAt)
 	e.varint(c.Deadline - c.CreatedAt) // a small delta instead of a second timestamp
 	e.uvarint(uint64(len(c.Participants)))
-	for _, p := range c.Participants {
+	for i, p := range c.Participants {
+		if i < len(c.Refs) && c.Refs[i] >= 0 {
+			e.byte(participantRef)
+			e.uvarint(uint64(c.Refs[i]))
+			continue
+		}
 		e.participant(p)
 	}
 }
@@ -189,6 +201,25 @@ func (c *Begin) decode(d *decoder) {
 	n := d.count(2)
 	c.Participants = make([]Participant, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
+		if len(d.b) > 0 && d.b[0] == participantRef {
+			d.byte()
+			ref := d.uvarint()
+			if ref >= MaxEndpoints {
+				d.fail("endpoint reference out of range")
+			}
+			if c.Refs == nil {
+				c.Refs = make([]int32, i, n)
+				for j := range c.Refs {
+					c.Refs[j] = -1
+				}
+			}
+			c.Refs = append(c.Refs, int32(ref))
+			c.Participants = append(c.Participants, Participant{})
+			continue
+		}
+		if c.Refs != nil {
+			c.Refs = append(c.Refs, -1)
+		}
 		c.Participants = append(c.Participants, d.participant())
 	}
 }

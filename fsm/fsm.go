@@ -56,7 +56,10 @@ type FSM struct {
 	active  map[string]struct{} // ids of transactions not in a terminal status
 	keys    map[string]keyEntry
 	members map[string]string // node id -> HTTP address
-	applied uint64            // Raft index of the last applied entry
+	// endpoints is the participant table Define fills and Begin refers into; append-only.
+	endpoints   []Participant
+	endpointIdx map[Participant]uint32
+	applied     uint64 // Raft index of the last applied entry
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
@@ -65,11 +68,12 @@ type FSM struct {
 // New returns an empty FSM.
 func New() *FSM {
 	return &FSM{
-		txns:     map[string]*Txn{},
-		active:   map[string]struct{}{},
-		keys:     map[string]keyEntry{},
-		members:  map[string]string{},
-		watchers: map[string]map[chan struct{}]struct{}{},
+		txns:        map[string]*Txn{},
+		active:      map[string]struct{}{},
+		keys:        map[string]keyEntry{},
+		members:     map[string]string{},
+		endpointIdx: map[Participant]uint32{},
+		watchers:    map[string]map[chan struct{}]struct{}{},
 	}
 }
 
@@ -128,9 +132,13 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 		if c.ID == "" || len(c.Participants) == 0 {
 			return Result{Err: fmt.Errorf("%w: begin without id or participants", ErrInvalid)}, nil
 		}
+		parts, ok := f.resolveRefs(c)
+		if !ok {
+			return Result{Err: fmt.Errorf("%w: begin names an endpoint that is not defined", ErrInvalid)}, nil
+		}
 		t := &Txn{
 			ID: c.ID, Key: c.Key, CreatedAt: c.CreatedAt, Deadline: c.Deadline,
-			Participants: append([]Participant(nil), c.Participants...),
+			Participants: append([]Participant(nil), parts...),
 			States:       make([]ParticipantState, len(c.Participants)),
 			Status:       StatusPreparing, Index: index,
 		}
@@ -293,6 +301,10 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 		}
 		sort.Strings(changed)
 		return Result{}, changed
+
+	case *Define:
+		f.applyDefine(c)
+		return Result{}, nil
 
 	case *SetMember:
 		if c.HTTPAddr == "" {

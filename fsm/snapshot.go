@@ -16,17 +16,19 @@ import (
 // per idempotency key and per member. Records are length-prefixed so that Restore reads
 // one at a time and never holds the whole stream in memory.
 const (
-	snapshotMagic   = "TXCS"
-	snapshotVersion = 1
+	snapshotMagic = "TXCS"
+	// snapshotVersion 2 added the endpoint table; Restore still reads version 1.
+	snapshotVersion = 2
 	// maxRecordBytes bounds one snapshot record; a larger length prefix is corruption.
 	maxRecordBytes = 16 << 20
 )
 
 type snapshot struct {
-	txns    []*Txn
-	keys    []keyRecord
-	members [][2]string
-	applied uint64
+	txns      []*Txn
+	keys      []keyRecord
+	members   [][2]string
+	endpoints []Participant
+	applied   uint64
 }
 
 type keyRecord struct {
@@ -49,6 +51,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for id, addr := range f.members {
 		s.members = append(s.members, [2]string{id, addr})
 	}
+	// The table is append-only, so the prefix up to its current length never changes.
+	s.endpoints = f.endpoints[:len(f.endpoints):len(f.endpoints)]
 	return s, nil
 }
 
@@ -93,6 +97,7 @@ func (s *snapshot) write(w io.Writer) error {
 	e.uvarint(uint64(len(s.txns)))
 	e.uvarint(uint64(len(s.keys)))
 	e.uvarint(uint64(len(s.members)))
+	e.uvarint(uint64(len(s.endpoints)))
 	if err := record(); err != nil {
 		return err
 	}
@@ -117,6 +122,12 @@ func (s *snapshot) write(w io.Writer) error {
 			return err
 		}
 	}
+	for _, p := range s.endpoints { // in table order: Begin entries refer to the index
+		e.participant(p)
+		if err := record(); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
 }
 
@@ -132,6 +143,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.txns, f.active, f.keys, f.members, f.applied = n.txns, n.active, n.keys, n.members, applied
+	f.endpoints, f.endpointIdx = n.endpoints, n.endpointIdx
 	f.mu.Unlock()
 	f.notifyAll()
 	return nil
@@ -145,8 +157,9 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 	if string(magic[:4]) != snapshotMagic {
 		return 0, fmt.Errorf("%w: not a txcoord snapshot", ErrCorrupt)
 	}
-	if magic[4] != snapshotVersion {
-		return 0, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrCorrupt, magic[4], snapshotVersion)
+	version := magic[4]
+	if version != 1 && version != snapshotVersion {
+		return 0, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
 	}
 	var buf []byte
 	next := func() (*decoder, error) {
@@ -172,6 +185,10 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 	}
 	applied := d.uvarint()
 	nTxns, nKeys, nMembers := d.uvarint(), d.uvarint(), d.uvarint()
+	var nEndpoints uint64
+	if version >= 2 {
+		nEndpoints = d.uvarint()
+	}
 	if err := d.end(); err != nil {
 		return 0, err
 	}
@@ -205,6 +222,23 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 			return 0, err
 		}
 		f.members[id] = addr
+	}
+	if nEndpoints > MaxEndpoints {
+		return 0, fmt.Errorf("%w: %d endpoints, at most %d", ErrCorrupt, nEndpoints, MaxEndpoints)
+	}
+	for i := uint64(0); i < nEndpoints; i++ {
+		if d, err = next(); err != nil {
+			return 0, err
+		}
+		p := d.participant()
+		if err := d.end(); err != nil {
+			return 0, err
+		}
+		if _, dup := f.endpointIdx[p]; dup {
+			return 0, fmt.Errorf("%w: endpoint %q listed twice", ErrCorrupt, p.Prepare)
+		}
+		f.endpointIdx[p] = uint32(len(f.endpoints))
+		f.endpoints = append(f.endpoints, p)
 	}
 	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
 		return 0, fmt.Errorf("%w: trailing data after snapshot", ErrCorrupt)

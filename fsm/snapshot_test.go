@@ -231,7 +231,8 @@ func TestRestoreCorrupt(t *testing.T) {
 		"wrong magic":       cat([]byte("TXCZ"), good[4:]),
 		"lower-case magic":  cat([]byte("txcs"), good[4:]),
 		"version 0":         cat([]byte("TXCS\x00"), good[5:]),
-		"version 2":         cat([]byte("TXCS\x02"), good[5:]),
+		"version 3":         cat([]byte("TXCS\x03"), good[5:]),
+		"v1 header, v2 body": cat([]byte("TXCS\x01"), good[5:]),
 		"trailing byte":     cat(good, []byte{0}),
 		"trailing snapshot": cat(good, good),
 		"huge record":       cat(header, uv(1<<60)),
@@ -392,7 +393,19 @@ func goldenSnapshotState(t testing.TB) *node {
 	return n
 }
 
+// goldenSnapshotHex pins the current (version 2) encoding of goldenSnapshotState.
 const goldenSnapshotHex = "" +
+	"54584353020507020101008d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0abfef962904e04" +
+	"01f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f7072657061726501" +
+	"00010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f706179" +
+	"2f74782f7201000102005500086c65676163792d3700010006020a120006010110687474703a2f2f682f707265706172" +
+	"650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c0003084854545020353030" +
+	"20086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e6f64652d310d31302e302e30" +
+	"2e313a38303830"
+
+// goldenSnapshotHexV1 is the same state as written by version 1 (before the endpoint
+// table): it must still restore.
+const goldenSnapshotHexV1 = "" +
 	"545843530104070201018d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0abfef962904e0401" +
 	"f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f707265706172650100" +
 	"010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f7061792f" +
@@ -407,15 +420,17 @@ func TestGoldenSnapshot(t *testing.T) {
 	if got != goldenSnapshotHex {
 		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
 	}
-	b, err := hex.DecodeString(goldenSnapshotHex)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := restore(t, b)
-	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || !reflect.DeepEqual(r.Members(), n.f.Members()) || r.AppliedIndex() != 7 {
-		t.Fatalf("golden snapshot restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
-	}
-	if tx, ok := r.ByKey("order-42"); !ok || tx.ID != goldenID {
-		t.Fatalf("ByKey(order-42) = %v, %v", tx, ok)
+	for name, golden := range map[string]string{"v2": goldenSnapshotHex, "v1": goldenSnapshotHexV1} {
+		b, err := hex.DecodeString(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := restore(t, b)
+		if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || !reflect.DeepEqual(r.Members(), n.f.Members()) || r.AppliedIndex() != 7 {
+			t.Fatalf("%s golden snapshot restores to\n%+v\nwant\n%+v", name, allTxns(r), allTxns(n.f))
+		}
+		if tx, ok := r.ByKey("order-42"); !ok || tx.ID != goldenID {
+			t.Fatalf("%s: ByKey(order-42) = %v, %v", name, tx, ok)
+		}
 	}
 }
