@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"time"
 
 	"github.com/txcoord/txcoord/fsm"
 )
@@ -15,10 +16,9 @@ type completionReq struct {
 	done chan error
 }
 
-// completeLoop logs completions for one term. Whatever queued while the previous entry
-// was being committed goes into the next one, so under load many transactions share one
-// log entry (and one FSM apply) while a lone transaction is never delayed by waiting for
-// company.
+// completeLoop logs completions for one term. A batch closes when it is full or
+// CompleteLinger after its first completion, so many transactions share one log entry (and
+// one FSM apply and fsync); the client was answered before, so only the record waits.
 func (e *Engine) completeLoop(ctx context.Context, ch chan completionReq) {
 	batch := make([]completionReq, 0, maxCompleteBatch)
 	for {
@@ -29,15 +29,22 @@ func (e *Engine) completeLoop(ctx context.Context, ch chan completionReq) {
 		case r := <-ch:
 			batch = append(batch, r)
 		}
+		// Linger a little for company: completions are bookkeeping (every participant has
+		// already acknowledged and the client has its answer), and at low load one entry per
+		// transaction would cost a log entry and an fsync each.
+		linger := time.NewTimer(e.cfg.CompleteLinger)
 	fill:
 		for len(batch) < maxCompleteBatch {
 			select {
 			case r := <-ch:
 				batch = append(batch, r)
-			default:
+			case <-linger.C:
+				break fill
+			case <-ctx.Done():
 				break fill
 			}
 		}
+		linger.Stop()
 		items := make([]fsm.Completion, len(batch))
 		for i, r := range batch {
 			items[i] = r.c

@@ -85,6 +85,9 @@ type Config struct {
 	// every this many after, the leader logs a Progress entry so the stuck transaction is
 	// visible on every node [3].
 	ProgressEvery int
+	// CompleteLinger is how long the completion of a transaction may wait for others to
+	// share its log entry [10ms; negative: none]. Clients are answered before it.
+	CompleteLinger time.Duration
 	// Retention bounds what the FSM keeps of finished transactions and idempotency keys.
 	Retention Retention
 	// Observer receives measurements [none].
@@ -117,6 +120,12 @@ func (c *Config) defaults() {
 		c.ProgressEvery = 3
 	}
 	c.Retention.defaults()
+	switch {
+	case c.CompleteLinger == 0:
+		c.CompleteLinger = 10 * time.Millisecond
+	case c.CompleteLinger < 0:
+		c.CompleteLinger = 0
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}

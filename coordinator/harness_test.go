@@ -149,6 +149,10 @@ func entriesFor(l *memLog, id string) []entry {
 			if c.ID == id {
 				out = append(out, e)
 			}
+		case *fsm.DecideCommit:
+			if c.ID == id {
+				out = append(out, e)
+			}
 		case *fsm.Progress:
 			if c.ID == id {
 				out = append(out, e)
@@ -169,7 +173,21 @@ func entriesFor(l *memLog, id string) []entry {
 	return out
 }
 
-func isDecide(c fsm.Command) bool { _, ok := c.(*fsm.Decide); return ok }
+func isDecide(c fsm.Command) bool {
+	_, _, ok := decisionOf(c)
+	return ok
+}
+
+// decisionOf returns the transaction and decision a Decide or DecideCommit entry logs.
+func decisionOf(c fsm.Command) (string, fsm.Decision, bool) {
+	switch d := c.(type) {
+	case *fsm.Decide:
+		return d.ID, d.Decision, true
+	case *fsm.DecideCommit:
+		return d.ID, fsm.DecisionCommit, true
+	}
+	return "", 0, false
+}
 
 // checkO1 fails the test unless every transaction in the log has at most one decision:
 // every Decide entry that applied for an id carries the same decision, and it is the one
@@ -178,14 +196,14 @@ func checkO1(t testing.TB, l *memLog) {
 	t.Helper()
 	decided := map[string]fsm.Decision{}
 	for _, e := range l.all() {
-		d, ok := e.Cmd.(*fsm.Decide)
+		id, dec, ok := decisionOf(e.Cmd)
 		if !ok || e.Res.Err != nil {
 			continue
 		}
-		if prev, ok := decided[d.ID]; ok && prev != d.Decision {
-			t.Errorf("O1 violated: %s decided %v and %v", d.ID, prev, d.Decision)
+		if prev, ok := decided[id]; ok && prev != dec {
+			t.Errorf("O1 violated: %s decided %v and %v", id, prev, dec)
 		}
-		decided[d.ID] = d.Decision
+		decided[id] = dec
 	}
 	for id, d := range decided {
 		if txn, _ := l.fsm.Get(id); txn == nil || txn.Decision != d {

@@ -307,7 +307,7 @@ func TestLeadershipLostInPhaseOne(t *testing.T) {
 		t.Fatalf("deposed leader moved the transaction on: %s", describe(x))
 	}
 	for _, e := range entriesFor(r.log, txn.ID) {
-		if _, ok := e.Cmd.(*fsm.Decide); ok {
+		if isDecide(e.Cmd) {
 			t.Fatalf("a deposed leader logged a decision")
 		}
 	}

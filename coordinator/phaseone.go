@@ -77,7 +77,12 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 	if e.hooks != nil && e.hooks.BeforeDecide != nil {
 		e.hooks.BeforeDecide(txn.ID, decision)
 	}
-	res, err := e.apply(ctx, &fsm.Decide{ID: txn.ID, Decision: decision, At: e.cfg.Now().UnixMilli(), Votes: votes, Reasons: reasons})
+	now := e.cfg.Now().UnixMilli()
+	var cmd fsm.Command = &fsm.Decide{ID: txn.ID, Decision: decision, At: now, Votes: votes, Reasons: reasons}
+	if decision == fsm.DecisionCommit {
+		cmd = &fsm.DecideCommit{ID: txn.ID, AfterMs: now - txn.CreatedAt} // same state, 12 bytes less
+	}
+	res, err := e.apply(ctx, cmd)
 	if err != nil {
 		return err
 	}

@@ -199,7 +199,7 @@ func TestTransientLogErrorIsRetried(t *testing.T) {
 			r.log.fail(func(c fsm.Command) bool {
 				hit := false
 				switch c.(type) {
-				case *fsm.Decide:
+				case *fsm.Decide, *fsm.DecideCommit:
 					hit = which == "decide"
 				case *fsm.Complete:
 					hit = which == "complete"

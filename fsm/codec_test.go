@@ -56,6 +56,7 @@ var goldens = []struct {
 	{"Define", &fsm.Define{Participants: []fsm.Participant{
 		{Prepare: "http://127.0.0.1:9001/prepare", Commit: "http://127.0.0.1:9001/commit", Rollback: "http://127.0.0.1:9001/rollback"},
 	}}, "0a01001d687474703a2f2f3132372e302e302e313a393030312f70726570617265"},
+	{"DecideCommit", &fsm.DecideCommit{ID: goldenID, AfterMs: 120}, "0b010190a8e27b3c7def8123456789abcdeff001"},
 	{"Begin/refs", &fsm.Begin{
 		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
 		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},
@@ -73,7 +74,7 @@ func TestGoldenEncoding(t *testing.T) {
 		}
 		seen[g.cmd.Type()] = true
 	}
-	for ct := fsm.CmdBegin; ct <= fsm.CmdDefine; ct++ {
+	for ct := fsm.CmdBegin; ct <= fsm.CmdDecideCommit; ct++ {
 		if !seen[ct] {
 			t.Errorf("no golden for command type %d", ct)
 		}

@@ -8,16 +8,17 @@ type CommandType byte
 
 // The command types.
 const (
-	CmdBegin     CommandType = 1
-	CmdDecide    CommandType = 2
-	CmdComplete  CommandType = 3
-	CmdFail      CommandType = 4
-	CmdProgress  CommandType = 5
-	CmdRetry     CommandType = 6
-	CmdResolve   CommandType = 7
-	CmdPrune     CommandType = 8
-	CmdSetMember CommandType = 9
-	CmdDefine    CommandType = 10
+	CmdBegin        CommandType = 1
+	CmdDecide       CommandType = 2
+	CmdComplete     CommandType = 3
+	CmdFail         CommandType = 4
+	CmdProgress     CommandType = 5
+	CmdRetry        CommandType = 6
+	CmdResolve      CommandType = 7
+	CmdPrune        CommandType = 8
+	CmdSetMember    CommandType = 9
+	CmdDefine       CommandType = 10
+	CmdDecideCommit CommandType = 11
 )
 
 // Command is one entry of the replicated log. Every field, including ids and timestamps, is
@@ -166,6 +167,8 @@ func Decode(b []byte) (Command, error) {
 		c = new(SetMember)
 	case CmdDefine:
 		c = new(Define)
+	case CmdDecideCommit:
+		c = new(DecideCommit)
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, b[0])
 	}

@@ -74,3 +74,23 @@ func TestEndpointTableIsBounded(t *testing.T) {
 		t.Fatal("an endpoint past MaxEndpoints was added")
 	}
 }
+
+// TestDecideCommitEqualsDecide: the compact commit decision leaves exactly the state the
+// full Decide would, and follows the same first-decision-wins rule.
+func TestDecideCommitEqualsDecide(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	begin := &fsm.Begin{ID: "t1", CreatedAt: 1000, Deadline: 6000, Participants: []fsm.Participant{ep("a"), ep("b")}}
+	a.must(begin)
+	b.must(begin)
+	a.must(&fsm.DecideCommit{ID: "t1", AfterMs: 37})
+	b.must(&fsm.Decide{ID: "t1", Decision: fsm.DecisionCommit, At: 1037, Votes: []fsm.Vote{fsm.VoteYes, fsm.VoteYes}, Reasons: []string{"", ""}})
+	if !bytes.Equal(snapBytes(t, a.f), snapBytes(t, b.f)) {
+		t.Fatal("DecideCommit and the equivalent Decide leave different states")
+	}
+	if res := a.do(&fsm.Decide{ID: "t1", Decision: fsm.DecisionAbort, At: 2000, Votes: []fsm.Vote{fsm.VoteNo, fsm.VoteNo}, Reasons: []string{"x", ""}}); !errors.Is(res.Err, fsm.ErrDecided) {
+		t.Fatalf("abort after DecideCommit: %v, want ErrDecided", res.Err)
+	}
+	if res := a.do(&fsm.DecideCommit{ID: "nope", AfterMs: 1}); !errors.Is(res.Err, fsm.ErrNotFound) {
+		t.Fatalf("DecideCommit of an unknown id: %v, want ErrNotFound", res.Err)
+	}
+}

@@ -148,6 +148,13 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 		}
 		return Result{Txn: t}, []string{c.ID}
 
+	case *DecideCommit:
+		d, ok := f.asDecide(c)
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		return f.apply(index, d)
+
 	case *Decide:
 		old, ok := f.txns[c.ID]
 		if !ok {

@@ -43,7 +43,7 @@ type LogStats struct {
 	DirBytes      int64   `json:"dataDirBytes"` // raft.db and snapshots
 }
 
-var txnKinds = map[string]bool{"begin": true, "decide": true, "complete": true, "fail": true, "progress": true}
+var txnKinds = map[string]bool{"begin": true, "define": true, "decide": true, "complete": true, "fail": true, "progress": true}
 
 func kindOf(l *raft.Log) (string, fsm.Command) {
 	if l.Type != raft.LogCommand {
@@ -56,8 +56,10 @@ func kindOf(l *raft.Log) (string, fsm.Command) {
 	switch cmd.(type) {
 	case *fsm.Begin:
 		return "begin", cmd
-	case *fsm.Decide:
+	case *fsm.Decide, *fsm.DecideCommit:
 		return "decide", cmd
+	case *fsm.Define:
+		return "define", cmd
 	case *fsm.Complete:
 		return "complete", cmd
 	case *fsm.Fail:
