@@ -232,6 +232,11 @@ func (e *Engine) InFlight() int64 { return e.inflight.Load() }
 
 // startDriver starts one driver for id unless one already runs. The caller has counted
 // the transaction in inflight; the driver releases it.
+//
+// A Submit whose term ended while its Begin was in flight finds e.lead != t and starts
+// nothing. The transaction is not stranded: if this node leads again, the new term's
+// barrier comes after the Begin in the log, so the Begin is applied before Lead scans the
+// FSM and the new term drives it; if another node leads, that node's scan does.
 func (e *Engine) startDriver(t *term, id string) {
 	e.mu.Lock()
 	if _, ok := e.driving[id]; ok || e.lead != t {
