@@ -28,6 +28,7 @@ type forwarder struct {
 	self string
 	// authorize adds the credential a forwarded request carries (auth.go); nil: none.
 	authorize func(ctx context.Context, h http.Header)
+	https     bool // call nodes over HTTPS (tls.go)
 }
 
 func newForwarder(self string) *forwarder {
@@ -146,7 +147,7 @@ func (f *forwarder) post(ctx context.Context, url string, body []byte, key strin
 func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key string) (_ *fwdResponse, sent bool, _ error) {
 	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme(url), bytes.NewReader(body))
 	if err != nil {
 		return nil, false, err
 	}

@@ -12,6 +12,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"time"
@@ -73,6 +74,9 @@ type Config struct {
 	URLPolicy *participant.Policy
 	// RateLimit bounds each client's request rate (ratelimit.go); zero: off.
 	RateLimit RateLimit
+	// ForwardTLS, when set, makes forwarding to the leader use HTTPS verified with it
+	// (tlsutil.Client with the cluster CA).
+	ForwardTLS *tls.Config
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers
 	// (slowloris) [10 s].
 	ReadHeaderTimeout time.Duration
@@ -123,6 +127,9 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	s := &Server{cfg: cfg, node: node, state: state, sub: sub, lg: cfg.Logger.Named("http")}
 	s.fwd = newForwarder(node.ID())
 	s.fwd.authorize = s.authorizeForward
+	if cfg.ForwardTLS != nil {
+		s.fwd.useTLS(cfg.ForwardTLS)
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleEchoError

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +35,9 @@ type Config struct {
 	HTTPBind string
 	// Listener replaces HTTPBind with an already open listener.
 	Listener net.Listener
+	// TLS, when set, serves the API over HTTPS (tlsutil.Server: the certificate is
+	// re-read when its files change).
+	TLS *tls.Config
 	// Caller replaces the participant client (tests inject faults through it).
 	Caller coordinator.Caller
 	// Participant tunes the participant client when Caller is nil (headers sent to
@@ -53,6 +57,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+	https  bool
 }
 
 // Start opens the node, starts its leader loop and serves the API. It returns when the
@@ -91,7 +96,10 @@ func Start(cfg Config) (*Server, error) {
 	api := httpapi.New(cfg.API, node, node.FSM, eng)
 	api.Echo().GET("/metrics", echo.WrapHandler(m.Handler()))
 	ui.Register(api.Echo())
-	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln, https: cfg.TLS != nil}
 	s.http = api.NewHTTPServer(ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -116,7 +124,12 @@ func Start(cfg Config) (*Server, error) {
 func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }
 
 // URL returns the API's base URL, "http://host:port".
-func (s *Server) URL() string { return "http://" + s.HTTPAddr() }
+func (s *Server) URL() string {
+	if s.https {
+		return "https://" + s.HTTPAddr()
+	}
+	return "http://" + s.HTTPAddr()
+}
 
 // Kill stops the node at once, as a crash would (tests): connections are cut, no
 // leadership transfer, in-flight work is abandoned.

@@ -70,7 +70,7 @@ func (f *formationFlags) setup(fl *serveFlags, cfg *server.Config, lg hclog.Logg
 			return nil, err
 		}
 	}
-	tr, err := cluster.NewTransport(fl.raftAddr, fl.raftAdvertise, lg.Named("transport"))
+	tr, err := fl.security.newTransport(fl.raftAddr, fl.raftAdvertise, lg.Named("transport")) // mutual TLS with --tls-ca
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/internal/tlsutil"
 	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/server"
 )
@@ -33,7 +36,11 @@ type securityFlags struct {
 	rateLimit                      float64
 	rateBurst                      int
 	readHeaderTimeout              time.Duration
+	tlsCert, tlsKey, tlsCA         string
+	raftTLS                        *tlsPair // mutual TLS for Raft; nil: plain TCP
 }
+
+type tlsPair struct{ server, client *tls.Config }
 
 func (s *securityFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -45,6 +52,9 @@ func (s *securityFlags) register(cmd *cobra.Command) {
 	f.Float64Var(&s.rateLimit, "rate-limit", 0, "requests per second each client (bearer token, else IP) may send; over it the answer is 429 with Retry-After (0: no limit)")
 	f.IntVar(&s.rateBurst, "rate-burst", 0, "requests a client may send at once before --rate-limit applies (0: the rate rounded up)")
 	f.DurationVar(&s.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers (slowloris)")
+	f.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate: serve the HTTP API over HTTPS (re-read when the file changes); with --tls-ca also this node's certificate for mutual TLS on Raft")
+	f.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&s.tlsCA, "tls-ca", "", "PEM CA bundle of the cluster: with --tls-cert/--tls-key, Raft connections are mutual TLS (peers must present a certificate it signed) and forwarding to the leader uses HTTPS verified against it")
 	f.BoolVar(&s.partDenyLoopback, "participant-deny-loopback", false, "refuse loopback participant addresses (127.0.0.0/8, ::1, localhost); link-local, cloud metadata and this node's own addresses are always refused")
 }
 
@@ -100,6 +110,9 @@ func (s *securityFlags) apply(cfg *server.Config, lg hclog.Logger) error {
 	}
 	cfg.API.RateLimit = httpapi.RateLimit{PerSecond: s.rateLimit, Burst: s.rateBurst}
 	cfg.API.ReadHeaderTimeout = s.readHeaderTimeout
+	if err := s.applyTLS(cfg, lg); err != nil {
+		return err
+	}
 	if err := s.applyPolicy(cfg); err != nil {
 		return err
 	}
@@ -149,4 +162,44 @@ func setCLIAuth(h http.Header, preferCluster bool) {
 	if tok != "" {
 		h.Set("Authorization", "Bearer "+tok)
 	}
+}
+
+// applyTLS sets up HTTPS for the API, HTTPS forwarding and mutual TLS for Raft.
+func (s *securityFlags) applyTLS(cfg *server.Config, lg hclog.Logger) error {
+	if (s.tlsCert == "") != (s.tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if s.tlsCert == "" {
+		if s.tlsCA != "" {
+			return fmt.Errorf("--tls-ca needs --tls-cert and --tls-key (this node's certificate)")
+		}
+		lg.Warn("TLS is OFF: the API, forwarded requests (with the cluster token) and Raft traffic travel in clear; set --tls-cert, --tls-key and --tls-ca")
+		return nil
+	}
+	r, err := tlsutil.NewReloader(s.tlsCert, s.tlsKey)
+	if err != nil {
+		return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	r.OnError = func(err error) { lg.Error("TLS certificate reload failed; keeping the previous one", "error", err) }
+	cfg.TLS = tlsutil.Server(r)
+	if s.tlsCA == "" {
+		cfg.API.ForwardTLS = tlsutil.Client(nil, nil) // system roots
+		lg.Warn("no --tls-ca: Raft traffic is not encrypted or authenticated")
+		return nil
+	}
+	pool, err := tlsutil.LoadCA(s.tlsCA)
+	if err != nil {
+		return fmt.Errorf("--tls-ca: %w", err)
+	}
+	cfg.API.ForwardTLS = tlsutil.Client(pool, r)
+	s.raftTLS = &tlsPair{server: tlsutil.MutualServer(r, pool), client: tlsutil.MutualClient(r, pool)}
+	return nil
+}
+
+// newTransport is the Raft transport: mutual TLS when --tls-ca is set (applyTLS ran).
+func (s *securityFlags) newTransport(bind, advertise string, lg hclog.Logger) (*cluster.Transport, error) {
+	if s.raftTLS != nil {
+		return cluster.NewTLSTransport(bind, advertise, s.raftTLS.server, s.raftTLS.client, lg)
+	}
+	return cluster.NewTransport(bind, advertise, lg)
 }
