@@ -29,6 +29,8 @@ func TestPolicyCheckURL(t *testing.T) {
 		{nil, "http://METADATA.google.internal./prepare", "metadata"},
 		{nil, "http://169.254.10.20:80/prepare", "link-local"},
 		{nil, "http://[fe80::1]:80/prepare", "link-local"},
+		{nil, "http://[fe80::1%25eth0]:80/prepare", "link-local"}, // zoned: regression
+		{nil, "http://[fd00:ec2::254%25eth0]/prepare", "metadata"},
 		{nil, "http://[::ffff:169.254.169.254]/prepare", "metadata"},
 		{nil, "http://0.0.0.0:9001/prepare", "unspecified"},
 		{nil, "http://[::]:9001/prepare", "unspecified"},
@@ -78,6 +80,9 @@ func TestPolicyCheckDial(t *testing.T) {
 	}
 	if err := (&Policy{}).CheckDial("[fd00:ec2::254]:80"); err == nil {
 		t.Error("metadata IPv6 dialable")
+	}
+	if err := (&Policy{}).CheckDial("[fe80::1%eth0]:80"); err == nil {
+		t.Error("zoned link-local dialable")
 	}
 	if err := (&Policy{Allow: []string{"10.0.0.0/33"}}).CheckURL("http://a/prepare"); err == nil {
 		t.Error("bad CIDR accepted")
