@@ -76,9 +76,12 @@ leader at concurrency 1 (latency) and at --floor-concurrency (applies/s), one pa
 call and one parallel round of calls to every participant at concurrency 1 (latency,
 through the coordinator's participant client) and participant calls/s at
 --floor-concurrency. From the p50s:
-  design floor = 3 raft commits + 2 rounds  (Begin, Decide, and the completion entry the
-                 API waits for before it answers)
-  ideal floor  = 2 raft commits + 2 rounds  (the issue's floor: completion off the path)
+  floor          = 2 raft commits + 2 rounds  (Begin, then the decision; prepare and
+                   commit rounds. The engine answers once phase two is acknowledged and
+                   logs completions afterwards, many per entry, so this is the design's
+                   floor as well as the issue's)
+  3-commit floor = 3 raft commits + 2 rounds  (a design that logs completion before it
+                   answers, as txcoord did before commit 7998e58; kept for comparison)
 and throughput bounds: raft = applies/s / 2, http = calls/s / (2P+1) (the client's POST
 plus P prepares and P commits), combined = 1 / (2/applies + (2P+1)/calls) when both share
 the CPU. It also takes this process's CPU time per apply and per call in those two
@@ -92,7 +95,7 @@ the run would reach with the machine to itself, if nothing but CPU limited it.
 
 Log size (own cluster): after the runs the nodes stop and each node's raft.db is read
 (read-only) to count entries and bytes by kind; bytes per transaction = bytes of the
-begin/decide/complete/fail/progress entries still in the log / begin entries in the log
+begin/define/decide/complete/fail/progress entries still in the log / begin entries in the log
 (stored bytes are raft-boltdb's key + msgpack raft.Log; command bytes are the fsm
 encoding alone).`
 

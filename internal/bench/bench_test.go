@@ -117,7 +117,7 @@ func TestRunInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Floor == nil || rep.Floor.RaftApply.N == 0 || rep.Floor.ParticipantRound.N == 0 || rep.Floor.IdealMs <= 0 || rep.Floor.DesignMs <= rep.Floor.IdealMs {
+	if rep.Floor == nil || rep.Floor.RaftApply.N == 0 || rep.Floor.ParticipantRound.N == 0 || rep.Floor.FloorMs <= 0 || rep.Floor.ThreeCommitMs <= rep.Floor.FloorMs {
 		t.Fatalf("floor %+v", rep.Floor)
 	}
 	if len(rep.Runs) != 2 || len(rep.Ratios) != 2 {

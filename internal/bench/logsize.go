@@ -33,7 +33,7 @@ type LogStats struct {
 	// Complete entries (more items than entries means completions were batched).
 	Transactions int `json:"transactions"`
 	Completions  int `json:"completions"`
-	// StoredPerTxn and DataPerTxn: the bytes of the transaction entries (begin, decide,
+	// StoredPerTxn and DataPerTxn: the bytes of the transaction entries (begin, define, decide,
 	// complete, fail, progress) divided by Transactions. Entries of other kinds (the
 	// floor's empty prunes, members, raft's own) are left out.
 	StoredPerTxn  float64 `json:"storedBytesPerTxn"`
