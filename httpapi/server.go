@@ -166,6 +166,8 @@ func (s *Server) NewHTTPServer(addr string) *http.Server {
 		WriteTimeout:      wait,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures and the like (scanners, refused clients): debug level.
+		ErrorLog: s.lg.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 }
 
