@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/txcoord
 PKGS    := ./...
 
-.PHONY: all build run test test-short lint fmt smoke clean image compose-up compose-down e2e-docker
+.PHONY: all build run test test-short test-browser lint fmt smoke clean image compose-up compose-down e2e-docker
 
 all: lint test
 
@@ -19,6 +19,10 @@ test:
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
+
+# The web page in headless Chromium (Debian's chromium package must be installed).
+test-browser:
+	TXCOORD_BROWSER=1 $(GO) test -count=1 -run Browser -v ./ui/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
