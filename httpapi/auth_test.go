@@ -236,3 +236,22 @@ func TestAuthForwardCarriesClusterToken(t *testing.T) {
 		t.Fatalf("wrong cluster token: %d, want 401", status)
 	}
 }
+
+// Tokens never reach the log, even at trace level and when forwarding fails.
+func TestAuthTokensNeverLogged(t *testing.T) {
+	var logs strings.Builder
+	lg := hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs})
+	a := &Auth{API: mustTokens(t, apiTok1), Cluster: mustTokens(t, clusterTok)}
+	f := newNode(t, "A", false, Config{Auth: a, Logger: lg, ForwardWait: 200 * time.Millisecond})
+	f.node.setLeaders(leader{"B", "127.0.0.1:1"}) // unreachable leader
+	postTo(t, f, `{"services":["`+flight+`"],"timeout":50}`, "Authorization", "Bearer "+apiTok1)
+	postTo(t, f, `{"services":["`+flight+`"]}`, "Authorization", "Bearer wrong-token-dddddddddddddddd")
+	for _, secret := range []string{apiTok1, clusterTok, "wrong-token"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("a token reached the log: %s", logs.String())
+		}
+	}
+	if logs.Len() == 0 {
+		t.Log("nothing logged")
+	}
+}
