@@ -37,9 +37,10 @@ type LoadConfig struct {
 	// Rec, when the built-in participants run in this process, gives each transaction's
 	// phase timings as the participants saw them (sub-millisecond).
 	Rec *Recorder
-	// Sample: without Rec, GET /v1/transactions/{id} for every Sample-th committed
-	// transaction and take phase times from its createdAt/decidedAt/finishedAt (ms
-	// resolution). 0: no phase times.
+	// Sample: without Rec, remember every Sample-th committed transaction and, once the
+	// run is over, read it back (GET /v1/transactions/{id}, at most 2,000): phase one is
+	// decidedAt - createdAt (ms resolution, the leader's clock), phase two the rest of the
+	// transaction's latency. 0: no phase times.
 	Sample   int
 	HTTP     *http.Client
 	Progress io.Writer // nil: no progress line
@@ -96,7 +97,16 @@ type worker struct {
 	outcomes, errs, reasons              map[string]int
 	answered, committed                  int
 	sampled                              int
+	samples                              []sample
 }
+
+// sample is a transaction to read back after the run.
+type sample struct {
+	id, entry string
+	lat       time.Duration
+}
+
+const maxSamples = 2000
 
 func newWorker() *worker {
 	return &worker{outcomes: map[string]int{}, errs: map[string]int{}, reasons: map[string]int{}}
@@ -197,6 +207,7 @@ func run(ctx context.Context, c LoadConfig, body []byte) (*RunResult, error) {
 		all.dec = append(all.dec, w.dec...)
 		all.com = append(all.com, w.com...)
 		all.compl = append(all.compl, w.compl...)
+		all.samples = append(all.samples, w.samples...)
 		res.Answered += w.answered
 		committed += w.committed
 		for k, v := range w.outcomes {
@@ -224,7 +235,8 @@ func run(ctx context.Context, c LoadConfig, body []byte) (*RunResult, error) {
 		res.Phases.Begin, res.Phases.Prepare, res.Phases.Decide = d(all.begin), d(all.prep), d(all.dec)
 		res.Phases.Commit, res.Phases.Complete = d(all.com), d(all.compl)
 	case c.Sample > 0:
-		res.Phases = Phases{Source: "server-timestamps", PhaseOne: Summarize(all.p1), PhaseTwo: Summarize(all.p2)}
+		p1, p2 := readBack(ctx, c.HTTP, all.samples)
+		res.Phases = Phases{Source: "server-timestamps", PhaseOne: Summarize(p1), PhaseTwo: Summarize(p2)}
 	}
 	if len(reasons) > 0 {
 		res.Reasons = topN(reasons, 20)
@@ -311,40 +323,55 @@ func (w *worker) one(ctx context.Context, c *LoadConfig, entry string, body []by
 		}
 	case c.Sample > 0 && out.Status == "committed" && resp.StatusCode == http.StatusOK:
 		w.sampled++
-		if w.sampled%c.Sample == 0 {
-			if p1, p2, ok := serverPhases(ctx, c.HTTP, entry, out.TransactionID); ok {
-				w.p1 = append(w.p1, p1)
-				w.p2 = append(w.p2, p2)
-			}
+		if w.sampled%c.Sample == 0 && len(w.samples) < maxSamples {
+			w.samples = append(w.samples, sample{id: out.TransactionID, entry: entry, lat: lat})
 		}
 	}
 	return true
 }
 
-// serverPhases reads a transaction's createdAt, decidedAt and finishedAt (ms resolution).
-func serverPhases(ctx context.Context, hc *http.Client, entry, id string) (p1, p2 time.Duration, ok bool) {
+// readBack fetches the samples (after the run, so as not to disturb it) and returns their
+// phase times: phase one from the server's createdAt and decidedAt, phase two the rest of
+// the client's latency. (finishedAt is not used: the engine answers before it logs the
+// completion, so it comes after the answer.)
+func readBack(ctx context.Context, hc *http.Client, samples []sample) (p1s, p2s []time.Duration) {
+	if len(samples) > maxSamples {
+		samples = samples[:maxSamples]
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, s := range samples {
+		if p1, ok := serverPhaseOne(ctx, hc, s.entry, s.id); ok {
+			p1s = append(p1s, p1)
+			p2s = append(p2s, max(s.lat-p1, 0))
+		}
+	}
+	return p1s, p2s
+}
+
+// serverPhaseOne reads a transaction's decidedAt - createdAt (ms resolution).
+func serverPhaseOne(ctx context.Context, hc *http.Client, entry, id string) (time.Duration, bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, entry+"/v1/transactions/"+id, nil)
 	if err != nil {
-		return 0, 0, false
+		return 0, false
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, false
+		return 0, false
 	}
 	defer resp.Body.Close()
 	var v struct {
-		CreatedAt, DecidedAt, FinishedAt string
+		CreatedAt, DecidedAt string
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v) != nil {
-		return 0, 0, false
+		return 0, false
 	}
 	c, err1 := time.Parse(time.RFC3339Nano, v.CreatedAt)
 	d, err2 := time.Parse(time.RFC3339Nano, v.DecidedAt)
-	f, err3 := time.Parse(time.RFC3339Nano, v.FinishedAt)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return 0, 0, false
+	if err1 != nil || err2 != nil {
+		return 0, false
 	}
-	return max(d.Sub(c), 0), max(f.Sub(d), 0), true
+	return max(d.Sub(c), 0), true
 }
 
 func transportKind(rctx context.Context, err error) string {
