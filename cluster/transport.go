@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +91,19 @@ type StreamLayer struct {
 	mu      sync.Mutex
 	handler func(net.Conn) // discovery; nil: such connections are closed
 	dialer  func(ctx context.Context, addr string) (net.Conn, error)
+	// With TLS set, every connection on the port, Raft and discovery alike, is TLS from
+	// its first byte: routing happens inside the tunnel, so discovery (which can add and
+	// remove voters) is as protected as Raft.
+	tlsServer, tlsClient *tls.Config
+}
+
+// SetTLS makes every accepted connection a TLS server connection with server and every
+// dialed one a TLS client connection with client (mutual TLS when both require and present
+// certificates). Call it before the transport is used.
+func (s *StreamLayer) SetTLS(server, client *tls.Config) {
+	s.mu.Lock()
+	s.tlsServer, s.tlsClient = server, client
+	s.mu.Unlock()
 }
 
 // SetDialer replaces how Raft and discovery connections are opened (tests map host names
@@ -100,16 +114,35 @@ func (s *StreamLayer) SetDialer(f func(ctx context.Context, addr string) (net.Co
 	s.mu.Unlock()
 }
 
-// DialContext opens a TCP connection to addr (a host name is resolved on every dial).
+// DialContext opens a connection to addr (a host name is resolved on every dial); with
+// SetTLS it completes the TLS handshake before it returns.
 func (s *StreamLayer) DialContext(ctx context.Context, addr string) (net.Conn, error) {
 	s.mu.Lock()
-	f := s.dialer
+	f, client := s.dialer, s.tlsClient
 	s.mu.Unlock()
+	var c net.Conn
+	var err error
 	if f != nil {
-		return f(ctx, addr)
+		c, err = f(ctx, addr)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", addr)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	if err != nil || client == nil {
+		return c, err
+	}
+	cfg := client.Clone()
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // NewStreamLayer listens on bind; see NewTransport.
@@ -181,8 +214,16 @@ func (s *StreamLayer) acceptLoop() {
 	}
 }
 
-// route reads the first byte and hands the connection to discovery or to Raft.
+// route reads the first byte and hands the connection to discovery or to Raft. With TLS,
+// that first read runs the handshake (bounded by the same deadline), so a peer without a
+// valid certificate reaches neither.
 func (s *StreamLayer) route(c net.Conn) {
+	s.mu.Lock()
+	server := s.tlsServer
+	s.mu.Unlock()
+	if server != nil {
+		c = tls.Server(c, server)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReaderSize(c, 64)
 	first, err := br.Peek(1)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -144,6 +145,11 @@ func TestMutualTLSCluster(t *testing.T) {
 			t.Fatal("a TLS client without a certificate got an answer")
 		}
 		conn.Close()
+	}
+	// Discovery shares the port and sits inside the same TLS: a plain probe (which could
+	// otherwise read the view or ask to remove a voter) gets no answer.
+	if info, err := cluster.Probe(context.Background(), string(target), 2*time.Second); err == nil {
+		t.Fatalf("a discovery probe without TLS was answered: %+v", info)
 	}
 	_ = httpapi.MinTokenLen
 }
