@@ -160,3 +160,38 @@ func TestRunInProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestRunAgainstURLs drives a cluster and participants given by URL, through a follower,
+// with phase times read back from the server.
+func TestRunAgainstURLs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cl, err := StartCluster(ClusterOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ps, err := StartParticipants("127.0.0.1", 0, 2, 0, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	rep, err := Run(context.Background(), Config{
+		Nodes: cl.URLs(), Target: "follower", Participants: ps.PrepareURLs,
+		Concurrency: []int{3}, Count: 30, Sample: 1, Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Runs[0]
+	if len(r.Errors) != 0 || r.Outcomes["committed"] != 30 {
+		t.Fatalf("errors %v, outcomes %v", r.Errors, r.Outcomes)
+	}
+	if r.Phases.Source != "server-timestamps" || r.Phases.PhaseOne.N != 30 || r.Phases.Begin != nil {
+		t.Fatalf("phases %+v", r.Phases)
+	}
+	if len(rep.Setup.Entry) != 1 || rep.Setup.Entry[0] == cl.Leader().URL() || rep.Log != nil {
+		t.Fatalf("entry %v (leader %s), log %v", rep.Setup.Entry, cl.Leader().URL(), rep.Log)
+	}
+}
