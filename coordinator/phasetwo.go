@@ -29,16 +29,25 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
 	for i, st := range txn.States {
 		p2.reports[i] = fsm.Report{Acked: st.Acked, Attempts: st.Attempts, Error: st.LastError}
 	}
+	var pending []int
+	for i := range txn.Participants {
+		if !txn.States[i].Acked {
+			pending = append(pending, i)
+		}
+	}
+	// In parallel, the last one on this goroutine: one goroutine fewer per transaction.
 	var wg sync.WaitGroup
-	for i, p := range txn.Participants {
-		if txn.States[i].Acked {
-			continue
+	for k, i := range pending {
+		url := urlFor(txn.Participants[i], phase)
+		if k == len(pending)-1 {
+			e.deliver(ctx, txn.ID, i, url, phase, req, p2)
+			break
 		}
 		wg.Add(1)
-		go func(i int, url string) {
+		go func() {
 			defer wg.Done()
 			e.deliver(ctx, txn.ID, i, url, phase, req, p2)
-		}(i, urlFor(p, phase))
+		}()
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
@@ -101,18 +110,18 @@ func (p *phaseTwoRun) allAcked() bool {
 // participant's Retry-After (429, 503) is honoured up to RetryAfterMax, so a refusing
 // participant sees a bounded request rate (case C08).
 func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun) {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = e.cfg.RetryInitial
-	bo.MaxInterval = e.cfg.RetryMax
-	bo.Multiplier = 2
-	bo.RandomizationFactor = 0.5
-	bo.MaxElapsedTime = 0
-	bo.Reset()
-
+	// Retry state is made on the first failure: almost every call succeeds at once, and
+	// this runs once per participant per transaction.
+	var (
+		bo    *backoff.ExponentialBackOff
+		timer *time.Timer
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	rep := p2.snapshot()[i]
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
 		reply, err := e.caller.Call(cctx, url, phase, req)
@@ -152,6 +161,16 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
 				e.lg.Debug("logging progress failed", "txn", id, "error", err)
 			}
+		}
+		if bo == nil {
+			bo = backoff.NewExponentialBackOff()
+			bo.InitialInterval = e.cfg.RetryInitial
+			bo.MaxInterval = e.cfg.RetryMax
+			bo.Multiplier = 2
+			bo.RandomizationFactor = 0.5
+			bo.MaxElapsedTime = 0
+			bo.Reset()
+			timer = time.NewTimer(time.Hour)
 		}
 		wait = max(wait, bo.NextBackOff())
 		timer.Reset(wait)
