@@ -3,6 +3,8 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,6 +19,29 @@ var ErrNotLeader = errors.New("this node is not the leader")
 // voter of the cluster.
 var ErrUnknownMember = errors.New("no such voter")
 
+// ErrInvalidMember wraps every reason AddVoter refuses a request as malformed: an id or an
+// address that could never name a working node.
+var ErrInvalidMember = errors.New("invalid member")
+
+// ErrMemberConflict is returned when a join would re-address an existing member or give an
+// address a second id: either would count one process twice, or a dead address once, in
+// the quorum. Remove the old member first.
+var ErrMemberConflict = errors.New("member conflict")
+
+// validNodeID accepts 1 to 64 letters, digits, '.', '_' and '-': ids appear in logs, paths
+// and pod names.
+func validNodeID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 const membershipTimeout = 10 * time.Second
 
 // AddVoter adds a server to the Raft configuration as a voter (or updates its address)
@@ -26,15 +51,30 @@ func (n *Node) AddVoter(id, raftAddr, httpAddr string) error {
 	if n.Raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	if id == "" || raftAddr == "" {
-		return errors.New("id and raft address are required")
+	if !validNodeID(id) {
+		return fmt.Errorf("%w: id %q: use 1 to 64 letters, digits, '.', '_' or '-'", ErrInvalidMember, id)
+	}
+	if err := CheckAdvertise(raftAddr); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMember, err)
+	}
+	if httpAddr != "" {
+		if _, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(httpAddr, "http://"), "https://")); err != nil || port == "0" {
+			return fmt.Errorf("%w: http address %q: want host:port", ErrInvalidMember, httpAddr)
+		}
 	}
 	present := false
-	if f := n.Raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if string(s.ID) == id && string(s.Address) == raftAddr && s.Suffrage == raft.Voter {
-				present = true
-			}
+	f := n.Raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		switch {
+		case string(s.ID) == id && string(s.Address) == raftAddr:
+			present = s.Suffrage == raft.Voter
+		case string(s.ID) == id:
+			return fmt.Errorf("%w: %s is already a member at %s; remove it before joining it at %s", ErrMemberConflict, id, s.Address, raftAddr)
+		case string(s.Address) == raftAddr:
+			return fmt.Errorf("%w: %s is already the address of member %s", ErrMemberConflict, raftAddr, s.ID)
 		}
 	}
 	if !present {

@@ -70,6 +70,34 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 	}
 	defer n4.Close()
 
+	// Joins that could never name a working node, or would count one process twice or a
+	// dead address in the quorum, are refused and change nothing.
+	n1Raft := ""
+	for _, m := range c.Node(0).Node.Status().Members {
+		if m.ID == "n1" {
+			n1Raft = m.RaftAddr
+		}
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+	}{
+		{`{"id":"n9","raftAddr":"not an address"}`, http.StatusBadRequest},
+		{`{"id":"n9","raftAddr":"127.0.0.1:0"}`, http.StatusBadRequest},
+		{`{"id":"n9","raftAddr":"0.0.0.0:7009"}`, http.StatusBadRequest},
+		{`{"id":"../../x y","raftAddr":"127.0.0.1:7009"}`, http.StatusBadRequest},
+		{`{"id":"n9","raftAddr":"127.0.0.1:7009","httpAddr":"nope"}`, http.StatusBadRequest},
+		{`{"id":"n1","raftAddr":"127.0.0.1:7999"}`, http.StatusConflict},
+		{fmt.Sprintf(`{"id":"n9","raftAddr":%q}`, n1Raft), http.StatusConflict},
+	} {
+		if code, _ := membershipPost(t, fURL, "join", tc.body); code != tc.code {
+			t.Errorf("join %s: HTTP %d, want %d", tc.body, code, tc.code)
+		}
+	}
+	if got := voters(t, c.Node(0)); len(got) != 3 {
+		t.Fatalf("refused joins changed the voters: %v", got)
+	}
+
 	body := fmt.Sprintf(`{"id":"n4","raftAddr":%q,"httpAddr":%q}`, raftAddr, ln.Addr().String())
 	for i := 0; i < 2; i++ { // the second join is a no-op
 		if code, st := membershipPost(t, fURL, "join", body); code != http.StatusOK || len(st.Members) != 4 {
