@@ -135,6 +135,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.HTTPErrorHandler = s.handleEchoError
 	e.Use(s.authMiddleware)
 	e.Use(s.rateLimitMiddleware())
+	e.Use(s.jsonOnly)
 	e.POST("/v1/transactions", s.postTransaction)
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)
@@ -204,6 +205,8 @@ func statusOf(code string) int {
 		return http.StatusMethodNotAllowed
 	case codeConflict:
 		return http.StatusConflict
+	case codeMediaType:
+		return http.StatusUnsupportedMediaType
 	case codeNoLeader, codeBusy, codeIndeterminate, codeUnavailable:
 		return http.StatusServiceUnavailable
 	default:

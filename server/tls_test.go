@@ -71,6 +71,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsutil.Client(pool, nil)}}
 	req, _ := http.NewRequest(http.MethodPost, f.URL()+"/v1/transactions", strings.NewReader(`{"services":["`+ps.URL+`/prepare"]}`))
 	req.Header.Set("Authorization", "Bearer "+clientToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)

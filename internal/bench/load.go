@@ -349,29 +349,51 @@ func readBack(ctx context.Context, hc *http.Client, samples []sample) (p1s, p2s 
 	return p1s, p2s
 }
 
-// serverPhaseOne reads a transaction's decidedAt - createdAt (ms resolution).
+// serverPhaseOne reads a transaction's decidedAt - createdAt (ms resolution). A follower
+// learns that the last decisions of a run are committed only with the leader's next
+// message, so a sample read there may not show its decision yet: it asks again, for up to a
+// second.
 func serverPhaseOne(ctx context.Context, hc *http.Client, entry, id string) (time.Duration, bool) {
+	for range 20 {
+		d, ok, retry := serverPhaseRead(ctx, hc, entry, id)
+		if ok || !retry {
+			return d, ok
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return 0, false
+}
+
+// serverPhaseRead is one read; retry reports that the decision is not visible there yet.
+func serverPhaseRead(ctx context.Context, hc *http.Client, entry, id string) (time.Duration, bool, bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, entry+"/v1/transactions/"+id, nil)
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
 	defer resp.Body.Close()
 	var v struct {
 		CreatedAt, DecidedAt string
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v) != nil {
-		return 0, false
+		return 0, false, resp.StatusCode == http.StatusNotFound
+	}
+	if v.DecidedAt == "" {
+		return 0, false, true
 	}
 	c, err1 := time.Parse(time.RFC3339Nano, v.CreatedAt)
 	d, err2 := time.Parse(time.RFC3339Nano, v.DecidedAt)
 	if err1 != nil || err2 != nil {
-		return 0, false
+		return 0, false, false
 	}
-	return max(d.Sub(c), 0), true
+	return max(d.Sub(c), 0), true, false
 }
 
 func transportKind(rctx context.Context, err error) string {
