@@ -98,6 +98,8 @@ func c09Cases() []c09Case {
 		{name: "relative URL", body: withServices(`["/flight/prepare"]`), status: 400, detail: "scheme must be http or https"},
 		{name: "no host", body: withServices(`["http:///prepare"]`), status: 400, detail: "no host"},
 		{name: "user info", body: withServices(`["http://u:p@flight.example/prepare"]`), status: 400, detail: "user info"},
+		{name: "URL over 2 KiB", body: withServices(`["http://flight.example/prepare?` + strings.Repeat("a", 2048) + `"]`), status: 400, detail: "the limit is 2048"},
+		{name: "URL just under 2 KiB", body: withServices(`["http://flight.example/prepare?` + strings.Repeat("a", 2040-len("http://flight.example/prepare?")) + `"]`), status: 200, timeout: time.Second, parts: 1},
 		{name: "empty string", body: withServices(`[""]`), status: 400, detail: "services[0]"},
 		{name: "last segment not prepare", body: withServices(`["http://flight.example/book"]`), status: 400, detail: `last path segment must be "prepare"`},
 		{name: "prepare only in query", body: withServices(`["http://flight.example/x?prepare"]`), status: 400, detail: `last path segment must be "prepare"`},

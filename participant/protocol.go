@@ -91,11 +91,20 @@ func (e Endpoints) URL(p Phase) string {
 // ErrBadURL is wrapped by every error that Derive and ValidateURL return.
 var ErrBadURL = errors.New("invalid participant URL")
 
-// ValidateURL checks that raw is an absolute http or https URL with a host and no user info
-// or fragment. It returns an error wrapping ErrBadURL that says what is wrong.
+// MaxURLBytes bounds a participant URL. Every URL is kept in the replicated state for as
+// long as its transaction, so without a bound a client could make every node hold megabytes
+// per request.
+const MaxURLBytes = 2048
+
+// ValidateURL checks that raw is an absolute http or https URL of at most MaxURLBytes with a
+// host and no user info or fragment. It returns an error wrapping ErrBadURL that says what
+// is wrong.
 func ValidateURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("%w: empty", ErrBadURL)
+	}
+	if len(raw) > MaxURLBytes {
+		return nil, fmt.Errorf("%w: %d bytes long; the limit is %d", ErrBadURL, len(raw), MaxURLBytes)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
