@@ -64,7 +64,9 @@ var (
 	// known to commit. The transaction may still run under the next leader; ask for it by
 	// id (or retry with the same idempotency key).
 	ErrIndeterminate = errors.New("outcome unknown: leadership lost while logging")
-	// ErrKeyReused: the idempotency key names a transaction that is no longer kept.
+	// ErrKeyReused: the idempotency key names a transaction that is no longer kept, or one
+	// with other participants or another timeout: answering with that transaction's outcome
+	// would tell the client a request it never made succeeded.
 	ErrKeyReused = errors.New("idempotency key already used")
 )
 
@@ -290,7 +292,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	}
 	if r.Key != "" {
 		if txn, ok := e.state.ByKey(r.Key); ok {
-			return txn, nil
+			return sameRequest(txn, r)
 		}
 	}
 	if e.inflight.Add(1) > int64(e.cfg.MaxInFlight) {
@@ -324,7 +326,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	if errors.Is(res.Err, fsm.ErrKeyExists) {
 		e.inflight.Add(-1)
 		if res.Txn != nil {
-			return res.Txn, nil
+			return sameRequest(res.Txn, r)
 		}
 		// The key is still kept but its transaction was pruned: starting another one
 		// would run the client's request twice.
@@ -336,6 +338,19 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	}
 	e.startDriver(t, begin.ID)
 	return res.Txn, nil
+}
+
+// sameRequest returns txn, the transaction an idempotency key is bound to, when r asks for
+// the same thing (participants in order, and timeout); otherwise ErrKeyReused.
+func sameRequest(txn *fsm.Txn, r Request) (*fsm.Txn, error) {
+	same := len(txn.Participants) == len(r.Participants) && txn.Deadline-txn.CreatedAt == r.Timeout.Milliseconds()
+	for i := 0; same && i < len(r.Participants); i++ {
+		same = txn.Participants[i] == r.Participants[i]
+	}
+	if !same {
+		return nil, fmt.Errorf("%w by transaction %s, with other participants or another timeout", ErrKeyReused, txn.ID)
+	}
+	return txn, nil
 }
 
 func isNotLeader(err error) bool {

@@ -18,6 +18,9 @@ import (
 
 func (s *Server) postTransaction(c echo.Context) error {
 	r := c.Request()
+	if len(r.Header.Values(participant.IdempotencyKeyHeader)) > 1 {
+		return writeError(c, badRequest("Idempotency-Key given more than once"))
+	}
 	key := r.Header.Get(participant.IdempotencyKeyHeader)
 	if err := validKey(key); err != nil {
 		return writeError(c, badRequest(err.Error()))
