@@ -188,6 +188,9 @@ func Open(cfg Config) (*Node, error) {
 			// freelist is rebuilt by a scan when the file is opened.
 			BoltOptions: &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
 		})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("data dir %s is in use by another process (raft.db stayed locked for 5 s): is another txcoord running on it?", cfg.DataDir)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("opening raft.db: %w", err)
 		}

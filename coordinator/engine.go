@@ -83,9 +83,9 @@ type Config struct {
 	RetryInitial, RetryMax, RetryAfterMax time.Duration
 	// CallTimeout bounds one phase-two call [10s]. Phase-one calls end at the deadline.
 	CallTimeout time.Duration
-	// ProgressEvery: after this many failed phase-two attempts of one participant, and
-	// every this many after, the leader logs a Progress entry so the stuck transaction is
-	// visible on every node [3].
+	// ProgressEvery: after the first failed phase-two attempt of one participant, and every
+	// this many after, the leader logs a Progress entry so the stuck transaction is visible
+	// on every node [3].
 	ProgressEvery int
 	// CompleteLinger is how long the completion of a transaction may wait for others to
 	// share its log entry [10ms; negative: none]. Clients are answered before it.

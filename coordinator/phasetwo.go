@@ -156,7 +156,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			return
 		}
 		e.cfg.Observer.Retry(hostOf(url), string(phase))
-		if int(rep.Attempts)%e.cfg.ProgressEvery == 0 {
+		if rep.Attempts == 1 || int(rep.Attempts)%e.cfg.ProgressEvery == 0 {
 			// Best effort: a lost Progress entry only hides detail, never an outcome.
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
 				e.lg.Debug("logging progress failed", "txn", id, "error", err)
