@@ -38,6 +38,9 @@ type Metrics struct {
 	retries    *prometheus.CounterVec
 	src        Sources
 	raftGather prometheus.Gatherer
+
+	hostsMu sync.Mutex
+	hosts   map[string]struct{} // participant hosts with their own series
 }
 
 // Latency buckets in seconds, from 0.5 ms to 60 s: 2PC on a LAN lives at the low end, and
@@ -49,7 +52,7 @@ func New(src Sources) *Metrics {
 	if src.StuckAfter <= 0 {
 		src.StuckAfter = 30 * time.Second
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), src: src, raftGather: raftRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), src: src, raftGather: raftRegistry(), hosts: map[string]struct{}{}}
 	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_transactions_finished_total", Help: "Transactions that reached a terminal status under this node's leadership, by status."}, []string{"status"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "txcoord_transaction_duration_seconds", Help: "Transaction latency: total (begin to end), phase_one (begin to decision), phase_two (decision to end).", Buckets: buckets}, []string{"phase"})
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_participant_calls_total", Help: "Participant calls by host, phase and result (ack, nack, timeout, transport, status, reply, canceled)."}, []string{"host", "phase", "result"})
@@ -70,12 +73,32 @@ func (m *Metrics) Finished(status string, total, phaseOne, phaseTwo time.Duratio
 
 // Call implements coordinator.Observer.
 func (m *Metrics) Call(host, phase, result string, took time.Duration) {
-	m.calls.WithLabelValues(host, phase, result).Inc()
+	m.calls.WithLabelValues(m.hostLabel(host), phase, result).Inc()
 	m.callTime.WithLabelValues(phase).Observe(took.Seconds())
 }
 
 // Retry implements coordinator.Observer.
-func (m *Metrics) Retry(host, phase string) { m.retries.WithLabelValues(host, phase).Inc() }
+func (m *Metrics) Retry(host, phase string) {
+	m.retries.WithLabelValues(m.hostLabel(host), phase).Inc()
+}
+
+// MaxHostLabels bounds the distinct participant hosts that get their own series; calls to
+// further hosts are counted under host="other". Hosts come from clients' requests, so
+// without a bound anyone who can POST could grow the scrape without limit.
+const MaxHostLabels = 256
+
+func (m *Metrics) hostLabel(host string) string {
+	m.hostsMu.Lock()
+	defer m.hostsMu.Unlock()
+	if _, ok := m.hosts[host]; ok {
+		return host
+	}
+	if len(m.hosts) >= MaxHostLabels {
+		return "other"
+	}
+	m.hosts[host] = struct{}{}
+	return host
+}
 
 // Handler serves the registry and raft's metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
