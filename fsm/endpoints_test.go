@@ -48,6 +48,9 @@ func TestEndpointTable(t *testing.T) {
 	if !bytes.Equal(snapBytes(t, r), snapBytes(t, n.f)) {
 		t.Fatal("the endpoint table does not survive a snapshot")
 	}
+	if got, _ := r.Get("t1"); got == nil || got.Participants[0] != pay || got.Participants[1] != odd || got.Participants[2] != flight {
+		t.Fatalf("restored t1 has participants %+v", got)
+	}
 	rn := &node{t: t, f: r}
 	if got := rn.must(&fsm.Begin{ID: "t3", CreatedAt: 1, Deadline: 2, Participants: []fsm.Participant{{}}, Refs: []int32{1}}); got.Participants[0] != hotel {
 		t.Fatalf("after restore, ref 1 resolves to %+v, want hotel", got.Participants[0])

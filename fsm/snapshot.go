@@ -101,8 +101,19 @@ func (s *snapshot) write(w io.Writer) error {
 	if err := record(); err != nil {
 		return err
 	}
+	// The endpoint table comes first, in table order (Begin entries in the log refer to
+	// its indexes), so that transactions can name their participants by index too: most
+	// share a few services, and restored records then share the table's strings.
+	refs := make(map[Participant]uint32, len(s.endpoints))
+	for i, p := range s.endpoints {
+		refs[p] = uint32(i)
+		e.participant(p)
+		if err := record(); err != nil {
+			return err
+		}
+	}
 	for _, t := range s.txns {
-		encodeTxn(&e, t)
+		encodeTxn(&e, t, refs)
 		if err := record(); err != nil {
 			return err
 		}
@@ -122,12 +133,7 @@ func (s *snapshot) write(w io.Writer) error {
 			return err
 		}
 	}
-	for _, p := range s.endpoints { // in table order: Begin entries refer to the index
-		e.participant(p)
-		if err := record(); err != nil {
-			return err
-		}
-	}
+
 	return bw.Flush()
 }
 
@@ -192,11 +198,28 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 	if err := d.end(); err != nil {
 		return 0, err
 	}
+	if nEndpoints > MaxEndpoints {
+		return 0, fmt.Errorf("%w: %d endpoints, at most %d", ErrCorrupt, nEndpoints, MaxEndpoints)
+	}
+	for i := uint64(0); i < nEndpoints; i++ {
+		if d, err = next(); err != nil {
+			return 0, err
+		}
+		p := d.participant()
+		if err := d.end(); err != nil {
+			return 0, err
+		}
+		if _, dup := f.endpointIdx[p]; dup {
+			return 0, fmt.Errorf("%w: endpoint %q listed twice", ErrCorrupt, p.Prepare)
+		}
+		f.endpointIdx[p] = uint32(len(f.endpoints))
+		f.endpoints = append(f.endpoints, p)
+	}
 	for i := uint64(0); i < nTxns; i++ {
 		if d, err = next(); err != nil {
 			return 0, err
 		}
-		t := decodeTxn(d)
+		t := decodeTxn(d, f.endpoints)
 		if err := d.end(); err != nil {
 			return 0, err
 		}
@@ -223,30 +246,14 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 		}
 		f.members[id] = addr
 	}
-	if nEndpoints > MaxEndpoints {
-		return 0, fmt.Errorf("%w: %d endpoints, at most %d", ErrCorrupt, nEndpoints, MaxEndpoints)
-	}
-	for i := uint64(0); i < nEndpoints; i++ {
-		if d, err = next(); err != nil {
-			return 0, err
-		}
-		p := d.participant()
-		if err := d.end(); err != nil {
-			return 0, err
-		}
-		if _, dup := f.endpointIdx[p]; dup {
-			return 0, fmt.Errorf("%w: endpoint %q listed twice", ErrCorrupt, p.Prepare)
-		}
-		f.endpointIdx[p] = uint32(len(f.endpoints))
-		f.endpoints = append(f.endpoints, p)
-	}
+
 	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
 		return 0, fmt.Errorf("%w: trailing data after snapshot", ErrCorrupt)
 	}
 	return applied, nil
 }
 
-func encodeTxn(e *encoder, t *Txn) {
+func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 	e.id(t.ID)
 	e.string(t.Key)
 	e.varint(t.CreatedAt)
@@ -259,7 +266,12 @@ func encodeTxn(e *encoder, t *Txn) {
 	e.uvarint(t.Index)
 	e.uvarint(uint64(len(t.Participants)))
 	for i, p := range t.Participants {
-		e.participant(p)
+		if idx, ok := refs[p]; ok {
+			e.byte(participantRef)
+			e.uvarint(uint64(idx))
+		} else {
+			e.participant(p)
+		}
 		st := t.States[i]
 		e.byte(byte(st.Vote))
 		e.string(st.Reason)
@@ -269,7 +281,7 @@ func encodeTxn(e *encoder, t *Txn) {
 	}
 }
 
-func decodeTxn(d *decoder) *Txn {
+func decodeTxn(d *decoder, endpoints []Participant) *Txn {
 	t := &Txn{ID: d.id(), Key: d.string(), CreatedAt: d.varint()}
 	t.Deadline = t.CreatedAt + d.varint()
 	t.Status = Status(d.byte())
@@ -281,7 +293,16 @@ func decodeTxn(d *decoder) *Txn {
 	t.Participants = make([]Participant, n)
 	t.States = make([]ParticipantState, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		t.Participants[i] = d.participant()
+		if len(d.b) > 0 && d.b[0] == participantRef {
+			d.byte()
+			if idx := d.uvarint(); idx < uint64(len(endpoints)) {
+				t.Participants[i] = endpoints[idx]
+			} else {
+				d.fail("participant names an endpoint the snapshot does not hold")
+			}
+		} else {
+			t.Participants[i] = d.participant()
+		}
 		t.States[i] = ParticipantState{Vote: Vote(d.byte()), Reason: d.string(), Acked: d.bool(), Attempts: uint32(d.uvarint()), LastError: d.string()}
 	}
 	if d.err == nil && (t.Status < StatusPreparing || t.Status > StatusFailed) {

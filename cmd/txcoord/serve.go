@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type tuning struct {
 	maxServices, maxInFlight, phaseTwoMaxAttempts  int
 	heartbeatTimeout, electionTimeout, leaderLease time.Duration
 	snapshotThreshold                              uint64
+	memoryLimitMiB                                 int
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -45,6 +47,7 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.DurationVar(&t.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	f.DurationVar(&t.leaderLease, "leader-lease-timeout", 500*time.Millisecond, "Raft leader lease: a leader that cannot reach a quorum for this long steps down")
 	f.Uint64Var(&t.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	f.IntVar(&t.memoryLimitMiB, "memory-limit-mib", 224, "soft limit on the Go heap in MiB, so the GC works harder before memory grows past it (0: none; GOMEMLIMIT, when set, wins)")
 }
 
 func (t *tuning) validate() error {
@@ -55,6 +58,8 @@ func (t *tuning) validate() error {
 		return fmt.Errorf("--default-timeout (%s) exceeds --max-timeout (%s)", t.defaultTimeout, t.maxTimeout)
 	case t.maxServices < 1 || t.maxInFlight < 1 || t.phaseTwoMaxAttempts < 1:
 		return fmt.Errorf("--max-services, --max-inflight and --phase-two-max-attempts must be at least 1")
+	case t.memoryLimitMiB < 0:
+		return fmt.Errorf("--memory-limit-mib must not be negative")
 	case t.phaseTwoWait < 0:
 		return fmt.Errorf("--phase-two-wait must not be negative")
 	case t.leaderLease > t.heartbeatTimeout:
@@ -152,6 +157,9 @@ func runServe(fl *serveFlags) error {
 	lg, err := newLogger("txcoord", fl.logLevel, fl.logFormat)
 	if err != nil {
 		return err
+	}
+	if fl.memoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(fl.memoryLimitMiB) << 20)
 	}
 	peers, err := parsePeers(fl.peers)
 	if err != nil {
