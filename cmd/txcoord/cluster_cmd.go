@@ -116,6 +116,11 @@ func membership(cmd *cobra.Command, node, action string, body map[string]string)
 	if err := apiCall(cmd.Context(), http.MethodPost, node, "/v1/cluster/"+action, body, &st); err != nil {
 		return err
 	}
+	// A new leader is known a moment after a transfer or the removal of the old one.
+	for i := 0; i < 30 && st.LeaderID == ""; i++ {
+		time.Sleep(100 * time.Millisecond)
+		_ = apiCall(cmd.Context(), http.MethodGet, node, "/v1/cluster", nil, &st)
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s done: leader %s, term %d, members:", action, orDash(st.LeaderID), st.Term)
 	for _, m := range st.Members {
 		fmt.Fprintf(cmd.OutOrStdout(), " %s", m.ID)

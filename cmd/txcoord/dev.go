@@ -206,7 +206,7 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	body, _ := json.Marshal(map[string]any{"services": prepares, "timeout": 1000})
 	fmt.Fprintf(out, "\nTry it:\n  curl -s -X POST %s/v1/transactions -H 'Content-Type: application/json' -d '%s'\n", entry, body)
 	fmt.Fprintf(out, "  curl -s %s/v1/cluster\n", entry)
-	fmt.Fprintf(out, "  txcoord submit --node %s %s\n", entry, strings.Join(prepares, " "))
+	fmt.Fprintf(out, "  %s submit --node %s %s\n", selfName(), entry, strings.Join(prepares, " "))
 	if fl.once {
 		return nil
 	}
@@ -279,4 +279,13 @@ func runScenario(out io.Writer, name, entry string, prepares []string, svcs []*d
 	}
 	fmt.Fprintf(out, "  HTTP %d\n  %s\n\n", resp.StatusCode, pretty.String())
 	return nil
+}
+
+// selfName is how the user ran this binary (./bin/txcoord under make), for commands it
+// suggests.
+func selfName() string {
+	if strings.Contains(os.Args[0], "/") && !strings.Contains(os.Args[0], "go-build") {
+		return os.Args[0]
+	}
+	return "txcoord"
 }
