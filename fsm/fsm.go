@@ -226,32 +226,12 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 		return last, changed
 
 	case *Fail:
-		old, ok := f.txns[c.ID]
-		if !ok {
-			return Result{Err: ErrNotFound}, nil
-		}
-		if old.Status != StatusCommitting && old.Status != StatusRollingBack {
-			return Result{Txn: old, Err: ErrBadTransition}, nil
-		}
-		t := old.clone()
-		applyReports(t, c.Reports)
-		t.Status, t.FinishedAt, t.Index = StatusFailed, c.At, index
-		f.put(t)
-		return Result{Txn: t}, []string{c.ID}
+		return f.applyPhaseTwoReports(index, c.ID, c.Reports, func(t *Txn) {
+			t.Status, t.FinishedAt = StatusFailed, c.At
+		})
 
 	case *Progress:
-		old, ok := f.txns[c.ID]
-		if !ok {
-			return Result{Err: ErrNotFound}, nil
-		}
-		if old.Status != StatusCommitting && old.Status != StatusRollingBack {
-			return Result{Txn: old, Err: ErrBadTransition}, nil
-		}
-		t := old.clone()
-		applyReports(t, c.Reports)
-		t.Index = index
-		f.put(t)
-		return Result{Txn: t}, []string{c.ID}
+		return f.applyPhaseTwoReports(index, c.ID, c.Reports, nil)
 
 	case *Retry, *Resolve:
 		var id, note string
@@ -322,6 +302,26 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 		return Result{}, nil
 	}
 	return Result{Err: fmt.Errorf("%w: unhandled command %T", ErrInvalid, cmd)}, nil
+}
+
+// applyPhaseTwoReports records phase-two reports on a transaction in committing or
+// rolling_back (Progress), then lets then change it further (Fail). It runs under f.mu.
+func (f *FSM) applyPhaseTwoReports(index uint64, id string, reports []Report, then func(*Txn)) (Result, []string) {
+	old, ok := f.txns[id]
+	if !ok {
+		return Result{Err: ErrNotFound}, nil
+	}
+	if old.Status != StatusCommitting && old.Status != StatusRollingBack {
+		return Result{Txn: old, Err: ErrBadTransition}, nil
+	}
+	t := old.clone()
+	applyReports(t, reports)
+	t.Index = index
+	if then != nil {
+		then(t)
+	}
+	f.put(t)
+	return Result{Txn: t}, []string{id}
 }
 
 func finalStatus(d Decision) Status {
