@@ -305,7 +305,7 @@ func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
 }
 
 // applyPhaseTwoReports records phase-two reports on a transaction in committing or
-// rolling_back (Progress), then lets then change it further (Fail). It runs under f.mu.
+// rolling_back (Progress); then, when set, changes it further (Fail). It runs under f.mu.
 func (f *FSM) applyPhaseTwoReports(index uint64, id string, reports []Report, then func(*Txn)) (Result, []string) {
 	old, ok := f.txns[id]
 	if !ok {
