@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -111,10 +112,17 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 		return Reply{}, classify(ctx, err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
-	if err != nil {
+	buf := replyBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 4<<10 { // keep small buffers only: one odd reply must not pin 64 KiB
+			buf.Reset()
+			replyBufs.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, MaxReplyBytes+1)); err != nil {
 		return Reply{}, classify(ctx, err)
 	}
+	raw := buf.Bytes() // valid until the deferred Put: everything below copies what it keeps
 	if resp.StatusCode != http.StatusOK {
 		ce := &CallError{Kind: KindStatus, StatusCode: resp.StatusCode}
 		switch {
@@ -133,6 +141,9 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 	}
 	return ParseReply(raw)
 }
+
+// replyBufs recycles reply buffers: a coordinator reads several replies per transaction.
+var replyBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
 
 // ParseReply parses a participant's 200 body. It accepts exactly {"status":"ACK"} or
 // {"status":"NACK","reason":"..."} (unknown fields are ignored so that participants can add
