@@ -536,12 +536,8 @@ func (d *Discovery) handleRemove(req discoveryRequest) discoveryReply {
 	if req.ID == "" {
 		return discoveryReply{Error: "remove: no node id"}
 	}
-	if n.Raft.State() != raft.Leader {
-		leader, _ := n.Raft.LeaderWithID()
-		if leader == "" {
-			return discoveryReply{Error: "no leader known"}
-		}
-		return discoveryReply{Leader: string(leader), Error: "not the leader"}
+	if rep, ok := redirectToLeader(n); !ok {
+		return rep
 	}
 	f := n.Raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -666,12 +662,8 @@ func (d *Discovery) handleJoin(req discoveryRequest) discoveryReply {
 	if err := CheckAdvertise(addr); err != nil {
 		return discoveryReply{Error: "join: " + err.Error()}
 	}
-	if n.Raft.State() != raft.Leader {
-		leader, _ := n.Raft.LeaderWithID()
-		if leader == "" {
-			return discoveryReply{Error: "no leader known"}
-		}
-		return discoveryReply{Leader: string(leader), Error: "not the leader"}
+	if rep, ok := redirectToLeader(n); !ok {
+		return rep
 	}
 	f := n.Raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -693,4 +685,17 @@ func (d *Discovery) handleJoin(req discoveryRequest) discoveryReply {
 	}
 	d.lg.Info("added a voter", "peer", id, "raft_addr", addr)
 	return discoveryReply{Joined: true}
+}
+
+// redirectToLeader returns ok on the leader; elsewhere the reply that points the caller at
+// the leader (or says none is known).
+func redirectToLeader(n *Node) (discoveryReply, bool) {
+	if n.Raft.State() == raft.Leader {
+		return discoveryReply{}, true
+	}
+	leader, _ := n.Raft.LeaderWithID()
+	if leader == "" {
+		return discoveryReply{Error: "no leader known"}, false
+	}
+	return discoveryReply{Leader: string(leader), Error: "not the leader"}, false
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net/http"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -82,18 +83,35 @@ func checkLedgers(t *testing.T, svcs []*demo.Service, id string, want participan
 	}
 }
 
+// failoverRun is a cluster with a transaction in flight, sent through a follower, whose
+// call of one kind and phase is held at the participant until the test releases it.
+type failoverRun struct {
+	gate   *gate
+	svcs   []*demo.Service
+	c      *servertest.Cluster
+	leader int
+	res    <-chan postResult
+}
+
+// startFailoverRun starts the cluster and the transaction, and returns once the held call
+// has reached its participant.
+func startFailoverRun(t *testing.T, kind string, phase participant.Phase, timeoutMs int) *failoverRun {
+	t.Helper()
+	g := newGate(kind, phase)
+	svcs, urls := participantsWith(t, g.hold)
+	c := servertest.Start(t, servertest.Options{})
+	leader := c.WaitLeader(10 * time.Second)
+	res := postAsync(t, c.Node(c.Follower()).URL(), urls, timeoutMs)
+	waitOrFail(t, g.arrived, 10*time.Second, "the held "+kind+" "+string(phase))
+	return &failoverRun{gate: g, svcs: svcs, c: c, leader: leader, res: res}
+}
+
 // TestFailoverDuringPhaseOne kills the leader while a Prepare is in flight. The client,
 // talking to a follower, must still get the one real outcome; the new leader re-prepares
 // and commits within the logged deadline.
 func TestFailoverDuringPhaseOne(t *testing.T) {
-	g := newGate(demo.KindPayment, participant.PhasePrepare)
-	svcs, urls := participantsWith(t, g.hold)
-	c := servertest.Start(t, servertest.Options{})
-	leader := c.WaitLeader(10 * time.Second)
-	entry := c.Follower()
-	res := postAsync(t, c.Node(entry).URL(), urls, 10000)
-
-	waitOrFail(t, g.arrived, 10*time.Second, "the payment Prepare")
+	run := startFailoverRun(t, demo.KindPayment, participant.PhasePrepare, 10000)
+	g, svcs, c, leader, res := run.gate, run.svcs, run.c, run.leader, run.res
 	c.Kill(leader)
 	close(g.release)
 	newLeader := c.WaitLeader(10 * time.Second)
@@ -116,14 +134,8 @@ func TestFailoverDuringPhaseOne(t *testing.T) {
 // Commit is held at the hotel. The new leader must re-send Commit (never Rollback) and
 // finish the transaction.
 func TestFailoverDuringPhaseTwo(t *testing.T) {
-	g := newGate(demo.KindHotel, participant.PhaseCommit)
-	svcs, urls := participantsWith(t, g.hold)
-	c := servertest.Start(t, servertest.Options{})
-	leader := c.WaitLeader(10 * time.Second)
-	entry := c.Follower()
-	res := postAsync(t, c.Node(entry).URL(), urls, 5000)
-
-	waitOrFail(t, g.arrived, 10*time.Second, "the hotel Commit")
+	run := startFailoverRun(t, demo.KindHotel, participant.PhaseCommit, 5000)
+	g, svcs, c, leader, res := run.gate, run.svcs, run.c, run.leader, run.res
 	c.Kill(leader)
 	newLeader := c.WaitLeader(10 * time.Second)
 	close(g.release)
@@ -143,7 +155,9 @@ func TestFailoverDuringPhaseTwo(t *testing.T) {
 	newID, newTerm := c.Node(newLeader).Node.ID(), c.Node(newLeader).Node.Raft.CurrentTerm()
 	var senders []string
 	var terms []uint64
-	for _, req := range svcs[1].Requests() {
+	reqs := svcs[1].Requests() // logged as each finishes: put them in arrival order
+	sort.SliceStable(reqs, func(i, j int) bool { return reqs[i].Received.Before(reqs[j].Received) })
+	for _, req := range reqs {
 		if req.TransactionID == r.out.TransactionID && req.Phase == participant.PhaseCommit {
 			senders, terms = append(senders, req.Node), append(terms, req.Term)
 		}
@@ -158,14 +172,8 @@ func TestFailoverDuringPhaseTwo(t *testing.T) {
 // cluster leaderless past the logged deadline: the new leader must decide abort (presumed
 // abort) and roll every participant back, including the one whose Prepare never answered.
 func TestFailoverAfterDeadlineRollsBack(t *testing.T) {
-	g := newGate(demo.KindPayment, participant.PhasePrepare)
-	svcs, urls := participantsWith(t, g.hold)
-	c := servertest.Start(t, servertest.Options{})
-	leader := c.WaitLeader(10 * time.Second)
-	entry := c.Follower()
-	res := postAsync(t, c.Node(entry).URL(), urls, 300)
-
-	waitOrFail(t, g.arrived, 10*time.Second, "the payment Prepare")
+	run := startFailoverRun(t, demo.KindPayment, participant.PhasePrepare, 300)
+	g, svcs, c, leader, res := run.gate, run.svcs, run.c, run.leader, run.res
 	// Stop every node: nobody decides before the 300 ms deadline passes.
 	c.Kill(leader)
 	for i := 0; i < c.Len(); i++ {
