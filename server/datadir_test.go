@@ -88,7 +88,7 @@ func TestDataDirStopsGrowing(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Quiet: all finished, pruned down to the retention, and a snapshot taken since.
-		err := c.Eventually(20*time.Second, func() error {
+		err := c.Eventually(60*time.Second, func() error {
 			n := c.Node(leader).Node
 			if len(n.FSM.Active()) > 0 {
 				return fmt.Errorf("still active")
