@@ -1,8 +1,13 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 )
@@ -26,4 +31,20 @@ func (s *Server) jsonOnly(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// decodeStrict decodes a small JSON object body into v, refusing unknown fields, and words
+// a failure for the client: which field has the wrong type, not which Go struct it is.
+func decodeStrict(body []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return badRequest(fmt.Sprintf("invalid JSON: %q must be a %s, not a %s", te.Field, te.Type.Kind(), te.Value))
+	}
+	return badRequest("invalid JSON: " + strings.TrimPrefix(err.Error(), "json: "))
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +27,17 @@ func TestPostNeedsJSONContentType(t *testing.T) {
 	}
 	if rec := e.post(threeServices, "Content-Type", "application/json; charset=utf-8"); rec.Code != http.StatusOK {
 		t.Fatalf("application/json with a charset: HTTP %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestDecodeStrictWording: a wrong type is named by its JSON field, not by a Go type.
+func TestDecodeStrictWording(t *testing.T) {
+	var req OperatorRequest
+	aerr := decodeStrict([]byte(`{"note": 42}`), &req)
+	if aerr == nil || aerr.Detail != `invalid JSON: "note" must be a string, not a number` {
+		t.Fatalf("decodeStrict = %+v", aerr)
+	}
+	if aerr := decodeStrict([]byte(`{"nope": 1}`), &req); aerr == nil || !strings.Contains(aerr.Detail, `unknown field "nope"`) {
+		t.Fatalf("unknown field: %+v", aerr)
 	}
 }

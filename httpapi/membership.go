@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -64,10 +63,8 @@ func (s *Server) membershipAction(name string, do func(MembershipRequest) error)
 		}
 		var req MembershipRequest
 		if len(bytes.TrimSpace(body)) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(body))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&req); err != nil {
-				return writeError(c, badRequest("invalid JSON: "+err.Error()))
+			if aerr := decodeStrict(body, &req); aerr != nil {
+				return writeError(c, aerr)
 			}
 		}
 		if !s.node.LeaderReady() {

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,10 +50,8 @@ func (s *Server) operatorAction(action string) echo.HandlerFunc {
 		}
 		var req OperatorRequest
 		if len(bytes.TrimSpace(body)) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(body))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&req); err != nil {
-				return writeError(c, badRequest("invalid JSON: "+err.Error()))
+			if aerr := decodeStrict(body, &req); aerr != nil {
+				return writeError(c, aerr)
 			}
 		}
 		if len(req.Note) > maxNoteLen {
