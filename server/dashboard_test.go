@@ -57,7 +57,7 @@ func TestDashboardQueriesExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Node(leader).Node.Raft.Snapshot() // so the snapshot series have a value
-	body := scrape(t, c.Node(leader).URL())
+	body := scrapeUntil(t, c, c.Node(leader).URL(), `txcoord_transactions_finished_total{status="committed"} 1`)
 	metricName := regexp.MustCompile(`\b(txcoord|raft)_[a-zA-Z0-9_]+`)
 	checked := 0
 	for _, p := range dash.Panels {

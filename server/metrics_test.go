@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -41,7 +42,8 @@ func TestMetricsAfterATransaction(t *testing.T) {
 	if _, err := c.Node(leader).Node.FSM.WaitFor(context.Background(), id, func(t *fsm.Txn) bool { return t.Status == fsm.StatusCommitted }); err != nil {
 		t.Fatal(err)
 	}
-	body := scrape(t, c.Node(leader).URL())
+	// The driver records the outcome just after the completion is applied: wait for it.
+	body := scrapeUntil(t, c, c.Node(leader).URL(), `txcoord_transactions_finished_total{status="committed"} 1`)
 	for _, want := range []string{
 		`txcoord_transactions_finished_total{status="committed"} 1`,
 		`txcoord_transaction_duration_seconds_count{phase="total"} 1`,
@@ -58,4 +60,19 @@ func TestMetricsAfterATransaction(t *testing.T) {
 	if body := scrape(t, c.Node(c.Follower()).URL()); !strings.Contains(body, `txcoord_raft_state{role="follower"} 1`) {
 		t.Errorf("follower's /metrics does not say it follows")
 	}
+}
+
+// scrapeUntil scrapes base's /metrics until the text contains want (or 10 s pass) and
+// returns the last scrape.
+func scrapeUntil(t *testing.T, c *servertest.Cluster, base, want string) string {
+	t.Helper()
+	var body string
+	_ = c.Eventually(10*time.Second, func() error {
+		body = scrape(t, base)
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("no %s yet", want)
+		}
+		return nil
+	})
+	return body
 }
