@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -140,34 +141,25 @@ func (l *memLog) all() []entry {
 func entriesFor(l *memLog, id string) []entry {
 	var out []entry
 	for _, e := range l.all() {
+		var ids []string
 		switch c := e.Cmd.(type) {
 		case *fsm.Begin:
-			if c.ID == id {
-				out = append(out, e)
-			}
+			ids = []string{c.ID}
 		case *fsm.Decide:
-			if c.ID == id {
-				out = append(out, e)
-			}
+			ids = []string{c.ID}
 		case *fsm.DecideCommit:
-			if c.ID == id {
-				out = append(out, e)
-			}
+			ids = []string{c.ID}
 		case *fsm.Progress:
-			if c.ID == id {
-				out = append(out, e)
-			}
+			ids = []string{c.ID}
 		case *fsm.Fail:
-			if c.ID == id {
-				out = append(out, e)
-			}
+			ids = []string{c.ID}
 		case *fsm.Complete:
 			for _, it := range c.Items {
-				if it.ID == id {
-					out = append(out, e)
-					break
-				}
+				ids = append(ids, it.ID)
 			}
+		}
+		if slices.Contains(ids, id) {
+			out = append(out, e)
 		}
 	}
 	return out
