@@ -68,31 +68,3 @@ func (f *FSM) resolveRefs(c *Begin) ([]Participant, bool) {
 	}
 	return out, true
 }
-
-// DecideCommit is Decide(commit) with every participant's vote yes, in about 20 bytes
-// instead of 32: the common case needs neither votes nor reasons in the log, and its time
-// is stored as ms after the transaction's CreatedAt. Apply treats it exactly as the
-// equivalent Decide (the first decision wins).
-type DecideCommit struct {
-	ID      string
-	AfterMs int64 // decision time minus CreatedAt, ms
-}
-
-// Type implements Command.
-func (*DecideCommit) Type() CommandType { return CmdDecideCommit }
-
-func (c *DecideCommit) encode(e *encoder) { e.id(c.ID); e.varint(c.AfterMs) }
-func (c *DecideCommit) decode(d *decoder) { c.ID = d.id(); c.AfterMs = d.varint() }
-
-// asDecide expands c against the record it names (under f.mu).
-func (f *FSM) asDecide(c *DecideCommit) (*Decide, bool) {
-	t, ok := f.txns[c.ID]
-	if !ok {
-		return nil, false
-	}
-	votes := make([]Vote, len(t.Participants))
-	for i := range votes {
-		votes[i] = VoteYes
-	}
-	return &Decide{ID: c.ID, Decision: DecisionCommit, At: t.CreatedAt + c.AfterMs, Votes: votes, Reasons: make([]string, len(votes))}, true
-}
