@@ -148,7 +148,13 @@ func Derive(prepareURL string) (Endpoints, error) {
 		v.RawPath = ""
 		return v.String()
 	}
-	return Endpoints{Prepare: prepareURL, Commit: with(string(PhaseCommit)), Rollback: with(string(PhaseRollback))}, nil
+	ep := Endpoints{Prepare: prepareURL, Commit: with(string(PhaseCommit)), Rollback: with(string(PhaseRollback))}
+	// The derived URLs must pass the same checks: "rollback" is one byte longer than
+	// "prepare", so a prepare URL at the length limit derives one over it.
+	if err := ep.Validate(); err != nil {
+		return Endpoints{}, err
+	}
+	return ep, nil
 }
 
 // Validate checks that all three endpoints are valid URLs. It returns an error wrapping
