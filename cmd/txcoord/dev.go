@@ -124,22 +124,35 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	}
 
 	// Coordinator nodes: reserve the Raft ports first so every node gets the same peer list.
+	// All three stay open until all are chosen: with free ports (0), a port closed at once
+	// could be handed out again for the next node.
 	var peers []cluster.Peer
 	httpLns := make([]net.Listener, 3)
+	raftLns := make([]net.Listener, 0, 3)
+	closeAll := func() {
+		for _, l := range append(httpLns, raftLns...) {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
 	for i := 0; i < 3; i++ {
 		hl, err := listen(fl.httpPort, i)
 		if err != nil {
+			closeAll()
 			return err
 		}
+		httpLns[i] = hl
 		rl, err := listen(fl.raftPort, i)
 		if err != nil {
-			hl.Close()
+			closeAll()
 			return err
 		}
-		raftAddr := rl.Addr().String()
-		rl.Close() // raft's transport binds it again below
-		httpLns[i] = hl
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: raftAddr, HTTPAddr: hl.Addr().String()})
+		raftLns = append(raftLns, rl)
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: rl.Addr().String(), HTTPAddr: hl.Addr().String()})
+	}
+	for _, rl := range raftLns {
+		rl.Close() // raft's transport binds each again below
 	}
 	nodes := make([]*server.Server, 3)
 	for i, p := range peers {

@@ -53,10 +53,14 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c := &Cluster{t: t, opts: opts, nodes: make([]*server.Server, opts.Nodes)}
 	base := t.TempDir()
+	var held []net.Listener
 	for i := 0; i < opts.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		c.peers = append(c.peers, cluster.Peer{ID: id, RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
+		c.peers = append(c.peers, cluster.Peer{ID: id, RaftAddr: freeAddr(t, &held), HTTPAddr: freeAddr(t, &held)})
 		c.dirs = append(c.dirs, filepath.Join(base, id))
+	}
+	for _, ln := range held {
+		ln.Close()
 	}
 	for i := range c.nodes {
 		c.StartNode(i)
@@ -65,13 +69,14 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
+// freeAddr returns a loopback address with a free port. The listener stays open (in held)
+// until every address is chosen, so the kernel cannot hand the same port out twice.
+func freeAddr(t testing.TB, held *[]net.Listener) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("reserving a port: %v", err)
 	}
-	defer ln.Close()
+	*held = append(*held, ln)
 	return ln.Addr().String()
 }
 
