@@ -50,6 +50,14 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 	}
 	var peers []cluster.Peer
 	httpLns := make([]net.Listener, o.Nodes)
+	var raftLns []net.Listener
+	closeRaftLns := func() {
+		for _, l := range raftLns {
+			l.Close()
+		}
+		raftLns = nil
+	}
+	defer closeRaftLns()
 	closeLns := func(from int) {
 		for _, l := range httpLns[from:] {
 			if l != nil {
@@ -71,9 +79,10 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 		raftAddr := rl.Addr().String()
-		rl.Close()
+		raftLns = append(raftLns, rl) // held until every port is chosen: none is handed out twice
 		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: raftAddr, HTTPAddr: hl.Addr().String()})
 	}
+	closeRaftLns() // raft's transports bind these ports again below
 	c := &Cluster{Dir: o.Dir}
 	for i, p := range peers {
 		cfg := server.Config{
