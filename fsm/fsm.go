@@ -60,6 +60,13 @@ type FSM struct {
 	endpoints   []Participant
 	endpointIdx map[Participant]uint32
 	applied     uint64 // Raft index of the last applied entry
+	// level is the feature level the cluster has enabled (SetFeatures); commands of a
+	// higher level are refused. Persisted in snapshots (version 3 on).
+	level uint32
+	// lastTs is the latest timestamp (unix ms) any applied command carried: the log's own
+	// clock, which retention compares the leader's wall clock against. Persisted in
+	// snapshots (version 3 on).
+	lastTs int64
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
@@ -423,6 +430,22 @@ func (f *FSM) Members() map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// FeatureLevel returns the feature level the cluster has enabled through the log (0 until
+// every server ran a build that knows level 1 and the leader logged SetFeatures).
+func (f *FSM) FeatureLevel() uint32 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.level
+}
+
+// LastTimestamp returns the latest timestamp (unix ms) carried by any applied command, or 0
+// before the first. It is deterministic: every node returns the same value at the same index.
+func (f *FSM) LastTimestamp() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastTs
 }
 
 // AppliedIndex returns the Raft index of the last entry applied.
