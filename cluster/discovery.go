@@ -58,6 +58,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/version"
 )
 
 // DiscoveryConfig configures cluster formation.
@@ -117,6 +119,12 @@ type PeerInfo struct {
 	Members         int         `json:"members"`
 	BootstrapExpect int         `json:"bootstrapExpect"`
 	View            []ViewEntry `json:"view,omitempty"`
+	// Version and FeatureLevel name the node's build (version.Version, version.FeatureLevel);
+	// builds before them leave both out. TimeUnixMicro is the node's wall clock as it
+	// answered, for the peers' clock-offset estimate.
+	Version       string `json:"version,omitempty"`
+	FeatureLevel  uint32 `json:"featureLevel,omitempty"`
+	TimeUnixMicro int64  `json:"timeUnixMicro,omitempty"`
 }
 
 type discoveryRequest struct {
@@ -561,6 +569,11 @@ func (d *Discovery) handleRemove(req discoveryRequest) discoveryReply {
 func Probe(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {
 	var dl net.Dialer
 	dial := func(ctx context.Context, a string) (net.Conn, error) { return dl.DialContext(ctx, "tcp", a) }
+	return probeWith(ctx, dial, addr, timeout)
+}
+
+// probeWith is Probe over the given dialer (the transport's, so TLS applies).
+func probeWith(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string, timeout time.Duration) (PeerInfo, error) {
 	rep, err := call(ctx, dial, addr, discoveryRequest{Op: "info"}, timeout)
 	if err != nil {
 		return PeerInfo{}, err
@@ -625,7 +638,8 @@ func (d *Discovery) serve(c net.Conn) {
 func (d *Discovery) Info() PeerInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	pi := PeerInfo{ID: d.id, RaftAddr: d.raftAddr, HTTPAddr: d.httpAddr, BootstrapExpect: d.cfg.BootstrapExpect}
+	pi := PeerInfo{ID: d.id, RaftAddr: d.raftAddr, HTTPAddr: d.httpAddr, BootstrapExpect: d.cfg.BootstrapExpect,
+		Version: version.String(), FeatureLevel: version.FeatureLevel}
 	pi.View = append(pi.View, ViewEntry{ID: d.id, RaftAddr: d.raftAddr})
 	for id, a := range d.view {
 		pi.View = append(pi.View, ViewEntry{ID: id, RaftAddr: a})
@@ -633,8 +647,10 @@ func (d *Discovery) Info() PeerInfo {
 	slices.SortFunc(pi.View, func(a, b ViewEntry) int { return strings.Compare(a.ID, b.ID) })
 	n := d.node.Load()
 	if n == nil {
+		pi.TimeUnixMicro = time.Now().UnixMicro()
 		return pi
 	}
+	pi.TimeUnixMicro = n.now().UnixMicro()
 	r := n.Raft
 	pi.Ready = true
 	pi.Role = roleName(r.State())

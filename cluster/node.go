@@ -69,6 +69,20 @@ type Config struct {
 	// InMemory keeps the log, stable store and snapshots in memory (tests only: not durable).
 	InMemory bool
 	Logger   hclog.Logger
+
+	// Clock is the wall clock [time.Now]; tests inject an offset one. Its readings are what
+	// this node answers peers' probes with.
+	Clock func() time.Time
+	// ProbeInterval is how often this node probes every other server for its build and its
+	// clock [1s].
+	ProbeInterval time.Duration
+	// MaxClockOffset is the largest wall-clock offset from the cluster this node tolerates
+	// [500ms; negative: no check]. Past half of it the node warns; past it, it refuses to
+	// lead (see CheckClock and docs/failover.md).
+	MaxClockOffset time.Duration
+	// Probe replaces how a peer's PeerInfo is fetched (tests on raft's in-memory transport);
+	// by default the discovery protocol on the Raft port.
+	Probe func(ctx context.Context, raftAddr string, timeout time.Duration) (PeerInfo, error)
 }
 
 func (c *Config) defaults() error {
@@ -108,6 +122,13 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	def(&c.ProbeInterval, time.Second)
+	if c.MaxClockOffset == 0 {
+		c.MaxClockOffset = 500 * time.Millisecond
+	}
 	seen := map[string]bool{}
 	for _, p := range c.Peers {
 		if p.ID == "" || p.RaftAddr == "" {
@@ -142,6 +163,16 @@ type Node struct {
 	stop   chan struct{}
 	done   chan struct{}
 	runs   atomic.Bool
+
+	probe        func(ctx context.Context, raftAddr string, timeout time.Duration) (PeerInfo, error)
+	peerMon      peerMonitor
+	clockState   int  // peer monitor goroutine only: 0 fine, 1 warned, 2 beyond the limit
+	loggedBehind bool // peer monitor goroutine only
+	halted       chan struct{}
+	closeMu      sync.Mutex
+	logClockMu   sync.Mutex
+	logClock     logClockSample
+	haltErr      atomic.Pointer[fsm.HaltError]
 }
 
 // Open creates or reopens a node's stores, starts Raft and, for a node without state that
@@ -150,7 +181,9 @@ func Open(cfg Config) (*Node, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{}),
+		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{})}
+	n.FSM.OnHalt(n.onHalt)
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p
 	}
@@ -212,6 +245,18 @@ func Open(cfg Config) (*Node, error) {
 
 	trans := cfg.Transport
 	if trans == nil {
+		// The transport serve uses (discovery shares the Raft port), so that every node,
+		// also one a test starts, answers its peers' probes.
+		tr, err := NewTransport(cfg.RaftBind, cfg.RaftAdvertise, cfg.Logger.Named("transport"))
+		if err != nil {
+			n.closeStores()
+			return nil, err
+		}
+		NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger}).Attach(n)
+		n.closers = append([]func() error{tr.Close}, n.closers...)
+		trans = tr
+	}
+	if trans == nil {
 		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
 		if err != nil {
 			n.closeStores()
@@ -231,6 +276,12 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	n.snaps = snaps
+	n.probe = cfg.Probe
+	if tr, ok := trans.(*Transport); ok && n.probe == nil {
+		n.probe = func(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {
+			return probeWith(ctx, tr.Stream.DialContext, addr, timeout)
+		}
+	}
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		n.closeStores()
@@ -256,6 +307,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 		n.lg.Info("bootstrapped cluster", "peers", len(cfg.Peers))
 	}
+	go n.runPeerMonitor()
 	return n, nil
 }
 
@@ -276,8 +328,13 @@ func (n *Node) HTTPAdvertise() string { return n.cfg.HTTPAdvertise }
 // returns the FSM's Result, or an error wrapping raft.ErrNotLeader,
 // raft.ErrLeadershipTransferInProgress (nothing written), raft.ErrLeadershipLost (unknown:
 // the entry may still commit under the next leader, hashicorp/raft#561) or
-// raft.ErrRaftShutdown. ctx bounds only the wait to enqueue.
+// raft.ErrRaftShutdown; or ErrFeatureUnavailable, with nothing written, for a command type
+// whose feature level the cluster has not enabled (fsm.RequiredLevel). ctx bounds only the
+// wait to enqueue.
 func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	if need := fsm.RequiredLevel(cmd.Type()); need > n.FSM.FeatureLevel() {
+		return fsm.Result{}, n.FeatureError(need, fmt.Sprintf("command type %d", cmd.Type()))
+	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(dl), time.Millisecond)
@@ -405,6 +462,8 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) close(transfer bool) error {
+	n.closeMu.Lock() // a halt (onHalt) and the owner may both stop the node
+	defer n.closeMu.Unlock()
 	if transfer && n.Raft.State() == raft.Leader {
 		if err := n.Raft.LeadershipTransfer().Error(); err != nil {
 			n.lg.Warn("leadership transfer on shutdown failed", "error", err)

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/version"
 )
 
 // Member is one server of the Raft configuration as GET /v1/cluster shows it.
@@ -13,21 +15,37 @@ type Member struct {
 	HTTPAddr string `json:"httpAddr,omitempty"`
 	Suffrage string `json:"suffrage"` // "voter", "nonvoter" or "staging"
 	Leader   bool   `json:"leader"`
+	// Version and FeatureLevel are the member's build as this node last learnt it (its own,
+	// for itself); "" and 0 until it answered, and for builds before version reporting.
+	Version      string `json:"version,omitempty"`
+	FeatureLevel uint32 `json:"featureLevel"`
+	// ClockOffsetMs is the member's wall clock minus this node's, as last measured (ms;
+	// absent for itself and while unknown).
+	ClockOffsetMs *float64 `json:"clockOffsetMs,omitempty"`
 }
 
 // Status is this node's view of the cluster.
 type Status struct {
-	NodeID       string   `json:"nodeId"`
-	Role         string   `json:"role"` // "leader", "follower", "candidate" or "shutdown"
-	LeaderID     string   `json:"leaderId,omitempty"`
-	LeaderHTTP   string   `json:"leaderAddr,omitempty"`
-	Term         uint64   `json:"term"`
-	CommitIndex  uint64   `json:"commitIndex"`
-	AppliedIndex uint64   `json:"appliedIndex"`
-	LastIndex    uint64   `json:"lastIndex"`
-	LastContact  string   `json:"lastContact,omitempty"` // RFC 3339, followers only
-	Ready        bool     `json:"ready"`
-	Members      []Member `json:"members"`
+	NodeID       string `json:"nodeId"`
+	Role         string `json:"role"` // "leader", "follower", "candidate" or "shutdown"
+	LeaderID     string `json:"leaderId,omitempty"`
+	LeaderHTTP   string `json:"leaderAddr,omitempty"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commitIndex"`
+	AppliedIndex uint64 `json:"appliedIndex"`
+	LastIndex    uint64 `json:"lastIndex"`
+	LastContact  string `json:"lastContact,omitempty"` // RFC 3339, followers only
+	Ready        bool   `json:"ready"`
+	// Version is this node's build (version.String()); FeatureLevel the level the cluster
+	// has enabled (from the log); MaxFeatureLevel the highest this build supports.
+	Version         string `json:"version"`
+	FeatureLevel    uint32 `json:"featureLevel"`
+	MaxFeatureLevel uint32 `json:"maxFeatureLevel"`
+	// ClockOffsetMs is this node's estimated wall-clock offset from the cluster (the median
+	// of its measurements, ms); MaxClockOffsetMs the tolerance (--max-clock-offset).
+	ClockOffsetMs    float64  `json:"clockOffsetMs"`
+	MaxClockOffsetMs float64  `json:"maxClockOffsetMs"`
+	Members          []Member `json:"members"`
 }
 
 // Status returns this node's view of the cluster. The member list comes from the latest
@@ -44,6 +62,17 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.Raft.AppliedIndex(),
 		LastIndex:    n.Raft.LastIndex(),
 		Ready:        n.Ready(),
+
+		Version:          version.String(),
+		FeatureLevel:     n.FSM.FeatureLevel(),
+		MaxFeatureLevel:  version.FeatureLevel,
+		MaxClockOffsetMs: ms(n.cfg.MaxClockOffset),
+	}
+	off, _ := n.ClockOffset()
+	st.ClockOffsetMs = ms(off)
+	peers := map[string]PeerStatus{}
+	for _, p := range n.Peers() {
+		peers[p.ID] = p
 	}
 	if st.Role == "follower" {
 		if lc := n.Raft.LastContact(); !lc.IsZero() {
@@ -58,7 +87,17 @@ func (n *Node) Status() Status {
 			if addr == "" {
 				addr = n.peers[id].HTTPAddr
 			}
-			st.Members = append(st.Members, Member{ID: id, RaftAddr: string(s.Address), HTTPAddr: addr, Suffrage: suffrageName(s.Suffrage), Leader: id == leaderID})
+			m := Member{ID: id, RaftAddr: string(s.Address), HTTPAddr: addr, Suffrage: suffrageName(s.Suffrage), Leader: id == leaderID}
+			if id == n.cfg.NodeID {
+				m.Version, m.FeatureLevel = version.String(), version.FeatureLevel
+			} else if p, ok := peers[id]; ok {
+				m.Version, m.FeatureLevel = p.Version, p.FeatureLevel
+				if p.ClockKnown {
+					v := ms(p.Offset)
+					m.ClockOffsetMs = &v
+				}
+			}
+			st.Members = append(st.Members, m)
 		}
 	}
 	return st
@@ -76,6 +115,8 @@ func (n *Node) Ready() bool {
 	}
 	return n.Raft.AppliedIndex() >= n.Raft.CommitIndex()
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func roleName(s raft.RaftState) string {
 	switch s {

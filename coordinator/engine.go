@@ -95,8 +95,12 @@ type Config struct {
 	// Observer receives measurements [none].
 	Observer Observer
 	// Now is the clock [time.Now]; tests replace it.
-	Now    func() time.Time
-	Logger hclog.Logger
+	Now func() time.Time
+	// ClockBound, when set, returns the latest wall-clock time the replicated log vouches
+	// for (cluster.Node.ClockBound); retention never prunes as of a later time. ok false:
+	// unknown, and only the count limit prunes.
+	ClockBound func() (bound time.Time, ok bool)
+	Logger     hclog.Logger
 }
 
 func (c *Config) defaults() {

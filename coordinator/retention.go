@@ -57,14 +57,33 @@ type pruneState interface {
 	FinishedCutoff(keep int) int64
 }
 
+// prune logs one Prune. Its cut-offs come from this node's wall clock, but never from
+// beyond what the log vouches for (Config.ClockBound): a leader whose clock jumped ahead
+// would otherwise drop every finished transaction (1 h ahead) and every idempotency key
+// (24 h ahead), and a client's retry with its key would start a second transaction. With
+// no bound known (an empty log) only the count limit prunes.
 func (e *Engine) prune(ctx context.Context) {
 	now := e.cfg.Now()
 	cmd := &fsm.Prune{
 		FinishedBefore: now.Add(-e.cfg.Retention.Finished).UnixMilli(),
 		KeysBefore:     now.Add(-e.cfg.Retention.Keys).UnixMilli(),
 	}
+	if e.cfg.ClockBound != nil {
+		bound, ok := e.cfg.ClockBound()
+		switch {
+		case !ok:
+			cmd.FinishedBefore, cmd.KeysBefore = 0, 0
+		case now.After(bound):
+			e.lg.Warn("wall clock is ahead of the log's: pruning only up to what the log vouches for", "clock", now, "log_bound", bound, "ahead", now.Sub(bound))
+			cmd.FinishedBefore = bound.Add(-e.cfg.Retention.Finished).UnixMilli()
+			cmd.KeysBefore = bound.Add(-e.cfg.Retention.Keys).UnixMilli()
+		}
+	}
 	if ps, ok := e.state.(pruneState); ok {
 		cmd.FinishedBefore = max(cmd.FinishedBefore, ps.FinishedCutoff(e.cfg.Retention.MaxFinished))
+	}
+	if *cmd == (fsm.Prune{}) {
+		return
 	}
 	if _, err := e.log.Apply(ctx, cmd); err != nil && ctx.Err() == nil {
 		e.lg.Warn("pruning finished transactions failed", "error", err)

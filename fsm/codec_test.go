@@ -57,6 +57,7 @@ var goldens = []struct {
 		{Prepare: "http://127.0.0.1:9001/prepare", Commit: "http://127.0.0.1:9001/commit", Rollback: "http://127.0.0.1:9001/rollback"},
 	}}, "0a01001d687474703a2f2f3132372e302e302e313a393030312f70726570617265"},
 	{"DecideCommit", &fsm.DecideCommit{ID: goldenID, AfterMs: 120}, "0b010190a8e27b3c7def8123456789abcdeff001"},
+	{"SetFeatures", &fsm.SetFeatures{Level: 1, At: t0 + 3000}, "0c01f0ceabfef962"},
 	{"Begin/refs", &fsm.Begin{
 		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
 		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},
@@ -165,7 +166,7 @@ func TestDecodeCorrupt(t *testing.T) {
 		"empty":            nil,
 		"type 0":           {0},
 		"type 10":          cat([]byte{10}, fsm.Encode(&fsm.Prune{})[1:]),
-		"type 255":         {255, 0, 0},
+		"type 127":         {127, 0, 0},
 		"bad id tag":       {byte(fsm.CmdRetry), 2, 0, 0},
 		"short uuid":       {byte(fsm.CmdRetry), 1, 1, 2, 3},
 		"bad participant":  cat([]byte{1}, x, []byte{0, 0, 0, 1, 3, 0}),

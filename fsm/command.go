@@ -1,10 +1,19 @@
 package fsm
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // CommandType is the leading byte of every encoded command. Numbers are part of the log
-// format: only ever append, never reuse.
+// format: only ever append, never reuse. A type whose IgnoreUnknown bit is set may be
+// skipped by a build that does not know it; every other unknown type halts the FSM.
 type CommandType byte
+
+// IgnoreUnknown is the bit of a CommandType that marks a command a build may skip when it
+// does not know the type: one whose effect no decision, vote or phase-two step depends on
+// (Nomad's IgnoreUnknownTypeFlag). No type uses it yet.
+const IgnoreUnknown CommandType = 0x80
 
 // The command types.
 const (
@@ -19,7 +28,70 @@ const (
 	CmdSetMember    CommandType = 9
 	CmdDefine       CommandType = 10
 	CmdDecideCommit CommandType = 11
+	CmdSetFeatures  CommandType = 12
 )
+
+// maxCommandType is the highest type this build knows (for the halt message).
+const maxCommandType = CmdSetFeatures
+
+// commandSpec is what Decode and the feature gate know of one command type.
+type commandSpec struct {
+	new func() Command
+	// level is the cluster feature level that must be enabled before a leader proposes
+	// the type (version.FeatureLevel lists the levels). SetFeatures has 0: it is what
+	// enables a level, and is gated on the servers' advertised levels instead.
+	level uint32
+}
+
+var commandSpecs = map[CommandType]commandSpec{
+	CmdBegin:        {new: func() Command { return new(Begin) }},
+	CmdDecide:       {new: func() Command { return new(Decide) }},
+	CmdComplete:     {new: func() Command { return new(Complete) }},
+	CmdFail:         {new: func() Command { return new(Fail) }},
+	CmdProgress:     {new: func() Command { return new(Progress) }},
+	CmdRetry:        {new: func() Command { return new(Retry) }},
+	CmdResolve:      {new: func() Command { return new(Resolve) }},
+	CmdPrune:        {new: func() Command { return new(Prune) }},
+	CmdSetMember:    {new: func() Command { return new(SetMember) }},
+	CmdDefine:       {new: func() Command { return new(Define) }},
+	CmdDecideCommit: {new: func() Command { return new(DecideCommit) }},
+	CmdSetFeatures:  {new: func() Command { return new(SetFeatures) }},
+}
+
+// RequiredLevel returns the cluster feature level that must be enabled before a command of
+// type t may be proposed (0 for every type earlier builds know).
+func RequiredLevel(t CommandType) uint32 { return commandSpecs[t].level }
+
+// ErrSkippable is returned by Decode for an unknown type that carries the IgnoreUnknown
+// bit: Apply skips such an entry.
+var ErrSkippable = errors.New("unknown command type marked ignore-unknown")
+
+// ErrUnknownCommand is wrapped (with ErrCorrupt) by Decode's error for a type this build
+// does not know: a newer build wrote it.
+var ErrUnknownCommand = errors.New("unknown command type")
+
+// SetFeatures enables a cluster feature level: from its index on, the leader may propose
+// the command types of that level. The leader logs it only once every server in the Raft
+// configuration advertises the level (Nomad's ServersMeetMinimumVersion), so no server meets
+// a type it cannot apply. A build whose version.FeatureLevel is lower halts at it. Levels
+// never go down.
+type SetFeatures struct {
+	Level uint32
+	At    int64 // unix ms
+}
+
+// Type implements Command.
+func (*SetFeatures) Type() CommandType { return CmdSetFeatures }
+
+func (c *SetFeatures) encode(e *encoder) { e.uvarint(uint64(c.Level)); e.varint(c.At) }
+func (c *SetFeatures) decode(d *decoder) {
+	l := d.uvarint()
+	if l > 1<<31 {
+		d.fail("feature level out of range")
+	}
+	c.Level = uint32(l)
+	c.At = d.varint()
+}
 
 // Command is one entry of the replicated log. Every field, including ids and timestamps, is
 // filled in by the leader before proposing: Apply reads no clock and mints nothing.
@@ -27,6 +99,7 @@ type Command interface {
 	Type() CommandType
 	encode(e *encoder)
 	decode(d *decoder)
+	apply(f *FSM, index uint64) (Result, []string)
 }
 
 // Begin opens a transaction in status preparing. It is logged before any Prepare leaves the
@@ -168,38 +241,21 @@ func Encode(c Command) []byte {
 }
 
 // Decode parses bytes written by Encode. It returns an error wrapping ErrCorrupt for an
-// unknown type, a short or over-long body, or a length out of range.
+// unknown type (also wrapping ErrUnknownCommand), a short or over-long body, or a length out
+// of range; and ErrSkippable for an unknown type with the IgnoreUnknown bit.
 func Decode(b []byte) (Command, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty command", ErrCorrupt)
 	}
-	var c Command
-	switch CommandType(b[0]) {
-	case CmdBegin:
-		c = new(Begin)
-	case CmdDecide:
-		c = new(Decide)
-	case CmdComplete:
-		c = new(Complete)
-	case CmdFail:
-		c = new(Fail)
-	case CmdProgress:
-		c = new(Progress)
-	case CmdRetry:
-		c = new(Retry)
-	case CmdResolve:
-		c = new(Resolve)
-	case CmdPrune:
-		c = new(Prune)
-	case CmdSetMember:
-		c = new(SetMember)
-	case CmdDefine:
-		c = new(Define)
-	case CmdDecideCommit:
-		c = new(DecideCommit)
-	default:
-		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, b[0])
+	t := CommandType(b[0])
+	spec, ok := commandSpecs[t]
+	if !ok {
+		if t&IgnoreUnknown != 0 {
+			return nil, fmt.Errorf("%w: %d", ErrSkippable, t)
+		}
+		return nil, fmt.Errorf("%w: %w %d", ErrCorrupt, ErrUnknownCommand, t)
 	}
+	c := spec.new()
 	d := decoder{b: b[1:]}
 	c.decode(&d)
 	if err := d.end(); err != nil {

@@ -67,6 +67,9 @@ type FSM struct {
 	// clock, which retention compares the leader's wall clock against. Persisted in
 	// snapshots (version 3 on).
 	lastTs int64
+	// halted is set when an entry could not be applied; nothing is applied after it.
+	halted *HaltError
+	onHalt func(*HaltError)
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
@@ -85,17 +88,31 @@ func New() *FSM {
 }
 
 // Apply implements raft.FSM. It returns a Result for command entries.
+//
+// An entry this build cannot decode, or whose type it does not know (a newer build wrote
+// it), halts the FSM instead of being skipped: skipping would leave this node's state behind
+// its peers' (an old follower would keep in preparing a transaction the others committed)
+// and, as a leader, it would act on that (Nomad and rqlite stop the same way). The entry
+// and every later one stay unapplied, AppliedIndex stays before it, and the handler set
+// with OnHalt stops the node. A type with the IgnoreUnknown bit is the one exception: a
+// build that does not know it skips it.
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	cmd, err := Decode(l.Data)
-	if err != nil {
-		// The same bytes fail the same way on every node, so state stays identical. The
-		// entry is still applied (as a no-op): AppliedIndex must move past it.
-		f.mu.Lock()
-		if l.Index > f.applied {
-			f.applied = l.Index
-		}
-		f.mu.Unlock()
+	if err := f.Halted(); err != nil {
 		return Result{Err: err}
+	}
+	cmd, err := Decode(l.Data)
+	switch {
+	case errors.Is(err, ErrSkippable):
+		f.mu.Lock()
+		f.applied = max(f.applied, l.Index)
+		f.mu.Unlock()
+		return Result{}
+	case err != nil:
+		var typ CommandType
+		if len(l.Data) > 0 {
+			typ = CommandType(l.Data[0])
+		}
+		return Result{Err: f.halt(&HaltError{Index: l.Index, Type: typ, Err: err})}
 	}
 	return f.ApplyCommand(l.Index, cmd)
 }
@@ -104,11 +121,29 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 // tools use it to drive the FSM without Raft; Raft goes through Apply.
 func (f *FSM) ApplyCommand(index uint64, cmd Command) Result {
 	f.mu.Lock()
-	res, changed := f.apply(index, cmd)
-	if index > f.applied {
-		f.applied = index
+	if f.halted != nil {
+		err := f.halted
+		f.mu.Unlock()
+		return Result{Err: err}
+	}
+	var res Result
+	var changed []string
+	if need := RequiredLevel(cmd.Type()); need > f.level {
+		// A correct leader never proposes it (cluster.Node.Apply refuses first); refusing
+		// it here keeps every node's state the same if one did.
+		res = Result{Err: fmt.Errorf("%w: command type %d needs feature level %d, the cluster has %d", ErrInvalid, cmd.Type(), need, f.level)}
+	} else {
+		res, changed = cmd.apply(f, index)
+	}
+	halted := f.halted
+	if halted == nil {
+		f.applied = max(f.applied, index)
 	}
 	f.mu.Unlock()
+	if halted != nil {
+		f.haltNotify(halted)
+		return Result{Err: halted}
+	}
 	for _, id := range changed {
 		f.notify(id)
 	}
@@ -122,193 +157,6 @@ func (f *FSM) put(t *Txn) {
 	} else {
 		f.active[t.ID] = struct{}{}
 	}
-}
-
-// apply runs under f.mu and returns the ids whose records changed.
-func (f *FSM) apply(index uint64, cmd Command) (Result, []string) {
-	switch c := cmd.(type) {
-	case *Begin:
-		if old, ok := f.txns[c.ID]; ok {
-			return Result{Txn: old, Err: ErrExists}, nil
-		}
-		if c.Key != "" {
-			if k, ok := f.keys[c.Key]; ok {
-				return Result{Txn: f.txns[k.ID], Err: ErrKeyExists}, nil
-			}
-		}
-		if c.ID == "" || len(c.Participants) == 0 {
-			return Result{Err: fmt.Errorf("%w: begin without id or participants", ErrInvalid)}, nil
-		}
-		parts, ok := f.resolveRefs(c)
-		if !ok {
-			return Result{Err: fmt.Errorf("%w: begin names an endpoint that is not defined", ErrInvalid)}, nil
-		}
-		t := &Txn{
-			ID: c.ID, Key: c.Key, CreatedAt: c.CreatedAt, Deadline: c.Deadline,
-			Participants: append([]Participant(nil), parts...),
-			States:       make([]ParticipantState, len(c.Participants)),
-			Status:       StatusPreparing, Index: index,
-		}
-		f.put(t)
-		if c.Key != "" {
-			f.keys[c.Key] = keyEntry{ID: c.ID, CreatedAt: c.CreatedAt}
-		}
-		return Result{Txn: t}, []string{c.ID}
-
-	case *DecideCommit:
-		d, ok := f.asDecide(c)
-		if !ok {
-			return Result{Err: ErrNotFound}, nil
-		}
-		return f.apply(index, d)
-
-	case *Decide:
-		old, ok := f.txns[c.ID]
-		if !ok {
-			return Result{Err: ErrNotFound}, nil
-		}
-		if old.Decision != DecisionNone {
-			if old.Decision == c.Decision {
-				return Result{Txn: old}, nil // a repeated decision is a no-op
-			}
-			return Result{Txn: old, Err: ErrDecided}, nil
-		}
-		if c.Decision != DecisionCommit && c.Decision != DecisionAbort {
-			return Result{Txn: old, Err: fmt.Errorf("%w: decision %d", ErrInvalid, c.Decision)}, nil
-		}
-		if len(c.Votes) != len(old.Participants) {
-			return Result{Txn: old, Err: fmt.Errorf("%w: %d votes for %d participants", ErrInvalid, len(c.Votes), len(old.Participants))}, nil
-		}
-		if c.Decision == DecisionCommit {
-			for _, v := range c.Votes {
-				if v != VoteYes {
-					return Result{Txn: old, Err: fmt.Errorf("%w: commit without a yes vote from every participant", ErrInvalid)}, nil
-				}
-			}
-		}
-		t := old.clone()
-		t.Decision, t.DecidedAt, t.Index = c.Decision, c.At, index
-		for i := range t.States {
-			t.States[i].Vote = c.Votes[i]
-			if i < len(c.Reasons) {
-				t.States[i].Reason = c.Reasons[i]
-			}
-		}
-		if c.Decision == DecisionCommit {
-			t.Status = StatusCommitting
-		} else {
-			t.Status = StatusRollingBack
-		}
-		f.put(t)
-		return Result{Txn: t}, []string{c.ID}
-
-	case *Complete:
-		var changed []string
-		var last Result
-		for _, it := range c.Items {
-			old, ok := f.txns[it.ID]
-			if !ok {
-				last = Result{Err: ErrNotFound}
-				continue
-			}
-			if old.Status != StatusCommitting && old.Status != StatusRollingBack {
-				last = Result{Txn: old}
-				if !old.Status.Terminal() || old.Status == StatusFailed {
-					last.Err = ErrBadTransition
-				}
-				continue
-			}
-			t := old.clone()
-			for i := range t.States {
-				t.States[i].Acked, t.States[i].LastError = true, ""
-				if i < len(it.Attempts) {
-					t.States[i].Attempts = it.Attempts[i]
-				}
-			}
-			t.Status, t.FinishedAt, t.Index = finalStatus(t.Decision), c.At, index
-			f.put(t)
-			changed = append(changed, it.ID)
-			last = Result{Txn: t}
-		}
-		return last, changed
-
-	case *Fail:
-		return f.applyPhaseTwoReports(index, c.ID, c.Reports, func(t *Txn) {
-			t.Status, t.FinishedAt = StatusFailed, c.At
-		})
-
-	case *Progress:
-		return f.applyPhaseTwoReports(index, c.ID, c.Reports, nil)
-
-	case *Retry, *Resolve:
-		var id, note string
-		var at int64
-		retry := false
-		switch c := c.(type) {
-		case *Retry:
-			id, note, at, retry = c.ID, c.Note, c.At, true
-		case *Resolve:
-			id, note, at = c.ID, c.Note, c.At
-		}
-		old, ok := f.txns[id]
-		if !ok {
-			return Result{Err: ErrNotFound}, nil
-		}
-		if old.Status != StatusFailed {
-			return Result{Txn: old, Err: ErrBadTransition}, nil
-		}
-		t := old.clone()
-		t.Note, t.Index = note, index
-		if retry {
-			t.FinishedAt = 0
-			t.Status = StatusCommitting
-			if t.Decision == DecisionAbort {
-				t.Status = StatusRollingBack
-			}
-			for i := range t.States {
-				if !t.States[i].Acked {
-					t.States[i].Attempts = 0
-				}
-			}
-		} else {
-			t.Status, t.FinishedAt = finalStatus(t.Decision), at
-		}
-		f.put(t)
-		return Result{Txn: t}, []string{id}
-
-	case *Prune:
-		var changed []string
-		if c.FinishedBefore > 0 {
-			for id, t := range f.txns {
-				if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore {
-					delete(f.txns, id)
-					changed = append(changed, id)
-				}
-			}
-		}
-		if c.KeysBefore > 0 {
-			for k, e := range f.keys {
-				if e.CreatedAt < c.KeysBefore {
-					delete(f.keys, k)
-				}
-			}
-		}
-		sort.Strings(changed)
-		return Result{}, changed
-
-	case *Define:
-		f.applyDefine(c)
-		return Result{}, nil
-
-	case *SetMember:
-		if c.HTTPAddr == "" {
-			delete(f.members, c.NodeID)
-		} else {
-			f.members[c.NodeID] = c.HTTPAddr
-		}
-		return Result{}, nil
-	}
-	return Result{Err: fmt.Errorf("%w: unhandled command %T", ErrInvalid, cmd)}, nil
 }
 
 // applyPhaseTwoReports records phase-two reports on a transaction in committing or

@@ -82,9 +82,8 @@ func (g *gen) count(n int) int {
 func (g *gen) next() []byte {
 	g.clock += int64(g.r.Intn(50))
 	switch k := g.r.Intn(100); {
-	case k < 2: // a corrupt entry: same bytes on every node, same refusal
-		b := fsm.Encode(&fsm.Retry{ID: g.id(), At: g.clock})
-		return b[:g.r.Intn(len(b))]
+	case k < 2: // the cluster's feature level (never lowered, whatever the entry says)
+		return fsm.Encode(&fsm.SetFeatures{Level: uint32(g.r.Intn(2)), At: g.clock})
 	case k < 22:
 		id := g.id()
 		b := &fsm.Begin{ID: id, CreatedAt: g.clock, Deadline: g.clock + 1000, Participants: g.participants(g.count(g.parts[id]))}
@@ -164,7 +163,7 @@ func applyAll(t testing.TB, f *fsm.FSM, log []*raft.Log) []fsm.Result {
 	return out
 }
 
-var sentinels = []error{fsm.ErrExists, fsm.ErrKeyExists, fsm.ErrNotFound, fsm.ErrDecided, fsm.ErrBadTransition, fsm.ErrInvalid, fsm.ErrCorrupt}
+var sentinels = []error{fsm.ErrExists, fsm.ErrKeyExists, fsm.ErrNotFound, fsm.ErrDecided, fsm.ErrBadTransition, fsm.ErrInvalid}
 
 func kind(err error) string {
 	if err == nil {
@@ -297,29 +296,5 @@ func TestApplyIsPure(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no source files checked")
-	}
-}
-
-// TestCorruptEntryAdvancesIndex: an entry that does not decode is refused on every node,
-// yet it was applied: AppliedIndex and the snapshot move past it.
-func TestCorruptEntryAdvancesIndex(t *testing.T) {
-	n := newNode(t)
-	n.must(begin("a", 1))
-	n.idx++
-	res := n.raw([]byte{0xee, 1, 2})
-	if !errors.Is(res.Err, fsm.ErrCorrupt) || res.Txn != nil {
-		t.Fatalf("corrupt entry: %+v", res)
-	}
-	if got := n.f.AppliedIndex(); got != 2 {
-		t.Fatalf("AppliedIndex after a corrupt entry = %d, want 2", got)
-	}
-	if got := restore(t, persist(t, n.f)).AppliedIndex(); got != 2 {
-		t.Fatalf("snapshot AppliedIndex = %d, want 2", got)
-	}
-	// Indexes never go back, whatever the entry.
-	n.f.Apply(&raft.Log{Index: 1, Data: []byte{0xee}})
-	n.f.ApplyCommand(1, &fsm.Prune{})
-	if got := n.f.AppliedIndex(); got != 2 {
-		t.Fatalf("AppliedIndex went back to %d", got)
 	}
 }

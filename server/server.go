@@ -87,6 +87,12 @@ func Start(cfg Config) (*Server, error) {
 		caller = participant.NewClient(cfg.Participant)
 	}
 	cfg.Engine.Logger = cfg.Logger
+	if cfg.Engine.Now == nil && cfg.Cluster.Clock != nil {
+		cfg.Engine.Now = cfg.Cluster.Clock // one clock per node: deadlines, retention, probes
+	}
+	if cfg.Engine.ClockBound == nil {
+		cfg.Engine.ClockBound = node.ClockBound
+	}
 	var eng *coordinator.Engine
 	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }})
 	cfg.Engine.Observer = m
@@ -112,6 +118,15 @@ func Start(cfg Config) (*Server, error) {
 		})
 	}()
 	go func() {
+		// A node whose FSM halted has stopped its Raft side; the API goes with it.
+		select {
+		case <-node.Halted():
+			s.lg.Error("node halted: closing the API", "error", node.HaltError())
+			_ = s.Kill()
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.lg.Error("http server stopped", "error", err)
@@ -119,6 +134,10 @@ func Start(cfg Config) (*Server, error) {
 	}()
 	return s, nil
 }
+
+// Halted is closed when the node stopped itself on a log entry it cannot apply (see
+// cluster.Node.Halted); the server is then closed too.
+func (s *Server) Halted() <-chan struct{} { return s.Node.Halted() }
 
 // HTTPAddr returns the address the API listens on.
 func (s *Server) HTTPAddr() string { return s.ln.Addr().String() }

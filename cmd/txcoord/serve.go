@@ -193,8 +193,14 @@ func runServe(fl *serveFlags) error {
 	lg.Info("serving", "node", fl.nodeID, "http", srv.HTTPAddr(), "raft", fl.raftAddr)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	lg.Info("shutting down", "signal", s.String())
+	select {
+	case s := <-sig:
+		lg.Info("shutting down", "signal", s.String())
+	case <-srv.Halted():
+		form.stop()
+		_ = srv.Close()
+		return fmt.Errorf("node stopped: %w", srv.Node.HaltError())
+	}
 	form.stop()
 	return srv.Close()
 }
