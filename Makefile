@@ -8,8 +8,12 @@ PKGS    := ./...
 
 all: lint test
 
+# The commit is stamped with -ldflags (the CI clone builds with -buildvcs=false).
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS := $(if $(COMMIT),-X github.com/txcoord/txcoord/version.Commit=$(COMMIT))
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/txcoord
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/txcoord
 
 run: build
 	./$(BIN) dev --scenarios commit,nack,timeout

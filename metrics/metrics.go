@@ -6,6 +6,8 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/version"
 )
 
 // Sources are what the scrape-time gauges read.
@@ -142,10 +145,15 @@ var (
 	descReady     = prometheus.NewDesc("txcoord_ready", "1 when the node is ready to serve (/readyz).", nil, nil)
 	descSnapshots = prometheus.NewDesc("txcoord_raft_snapshots", "Snapshots kept in the data directory.", nil, nil)
 	descSnapBytes = prometheus.NewDesc("txcoord_raft_snapshot_bytes", "Size of the newest snapshot.", nil, nil)
+	descOffset    = prometheus.NewDesc("txcoord_clock_offset_seconds", "This node's estimated wall-clock offset from the cluster (median of its measurements to the other servers); past --max-clock-offset it will not lead.", nil, nil)
+	descOffLeader = prometheus.NewDesc("txcoord_clock_offset_leader_seconds", "This node's wall clock minus the leader's, as last measured (absent on the leader and while unknown).", nil, nil)
+	descMaxOffset = prometheus.NewDesc("txcoord_clock_max_offset_seconds", "The tolerated clock offset (--max-clock-offset).", nil, nil)
+	descFeatures  = prometheus.NewDesc("txcoord_feature_level", "Feature level the cluster has enabled (from the log).", nil, nil)
+	descBuild     = prometheus.NewDesc("txcoord_build_info", "Always 1; labels name this node's build.", []string{"version", "commit", "feature_level", "goversion"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes} {
+	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes, descOffset, descOffLeader, descMaxOffset, descFeatures, descBuild} {
 		ch <- d
 	}
 }
@@ -198,4 +206,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	count, size := n.Snapshots()
 	ch <- prometheus.MustNewConstMetric(descSnapshots, prometheus.GaugeValue, float64(count))
 	ch <- prometheus.MustNewConstMetric(descSnapBytes, prometheus.GaugeValue, float64(size))
+	off, _ := n.ClockOffset()
+	ch <- prometheus.MustNewConstMetric(descOffset, prometheus.GaugeValue, off.Seconds())
+	if lo, ok := n.LeaderClockOffset(); ok {
+		ch <- prometheus.MustNewConstMetric(descOffLeader, prometheus.GaugeValue, lo.Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(descMaxOffset, prometheus.GaugeValue, st.MaxClockOffsetMs/1000)
+	ch <- prometheus.MustNewConstMetric(descFeatures, prometheus.GaugeValue, float64(st.FeatureLevel))
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, version.Version, version.CommitHash(), strconv.Itoa(int(version.FeatureLevel)), runtime.Version())
 }
