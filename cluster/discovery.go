@@ -696,6 +696,9 @@ func (d *Discovery) handleJoin(req discoveryRequest) discoveryReply {
 			return discoveryReply{Error: fmt.Sprintf("address %s belongs to node %s: remove that node first", addr, s.ID)}
 		}
 	}
+	if err := n.checkJoiner(context.Background(), addr); err != nil {
+		return discoveryReply{Error: err.Error()}
+	}
 	if err := n.Raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 5*time.Second).Error(); err != nil {
 		return discoveryReply{Error: "adding voter: " + err.Error()}
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -78,6 +79,9 @@ func (n *Node) AddVoter(id, raftAddr, httpAddr string) error {
 		}
 	}
 	if !present {
+		if err := n.checkJoiner(context.Background(), raftAddr); err != nil {
+			return err
+		}
 		if err := n.Raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, membershipTimeout).Error(); err != nil {
 			return fmt.Errorf("adding %s at %s: %w", id, raftAddr, err)
 		}

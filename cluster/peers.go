@@ -357,3 +357,30 @@ func (n *Node) ClockBound() (bound time.Time, ok bool) {
 	tol := max(n.cfg.MaxClockOffset, 0)
 	return time.UnixMilli(s.ts).Add(time.Since(s.mono) + tol), true
 }
+
+// ErrBuildTooOld wraps the refusal to add a server whose build supports a lower feature
+// level than the cluster has enabled: it would halt at the first entry it cannot apply.
+var ErrBuildTooOld = errors.New("build too old for this cluster")
+
+// checkJoiner refuses a new server whose build cannot apply this cluster's log. It asks the
+// server itself (discovery "info" on its Raft port); one that cannot be reached, or answers
+// without a feature level, is refused only once the cluster has enabled a level above 0.
+func (n *Node) checkJoiner(ctx context.Context, raftAddr string) error {
+	have := n.FSM.FeatureLevel()
+	if have == 0 || n.probe == nil {
+		return nil
+	}
+	pi, err := n.probe(ctx, raftAddr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("%w: cannot ask %s which build it runs (%v); the cluster runs feature level %d", ErrBuildTooOld, raftAddr, err, have)
+	}
+	if pi.FeatureLevel < have {
+		v := pi.Version
+		if v == "" {
+			v = "a build before feature levels"
+		}
+		return fmt.Errorf("%w: %s runs %s (feature level %d); this cluster has enabled level %d: run txcoord %s or later there",
+			ErrBuildTooOld, raftAddr, v, pi.FeatureLevel, have, version.Version)
+	}
+	return nil
+}

@@ -81,7 +81,7 @@ func (s *Server) membershipAction(name string, do func(MembershipRequest) error)
 			return writeError(c, &apiError{Code: codeNotFound, Detail: err.Error()})
 		case errors.Is(err, cluster.ErrInvalidMember):
 			return writeError(c, badRequest(err.Error()))
-		case errors.Is(err, cluster.ErrMemberConflict):
+		case errors.Is(err, cluster.ErrMemberConflict), errors.Is(err, cluster.ErrBuildTooOld):
 			return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
 		case errors.Is(err, cluster.ErrNotLeader):
 			return writeError(c, &apiError{Code: codeNoLeader, Detail: err.Error(), retryAfter: "1"})

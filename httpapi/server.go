@@ -193,6 +193,9 @@ const (
 	codeInternal      = "internal"
 	codeUnavailable   = "unavailable"
 	codeConflict      = "conflict"
+	// codeFeature: the request needs a feature level the cluster has not enabled yet (a
+	// rolling upgrade is not finished); the detail names the servers on an earlier build.
+	codeFeature = "feature_unavailable"
 )
 
 func statusOf(code string) int {
@@ -203,7 +206,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case codeMethod:
 		return http.StatusMethodNotAllowed
-	case codeConflict:
+	case codeConflict, codeFeature:
 		return http.StatusConflict
 	case codeMediaType:
 		return http.StatusUnsupportedMediaType

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -47,6 +48,8 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
 	case errors.Is(err, coordinator.ErrKeyReused):
 		return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
+	case errors.Is(err, cluster.ErrFeatureUnavailable):
+		return writeError(c, &apiError{Code: codeFeature, Detail: err.Error()})
 	case errors.Is(err, coordinator.ErrIndeterminate):
 		id := ""
 		if txn != nil {
