@@ -33,6 +33,7 @@ type tuning struct {
 	heartbeatTimeout, electionTimeout, leaderLease time.Duration
 	snapshotThreshold                              uint64
 	memoryLimitMiB                                 int
+	maxClockOffset                                 time.Duration
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -47,6 +48,7 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.DurationVar(&t.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	f.DurationVar(&t.leaderLease, "leader-lease-timeout", 500*time.Millisecond, "Raft leader lease: a leader that cannot reach a quorum for this long steps down")
 	f.Uint64Var(&t.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	f.DurationVar(&t.maxClockOffset, "max-clock-offset", 500*time.Millisecond, "largest wall-clock offset from the cluster a node tolerates: past half it warns, past it the node will not lead, and retention never prunes past the log's own clock by more (0: no check; see docs/failover.md)")
 	f.IntVar(&t.memoryLimitMiB, "memory-limit-mib", 224, "soft limit on the Go heap in MiB, so the GC works harder before memory grows past it (0: none; GOMEMLIMIT, when set, wins)")
 }
 
@@ -62,6 +64,8 @@ func (t *tuning) validate() error {
 		return fmt.Errorf("--memory-limit-mib must not be negative")
 	case t.phaseTwoWait < 0:
 		return fmt.Errorf("--phase-two-wait must not be negative")
+	case t.maxClockOffset < 0:
+		return fmt.Errorf("--max-clock-offset must not be negative (0 turns the check off)")
 	case t.leaderLease > t.heartbeatTimeout:
 		return fmt.Errorf("--leader-lease-timeout (%s) must not exceed --heartbeat-timeout (%s)", t.leaderLease, t.heartbeatTimeout)
 	case t.heartbeatTimeout < 5*time.Millisecond || t.electionTimeout < 5*time.Millisecond:
@@ -77,6 +81,10 @@ func (t *tuning) apply(c *server.Config) {
 	c.Engine.MaxInFlight, c.Engine.PhaseTwoMaxAttempts = t.maxInFlight, t.phaseTwoMaxAttempts
 	c.Cluster.HeartbeatTimeout, c.Cluster.ElectionTimeout, c.Cluster.LeaderLeaseTimeout = t.heartbeatTimeout, t.electionTimeout, t.leaderLease
 	c.Cluster.SnapshotThreshold = t.snapshotThreshold
+	c.Cluster.MaxClockOffset = t.maxClockOffset
+	if t.maxClockOffset == 0 {
+		c.Cluster.MaxClockOffset = -1 // cluster.Config: negative is "no check", 0 the default
+	}
 }
 
 func newServeCmd() *cobra.Command {
