@@ -48,6 +48,13 @@ clean:
 chaos:
 	scripts/chaos.sh $(or $(CHAOS_DURATION),2m) $(CHAOS_SEED)
 
+# Rolling upgrade on real processes (issue 11): 3 nodes on the build of chaos.UpgradeFrom
+# (built from git history), upgraded one at a time to this tree under load, with a leader
+# kill in between; every oracle checked. Needs the commit in the clone (fails in CI without).
+.PHONY: upgrade
+upgrade:
+	TXCOORD_UPGRADE=1 $(GO) test -count=1 -v -timeout 10m -run 'TestRollingUpgrade$$' ./internal/chaos
+
 # --- Containers (deploy/): see docs/operations.md -------------------------------------
 # `make image` builds the static binary here, then a FROM scratch image from bin/image/ (the
 # binary, this host's CA bundle, passwd/group): no base image is pulled. BuildKit is used

@@ -26,6 +26,7 @@ type Node struct {
 	HTTPAddr string
 	RaftAddr string
 	URL      string // http://HTTPAddr
+	Bin      string // the txcoord binary the node runs (RestartWith changes it)
 	proc     *proc
 }
 
@@ -59,6 +60,10 @@ type Cluster struct {
 	procs  procSet
 	http   *http.Client // short control-plane requests
 	events *eventLog
+
+	peers    string          // the --peers value every node gets
+	helpMu   sync.Mutex      // guards tagCalls
+	tagCalls map[string]bool // binary -> its serve has --participant-header
 }
 
 // BuildBinary returns the txcoord binary to run: $TXCOORD_CHAOS_BIN if set, else a fresh
@@ -74,17 +79,13 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 		}
 		return abs, nil
 	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the txcoord module (go env GOMOD is empty)")
+		return "", err
 	}
 	bin := filepath.Join(dir, "txcoord")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/txcoord")
-	cmd.Dir = filepath.Dir(gomod)
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/txcoord: %v\n%s", err, b)
@@ -140,28 +141,20 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 			"--capacity", capacity, "--seed", fmt.Sprint(cfg.Seed+uint64(i)+1)))
 		c.Parts = append(c.Parts, p)
 	}
-	// Tag every call with the sending node, so the participants' request logs say who sent
-	// what (binaries without the flag just go without).
-	help, _ := exec.CommandContext(ctx, bin, "serve", "--help").CombinedOutput()
-	tagCalls := bytes.Contains(help, []byte("--participant-header"))
+	nodeBin := bin
+	if cfg.NodeBin != "" {
+		nodeBin = cfg.NodeBin
+	}
 	var peers []string
 	for i := range cfg.Nodes {
-		n := &Node{ID: fmt.Sprintf("n%d", i+1), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]), RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		n := &Node{ID: fmt.Sprintf("n%d", i+1), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]), RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]), Bin: nodeBin}
 		n.URL = "http://" + n.HTTPAddr
 		peers = append(peers, fmt.Sprintf("%s=%s@%s", n.ID, n.RaftAddr, n.HTTPAddr))
 		c.Nodes = append(c.Nodes, n)
 	}
+	c.peers = strings.Join(peers, ",")
 	for _, n := range c.Nodes {
-		args := []string{"serve", "--node-id", n.ID, "--http-addr", n.HTTPAddr, "--raft-addr", n.RaftAddr,
-			"--data-dir", filepath.Join(dir, "node-"+n.ID), "--peers", strings.Join(peers, ","),
-			"--heartbeat-timeout", cfg.HeartbeatTimeout.String(), "--election-timeout", cfg.ElectionTimeout.String(),
-			"--leader-lease-timeout", cfg.LeaderLease.String(), "--snapshot-threshold", fmt.Sprint(cfg.SnapshotThreshold),
-			"--log-level", cfg.NodeLogLevel}
-		if tagCalls {
-			args = append(args, "--participant-header", demo.NodeHeader+": "+n.ID)
-		}
-		args = append(args, cfg.ExtraServeArgs...)
-		n.proc = c.procs.add(newProc("node-"+n.ID, bin, filepath.Join(dir, "node-"+n.ID+".log"), args...))
+		n.proc = c.procs.add(newProc("node-"+n.ID, nodeBin, filepath.Join(dir, "node-"+n.ID+".log"), c.serveArgs(ctx, n, nodeBin)...))
 	}
 	for _, p := range c.Parts {
 		if err := p.proc.start(); err != nil {
@@ -185,6 +178,40 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 		return nil, err
 	}
 	return c, nil
+}
+
+// serveArgs returns the `txcoord serve` arguments of node n when it runs binary bin: the
+// same data directory, addresses, peers and timeouts whatever the binary, plus the flags
+// only some builds know.
+func (c *Cluster) serveArgs(ctx context.Context, n *Node, bin string) []string {
+	cfg := c.cfg
+	args := []string{"serve", "--node-id", n.ID, "--http-addr", n.HTTPAddr, "--raft-addr", n.RaftAddr,
+		"--data-dir", filepath.Join(c.Dir, "node-"+n.ID), "--peers", c.peers,
+		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(), "--election-timeout", cfg.ElectionTimeout.String(),
+		"--leader-lease-timeout", cfg.LeaderLease.String(), "--snapshot-threshold", fmt.Sprint(cfg.SnapshotThreshold),
+		"--log-level", cfg.NodeLogLevel}
+	// Tag every call with the sending node, so the participants' request logs say who sent
+	// what (binaries without the flag just go without).
+	if c.hasParticipantHeader(ctx, bin) {
+		args = append(args, "--participant-header", demo.NodeHeader+": "+n.ID)
+	}
+	return append(args, cfg.ExtraServeArgs...)
+}
+
+// hasParticipantHeader reports (once per binary) whether bin's serve knows --participant-header.
+func (c *Cluster) hasParticipantHeader(ctx context.Context, bin string) bool {
+	c.helpMu.Lock()
+	defer c.helpMu.Unlock()
+	if v, ok := c.tagCalls[bin]; ok {
+		return v
+	}
+	help, _ := exec.CommandContext(ctx, bin, "serve", "--help").CombinedOutput()
+	v := bytes.Contains(help, []byte("--participant-header"))
+	if c.tagCalls == nil {
+		c.tagCalls = map[string]bool{}
+	}
+	c.tagCalls[bin] = v
+	return v
 }
 
 // Close kills every process. It is safe to call more than once.
@@ -320,6 +347,33 @@ func (c *Cluster) Kill(n *Node) error { return n.proc.kill() }
 
 // Restart starts node n again (a no-op if it runs).
 func (c *Cluster) Restart(n *Node) error { return n.proc.start() }
+
+// Terminate sends node n SIGTERM and waits up to grace for it to exit (then SIGKILLs it);
+// it reports whether the node exited on its own within grace.
+func (c *Cluster) Terminate(n *Node, grace time.Duration) bool { return n.proc.terminate(grace) }
+
+// Running reports whether node n's process is alive.
+func (c *Cluster) Running(n *Node) bool { return n.proc.running() }
+
+// RestartWith starts the stopped node n again running binary bin, on the same data
+// directory, addresses and peers (a rolling upgrade's step). It fails if n still runs.
+func (c *Cluster) RestartWith(ctx context.Context, n *Node, bin string) error {
+	if err := n.proc.setCommand(bin, c.serveArgs(ctx, n, bin)); err != nil {
+		return err
+	}
+	n.Bin = bin
+	return n.proc.start()
+}
+
+// UnexpectedExits lists every exit of a node or participant the harness did not cause
+// (a process that stopped on its own: a crash, a fatal error, a refused start).
+func (c *Cluster) UnexpectedExits() []string {
+	var out []string
+	for _, p := range c.procs.all() {
+		out = append(out, p.unexpectedExits()...)
+	}
+	return out
+}
 
 // Pause SIGSTOPs node n; Resume SIGCONTs it.
 func (c *Cluster) Pause(n *Node) error  { return n.proc.signal(syscall.SIGSTOP) }

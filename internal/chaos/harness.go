@@ -61,9 +61,12 @@ type Config struct {
 	// in one second [max(300, 10 x Rate)]. See README.md for why.
 	PerTxnRateBound, PerSecondBound int
 
-	Dir string    // working directory ["": a new temporary directory, removed unless the run fails]
-	Bin string    // txcoord binary ["": BuildBinary]
-	Out io.Writer // progress and report [os.Stdout]
+	Dir string // working directory ["": a new temporary directory, removed unless the run fails]
+	Bin string // txcoord binary ["": BuildBinary]
+	// NodeBin is the binary the coordinator nodes start with ["": Bin]; the participants
+	// always run Bin (a rolling upgrade starts the nodes on an older build).
+	NodeBin string
+	Out     io.Writer // progress and report [os.Stdout]
 }
 
 func (c *Config) defaults() {

@@ -30,6 +30,11 @@ type proc struct {
 	paused  bool
 	starts  int
 	logFile *os.File
+	// stopping is set when the harness itself ends the current process (kill, terminate,
+	// SIGKILL/SIGTERM through signal); an exit without it is a process that stopped on its
+	// own, recorded in unexpected.
+	stopping   bool
+	unexpected []string
 }
 
 func newProc(name, bin, logPath string, args ...string) *proc {
@@ -63,14 +68,45 @@ func (p *proc) start() error {
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	done := make(chan struct{})
-	p.cmd, p.done, p.paused, p.logFile = cmd, done, false, f
+	p.cmd, p.done, p.paused, p.logFile, p.stopping = cmd, done, false, f, false
+	start := p.starts
 	go func() {
 		_ = cmd.Wait()
-		fmt.Fprintf(f, "=== chaos: %s exited at %s: %v\n", p.name, time.Now().Format(time.RFC3339Nano), cmd.ProcessState)
+		at := time.Now()
+		fmt.Fprintf(f, "=== chaos: %s exited at %s: %v\n", p.name, at.Format(time.RFC3339Nano), cmd.ProcessState)
 		f.Close()
+		p.mu.Lock()
+		if !p.stopping {
+			p.unexpected = append(p.unexpected, fmt.Sprintf("%s (start #%d, %s) exited on its own at %s: %v",
+				p.name, start, filepath.Base(p.bin), at.Format(timeLayout), cmd.ProcessState))
+		}
+		p.mu.Unlock()
 		close(done)
 	}()
 	return nil
+}
+
+// setCommand replaces the binary and arguments the next start runs (the log file stays).
+// It fails while the process runs.
+func (p *proc) setCommand(bin string, args []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		select {
+		case <-p.done:
+		default:
+			return fmt.Errorf("%s is running: stop it before changing its binary", p.name)
+		}
+	}
+	p.bin, p.args = bin, append([]string(nil), args...)
+	return nil
+}
+
+// unexpectedExits lists every exit of this process the harness did not cause.
+func (p *proc) unexpectedExits() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.unexpected...)
 }
 
 // running reports whether the process is alive (it may be paused).
@@ -107,6 +143,9 @@ func (p *proc) signal(sig syscall.Signal) error {
 		return errors.New("not running")
 	default:
 	}
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		p.stopping = true
+	}
 	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil {
 		return err
 	}
@@ -123,6 +162,7 @@ func (p *proc) signal(sig syscall.Signal) error {
 func (p *proc) kill() error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.stopping = true
 	p.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return nil
@@ -145,6 +185,7 @@ func (p *proc) kill() error {
 func (p *proc) terminate(grace time.Duration) bool {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.stopping = true
 	p.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return true
