@@ -67,7 +67,8 @@ type Cluster struct {
 }
 
 // BuildBinary returns the txcoord binary to run: $TXCOORD_CHAOS_BIN if set, else a fresh
-// `go build -o dir/txcoord ./cmd/txcoord` (CGO_ENABLED=0) of the module this package is in.
+// `go build -trimpath -o dir/txcoord ./cmd/txcoord` (CGO_ENABLED=0, as `make build`, so
+// the build cache is shared with it and with BuildBinaryAt) of the module this package is in.
 func BuildBinary(ctx context.Context, dir string) (string, error) {
 	if bin := os.Getenv("TXCOORD_CHAOS_BIN"); bin != "" {
 		abs, err := filepath.Abs(bin)
@@ -84,7 +85,7 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "txcoord")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/txcoord")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/txcoord")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -174,6 +174,21 @@ func exitDetail(err error) string {
 	return err.Error()
 }
 
+// Snapshots counts the complete Raft snapshots in node n's data directory (hashicorp/raft's
+// file store: snapshots/<term>-<index>-<ms>/meta.json; one being written ends in .tmp).
+func (c *Cluster) Snapshots(n *Node) int {
+	entries, _ := os.ReadDir(filepath.Join(c.Dir, "node-"+n.ID, "snapshots"))
+	k := 0
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") {
+			if _, err := os.Stat(filepath.Join(c.Dir, "node-"+n.ID, "snapshots", e.Name(), "meta.json")); err == nil {
+				k++
+			}
+		}
+	}
+	return k
+}
+
 // GoVersionOf returns the Go toolchain version a binary was built with (e.g. "go1.26.8").
 func GoVersionOf(bin string) (string, error) {
 	info, err := buildinfo.ReadFile(bin)

@@ -127,6 +127,7 @@ func (u *upgradeRun) next() *Node {
 // with the same data directory and flags; beforeStart runs between the two.
 func (u *upgradeRun) upgrade(step int, n *Node, beforeStart func()) {
 	what := fmt.Sprintf("upgrade %d/%d (%s)", step, len(u.c.Nodes), n.ID)
+	u.awaitSnapshot(what, n, 60*time.Second)
 	st, _ := u.c.Status(u.ctx, n, time.Second)
 	at := time.Now()
 	u.ev.add(at, "upgrade-sigterm", n.ID, "%s, term %d, on %s", st.Role, st.Term, filepath.Base(n.Bin))
@@ -143,9 +144,34 @@ func (u *upgradeRun) upgrade(step int, n *Node, beforeStart func()) {
 	}
 	u.ev.add(time.Now(), "upgrade-start", n.ID, "on %s", filepath.Base(u.newBin))
 	if u.ready(what, n) {
-		u.ev.printf("%s: ready %s after the SIGTERM", what, time.Since(at).Round(time.Millisecond))
+		restored := "replayed the log only"
+		if log := n.proc.tail(400); strings.Contains(log[strings.LastIndex(log, "=== chaos: start")+1:], "restored from snapshot") {
+			restored = "restored the old build's snapshot"
+		}
+		u.ev.printf("%s: ready %s after the SIGTERM; %s", what, time.Since(at).Round(time.Millisecond), restored)
 	}
-	u.progress(what, 20, 60*time.Second)
+	u.progress(what, 60, 60*time.Second)
+}
+
+// awaitSnapshot waits until node n has a complete snapshot in its data directory, so that
+// its restart restores a snapshot written by the build it ran (the old one for an upgrade)
+// and not only replays the log. hashicorp/raft looks every 10-20 s (SnapshotInterval, not
+// a flag) whether SnapshotThreshold entries have accumulated.
+func (u *upgradeRun) awaitSnapshot(what string, n *Node, timeout time.Duration) {
+	start := time.Now()
+	for u.c.Snapshots(n) == 0 {
+		if time.Since(start) > timeout || u.ctx.Err() != nil {
+			u.violate("%s: node %s wrote no snapshot within %s", what, n.ID, timeout)
+			return
+		}
+		select {
+		case <-u.ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		u.ev.printf("%s: node %s has a snapshot (waited %s)", what, n.ID, d.Round(time.Millisecond))
+	}
 }
 
 // leaderKill SIGKILLs the leader, waits for another node to lead in a higher term, and
@@ -180,7 +206,7 @@ func (u *upgradeRun) leaderKill() {
 	}
 	u.ev.add(time.Now(), "restart", leader.ID, "on %s", filepath.Base(leader.Bin))
 	u.ready("leader kill", leader)
-	u.progress("leader kill", 20, 60*time.Second)
+	u.progress("leader kill", 60, 60*time.Second)
 }
 
 // featureWatch polls every live node's feature level until stop is closed and reports any
@@ -392,6 +418,11 @@ func TestRollingUpgrade(t *testing.T) {
 	u.load = newLoadGen(c, cfg)
 	go func() { defer close(loadDone); u.load.run(hard, stopLoad) }()
 	u.progress("load on the old build", 30, 60*time.Second)
+	// Every node on the old build writes a snapshot first (they all do within about 20 s
+	// of starting, at once), so that each upgrade restores one written by the old build.
+	for _, n := range c.Nodes {
+		u.awaitSnapshot("old build", n, 60*time.Second)
+	}
 
 	// Followers first, the leader last: each upgrade of a leader forces an election and a
 	// hand-over of the transactions in flight, so upgrading it last costs one forced
