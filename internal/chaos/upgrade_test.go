@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/txcoord/txcoord/participant/demo"
 )
 
 // UpgradeFrom is the commit whose build TestRollingUpgrade starts the cluster on: the last
@@ -389,6 +391,14 @@ func TestRollingUpgrade(t *testing.T) {
 	})
 	u := &upgradeRun{t: t, ctx: ctx, c: c, ev: ev, oldBin: oldBin, newBin: newBin}
 	ev.printf("cluster up on %s: nodes %v", filepath.Base(oldBin), nodeURLs(c))
+	// Some NACKs, so that aborts (rollback calls, rolled_back records) cross the upgrade too.
+	for _, p := range c.Parts {
+		if p.Kind == demo.KindPayment {
+			if err := c.SetFaults(ctx, p, demo.Faults{NackRate: 0.1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	monCtx, stopMon := context.WithCancel(ctx)
 	mon := newMonitor(c, cfg.PollInterval)
