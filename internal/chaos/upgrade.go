@@ -46,7 +46,7 @@ func gitIn(ctx context.Context, dir string, args ...string) *exec.Cmd {
 // directory under dir that is removed before BuildBinaryAt returns (also on failure); the
 // repository itself is not touched (no worktree, no checkout). The build uses the same `go`
 // command as BuildBinary with GOTOOLCHAIN=local (the same toolchain, whatever the old
-// go.mod says), CGO_ENABLED=0, -trimpath and no VCS stamping; modules come from the shared
+// go.mod says), CGO_ENABLED=0, -trimpath, the commit stamped as version.Commit; modules come from the shared
 // module cache (or the Go proxy). An unreadable commit is an ErrNoHistory.
 func BuildBinaryAt(ctx context.Context, commit, dir string) (string, error) {
 	root, err := moduleRoot(ctx)
@@ -85,7 +85,10 @@ func BuildBinaryAt(ctx context.Context, commit, dir string) (string, error) {
 		return "", fmt.Errorf("git archive %s: %w", short, err)
 	}
 	bin := filepath.Join(dir, "txcoord-"+short)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-o", bin, "./cmd/txcoord")
+	// The commit is stamped as `make build` does (builds before the version package just
+	// ignore the -X).
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
+		"-ldflags", "-X github.com/txcoord/txcoord/version.Commit="+short, "-o", bin, "./cmd/txcoord")
 	cmd.Dir = filepath.Join(src, rel)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
 	if b, err := cmd.CombinedOutput(); err != nil {
