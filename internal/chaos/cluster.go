@@ -67,8 +67,9 @@ type Cluster struct {
 }
 
 // BuildBinary returns the txcoord binary to run: $TXCOORD_CHAOS_BIN if set, else a fresh
-// `go build -trimpath -o dir/txcoord ./cmd/txcoord` (CGO_ENABLED=0, as `make build`, so
-// the build cache is shared with it and with BuildBinaryAt) of the module this package is in.
+// `go build -trimpath -o dir/txcoord ./cmd/txcoord` (CGO_ENABLED=0 and the commit stamped, as
+// `make build`, so the build cache is shared with it and with BuildBinaryAt) of the module
+// this package is in.
 func BuildBinary(ctx context.Context, dir string) (string, error) {
 	if bin := os.Getenv("TXCOORD_CHAOS_BIN"); bin != "" {
 		abs, err := filepath.Abs(bin)
@@ -85,7 +86,12 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "txcoord")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/txcoord")
+	args := []string{"build", "-trimpath"}
+	// The commit is stamped as `make build` does (GET /v1/cluster's version shows it).
+	if head, err := gitIn(ctx, root, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		args = append(args, "-ldflags", "-X github.com/txcoord/txcoord/version.Commit="+strings.TrimSpace(string(head)))
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "-o", bin, "./cmd/txcoord")...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -43,6 +43,8 @@ type upgradeRun struct {
 	oldBin string
 	newBin string
 
+	lastStart time.Time // when the last upgrade started a node on the new build
+
 	mu         sync.Mutex
 	violations []string
 }
@@ -144,7 +146,8 @@ func (u *upgradeRun) upgrade(step int, n *Node, beforeStart func()) {
 		u.violate("%s: %v", what, err)
 		return
 	}
-	u.ev.add(time.Now(), "upgrade-start", n.ID, "on %s", filepath.Base(u.newBin))
+	u.lastStart = time.Now()
+	u.ev.add(u.lastStart, "upgrade-start", n.ID, "on %s", filepath.Base(u.newBin))
 	if u.ready(what, n) {
 		restored := "replayed the log only"
 		if log := n.proc.tail(400); strings.Contains(log[strings.LastIndex(log, "=== chaos: start")+1:], "restored from snapshot") {
@@ -243,9 +246,9 @@ func (u *upgradeRun) checkNoFeatures(when string, reported map[string]bool) {
 	}
 }
 
-// awaitFeatures polls until every node reports the new feature level, or timeout.
-func (u *upgradeRun) awaitFeatures(timeout time.Duration) {
-	start := time.Now()
+// awaitFeatures polls until every node reports the new feature level, or timeout after
+// start (the last node's restart on the new build).
+func (u *upgradeRun) awaitFeatures(start time.Time, timeout time.Duration) {
 	deadline := start.Add(timeout)
 	last := map[string]string{}
 	for {
@@ -466,7 +469,7 @@ func TestRollingUpgrade(t *testing.T) {
 			u.violate("node %s still runs %s after the upgrade", n.ID, filepath.Base(n.Bin))
 		}
 	}
-	u.awaitFeatures(30 * time.Second)
+	u.awaitFeatures(u.lastStart, 30*time.Second)
 	u.progress("load on the new build", 30, 60*time.Second)
 
 	ev.printf("upgrade done; stopping the load")
