@@ -26,7 +26,7 @@ type Node struct {
 	HTTPAddr string
 	RaftAddr string
 	URL      string // http://HTTPAddr
-	Bin      string // the txcoord binary the node runs (RestartWith changes it)
+	Bin      string // the txcoord binary the node runs: RestartWith changes it; other goroutines use Cluster.BinaryOf
 	proc     *proc
 }
 
@@ -358,6 +358,9 @@ func (c *Cluster) Restart(n *Node) error { return n.proc.start() }
 // Terminate sends node n SIGTERM and waits up to grace for it to exit (then SIGKILLs it);
 // it reports whether the node exited on its own within grace.
 func (c *Cluster) Terminate(n *Node, grace time.Duration) bool { return n.proc.terminate(grace) }
+
+// BinaryOf returns the binary node n runs; safe while another goroutine calls RestartWith.
+func (c *Cluster) BinaryOf(n *Node) string { return n.proc.binary() }
 
 // Running reports whether node n's process is alive.
 func (c *Cluster) Running(n *Node) bool { return n.proc.running() }

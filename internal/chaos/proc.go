@@ -102,6 +102,13 @@ func (p *proc) setCommand(bin string, args []string) error {
 	return nil
 }
 
+// binary returns the binary the process runs (or will at its next start).
+func (p *proc) binary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bin
+}
+
 // unexpectedExits lists every exit of this process the harness did not cause.
 func (p *proc) unexpectedExits() []string {
 	p.mu.Lock()

@@ -241,7 +241,7 @@ func (u *upgradeRun) checkNoFeatures(when string, reported map[string]bool) {
 		if err == nil && f.Level >= upgradeFeatureLevel {
 			reported[n.ID] = true
 			u.violate("feature gating: node %s (on %s) reports %s >= %d %sbefore the last node runs the new build (%s)",
-				n.ID, filepath.Base(n.Bin), FeatureLevelField, upgradeFeatureLevel, when, f)
+				n.ID, filepath.Base(u.c.BinaryOf(n)), FeatureLevelField, upgradeFeatureLevel, when, f)
 		}
 	}
 }
