@@ -166,8 +166,8 @@ type Node struct {
 
 	probe        func(ctx context.Context, raftAddr string, timeout time.Duration) (PeerInfo, error)
 	peerMon      peerMonitor
-	clockState   int  // peer monitor goroutine only: 0 fine, 1 warned, 2 beyond the limit
-	loggedBehind bool // peer monitor goroutine only
+	clockState   int    // peer monitor goroutine only: 0 fine, 1 warned, 2 beyond the limit
+	loggedBehind string // peer monitor goroutine only: the servers last logged as behind
 	halted       chan struct{}
 	closeMu      sync.Mutex
 	logClockMu   sync.Mutex

@@ -280,15 +280,15 @@ func (n *Node) raiseFeatureLevel(ctx context.Context, servers []raft.Server) {
 			continue
 		}
 		p := known[string(s.ID)]
-		if !p.Reached || p.FeatureLevel < level {
+		if !p.Reached || p.FeatureLevel < version.FeatureLevel {
 			level = min(level, p.FeatureLevel)
 			behind = append(behind, string(s.ID))
 		}
 	}
 	if level <= have {
-		if len(behind) > 0 && !n.loggedBehind {
-			n.loggedBehind = true
-			n.lg.Info("new command types wait for every server to run a build that supports them", "cluster_level", have, "this_build", version.FeatureLevel, "behind", strings.Join(behind, ","))
+		if b := strings.Join(behind, ","); b != n.loggedBehind {
+			n.loggedBehind = b // log each change of who holds the level back, not every second
+			n.lg.Info("new command types wait for every server to run a build that supports them", "cluster_level", have, "this_build", version.FeatureLevel, "behind", b)
 		}
 		return
 	}

@@ -253,6 +253,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	reqs, cerrs := load.snapshot()
 	res.Oracles = c.CheckOracles(ctx, views, reqs, cfg.PerTxnRateBound, cfg.PerSecondBound)
 	res.Violations = append(res.Violations, res.Oracles.Violations...)
+	// A node that stopped by itself (a halt on an entry it cannot apply, a crash) is a
+	// violation even when the harness restarted it and the oracles hold.
+	for _, e := range c.UnexpectedExits() {
+		res.Violations = append(res.Violations, "process stopped by itself: "+e)
+	}
 	res.Requests = len(reqs)
 	res.Clients, res.ClientErrs = summarizeClients(reqs), cerrs
 	kills, counts := sched.results()
