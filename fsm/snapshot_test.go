@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"testing"
@@ -350,6 +352,13 @@ func FuzzRestore(f *testing.F) {
 	f.Add([]byte("TXCS\x01"))
 	f.Add([]byte("TXCS\x01\x04\x00\x00\x00\x00"))
 	f.Add([]byte("TXCS\x02\x04\x00\x00\x00\x00"))
+	for _, name := range []string{"snapshot-v1-769af25.bin", "snapshot-v2a-9b29729.bin", "snapshot-v2b-2bbc0cb.bin"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	empty := snapBytes(f, fsm.New())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := fsm.New()
