@@ -172,6 +172,11 @@ func TestGoldenDataDirs(t *testing.T) {
 				checkGoldenDataDirState(t, n.FSM, &exp)
 			}
 			check(n)
+			// The entries after the old snapshot carry timestamps: the log's clock moved.
+			level, lastTs := n.FSM.FeatureLevel(), n.FSM.LastTimestamp()
+			if lastTs <= 0 {
+				t.Errorf("LastTimestamp %d after replaying the log", lastTs)
+			}
 
 			// The current build snapshots (version 3); a restart restores that.
 			if err := n.Raft.Snapshot().Error(); err != nil {
@@ -192,6 +197,9 @@ func TestGoldenDataDirs(t *testing.T) {
 				t.Fatalf("no version 3 snapshot among %v", states)
 			}
 			check(n)
+			if n.FSM.FeatureLevel() != level || n.FSM.LastTimestamp() != lastTs {
+				t.Errorf("after the v3 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
+			}
 		})
 	}
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/txcoord/txcoord/version"
 )
 
 // The golden snapshot files in testdata were written by the fsm package of earlier builds
@@ -214,30 +217,53 @@ func TestGoldenV2LayoutsDiffer(t *testing.T) {
 	}
 }
 
-// TestSnapshotV3LevelAndClock: level and lastTs survive a version-3 snapshot.
+// TestSnapshotV3LevelAndClock: level and lastTs survive a version-3 snapshot, and a
+// snapshot of a level this build does not know is refused as a SetFeatures entry of it is.
 func TestSnapshotV3LevelAndClock(t *testing.T) {
 	b, err := os.ReadFile("testdata/snapshot-v2b-2bbc0cb.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := restoreBytes(t, b)
-	f.level, f.lastTs = 7, goldenT0+123456
+	if res := f.ApplyCommand(25, &SetFeatures{Level: version.FeatureLevel, At: goldenT0 + 123456}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if f.FeatureLevel() != version.FeatureLevel || f.LastTimestamp() != goldenT0+123456 {
+		t.Fatalf("SetFeatures gave level %d lastTs %d", f.FeatureLevel(), f.LastTimestamp())
+	}
 	v3 := writeSnap(t, f)
 	r := restoreBytes(t, v3)
-	if r.FeatureLevel() != 7 || r.LastTimestamp() != goldenT0+123456 {
-		t.Fatalf("level %d lastTs %d after a v3 round trip", r.FeatureLevel(), r.LastTimestamp())
+	if r.FeatureLevel() != version.FeatureLevel || r.LastTimestamp() != goldenT0+123456 || r.AppliedIndex() != 25 {
+		t.Fatalf("level %d lastTs %d applied %d after a v3 round trip", r.FeatureLevel(), r.LastTimestamp(), r.AppliedIndex())
 	}
-	checkGoldenState(t, r, []Participant{gE0, gE1, gE2})
 	if again := writeSnap(t, r); !bytes.Equal(again, v3) {
 		t.Fatal("restored v3 state writes other bytes")
 	}
-	// A negative clock (before 1970) and the largest level encode too.
-	f.level, f.lastTs = 1<<32-1, -5
-	if r := restoreBytes(t, writeSnap(t, f)); r.FeatureLevel() != 1<<32-1 || r.LastTimestamp() != -5 {
-		t.Fatalf("level %d lastTs %d", r.FeatureLevel(), r.LastTimestamp())
+	// A negative clock (before 1970) encodes too.
+	f.lastTs = -5
+	if r := restoreBytes(t, writeSnap(t, f)); r.LastTimestamp() != -5 {
+		t.Fatalf("lastTs %d", r.LastTimestamp())
 	}
 	// Restore replaces level and lastTs too.
 	if err := r.Restore(io.NopCloser(bytes.NewReader(b))); err != nil || r.FeatureLevel() != 0 || r.LastTimestamp() != 0 {
 		t.Fatalf("Restore of a v2 snapshot kept level %d lastTs %d (%v)", r.FeatureLevel(), r.LastTimestamp(), err)
+	}
+	// A level past this build's, and one past uint32.
+	for _, level := range []uint64{uint64(version.FeatureLevel) + 1, 1 << 40} {
+		f.level = 0
+		good := writeSnap(t, f)
+		// The header is the first record: its length, then applied(1 byte: 24), nTxns,
+		// nKeys, nMembers, nEndpoints, level (0), lastTs.
+		hdr := good[5:]
+		if hdr[0] != 7 || hdr[6] != 0 {
+			t.Fatalf("unexpected header %x", hdr[:8])
+		}
+		lv := binary.AppendUvarint(nil, level)
+		bad := append(append(append([]byte{}, good[:5]...), byte(7+len(lv)-1)), hdr[1:6]...)
+		bad = append(append(bad, lv...), hdr[7:]...)
+		err := New().Restore(io.NopCloser(bytes.NewReader(bad)))
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "feature level") {
+			t.Fatalf("level %d: Restore = %v", level, err)
+		}
 	}
 }

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"sort"
 	"strings"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/version"
 )
 
 // Snapshot format: the magic "TXCS", a version byte, then records, each a uvarint length
@@ -283,10 +284,13 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 	}
 	if l == layoutV3 {
 		level := d.uvarint()
-		if level > math.MaxUint32 {
-			d.fail(fmt.Sprintf("feature level %d", level))
+		f.lastTs = d.varint()
+		if d.err == nil && level > uint64(version.FeatureLevel) {
+			// As for a SetFeatures entry of that level: the log from here on may hold
+			// commands this build cannot apply.
+			return nil, fmt.Errorf("%w: snapshot of a cluster at feature level %d; this build supports up to %d", ErrCorrupt, level, version.FeatureLevel)
 		}
-		f.level, f.lastTs = uint32(level), d.varint()
+		f.level = uint32(level)
 	}
 	if err := d.end(); err != nil {
 		return nil, err
