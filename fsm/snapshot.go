@@ -2,25 +2,67 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/version"
 )
 
 // Snapshot format: the magic "TXCS", a version byte, then records, each a uvarint length
-// followed by that many bytes: first a header (counts), then one record per transaction,
-// per idempotency key and per member. Records are length-prefixed so that Restore reads
-// one at a time and never holds the whole stream in memory.
+// followed by that many bytes. Version 3 (written since this build):
+//
+//	header      applied, nTxns, nKeys, nMembers, nEndpoints (uvarints), level (uvarint),
+//	            lastTs (varint)
+//	endpoints   nEndpoints records, one participant each, in table order
+//	txns        nTxns records; a participant the table holds is named by its index
+//	            (tag participantRef), any other inline
+//	keys        nKeys records: key, id, createdAt
+//	members     nMembers records: node id, HTTP address
+//
+// Records are length-prefixed so that Restore reads one at a time and never holds the whole
+// stream in memory (version 2 is the exception, see below).
+//
+// Earlier versions, all still restored:
+//
+//   - Version 1 (769af25 up to 56df141^): the header has no nEndpoints, level or lastTs;
+//     then txns (participants inline), keys, members.
+//   - Version 2, layout "v2a" (56df141 to 9b29729): header with nEndpoints; txns
+//     (participants inline), keys, members, then the endpoint records last.
+//   - Version 2, layout "v2b" (fa7ed3c to 2bbc0cb): header with nEndpoints; the endpoint
+//     records first, then txns (participants the table holds named by index), keys, members.
+//
+// Version 2 is ambiguous: fa7ed3c moved the endpoint records ahead of the transactions
+// without changing the version byte, so the byte alone does not say which layout follows.
+// Restore buffers a version 2 stream (only old builds wrote one) and tries v2b, then v2a,
+// accepting the first that parses completely: every record decodes with no bytes left over,
+// the header's counts match the records, endpoint references are in range, and (v2b only)
+// no participant is inline that the table holds, as the v2b writer always named those by
+// index. When neither layout fits, the error names both failures. With no endpoint
+// records both layouts are the same bytes.
 const (
 	snapshotMagic = "TXCS"
-	// snapshotVersion 2 added the endpoint table; Restore still reads version 1.
-	snapshotVersion = 2
+	// snapshotVersion 3 added level and lastTs to the header, and unlike the ambiguous
+	// version 2 has one layout. Restore reads versions 1 to 3.
+	snapshotVersion = 3
 	// maxRecordBytes bounds one snapshot record; a larger length prefix is corruption.
 	maxRecordBytes = 16 << 20
+)
+
+// layout is one record order a snapshot stream may have.
+type layout int
+
+const (
+	layoutV1  layout = iota // no endpoint table
+	layoutV2a               // version 2, endpoints last (56df141 to 9b29729)
+	layoutV2b               // version 2, endpoints first (fa7ed3c to 2bbc0cb)
+	layoutV3                // endpoints first, header with level and lastTs
 )
 
 type snapshot struct {
@@ -29,6 +71,8 @@ type snapshot struct {
 	members   [][2]string
 	endpoints []Participant
 	applied   uint64
+	level     uint32
+	lastTs    int64
 }
 
 type keyRecord struct {
@@ -41,7 +85,7 @@ type keyRecord struct {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &snapshot{applied: f.applied, txns: make([]*Txn, 0, len(f.txns))}
+	s := &snapshot{applied: f.applied, level: f.level, lastTs: f.lastTs, txns: make([]*Txn, 0, len(f.txns))}
 	for _, t := range f.txns {
 		s.txns = append(s.txns, t)
 	}
@@ -68,7 +112,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release implements raft.FSMSnapshot.
 func (s *snapshot) Release() {}
 
-// WriteTo writes the snapshot in the format Restore reads; Persist uses it and so can tools.
+// write writes the snapshot (version 3) in the format Restore reads; Persist and
+// WriteSnapshot use it.
 func (s *snapshot) write(w io.Writer) error {
 	// Sorting makes two snapshots of the same state byte-identical, which the tests and the
 	// state-hash check across nodes rely on.
@@ -98,6 +143,8 @@ func (s *snapshot) write(w io.Writer) error {
 	e.uvarint(uint64(len(s.keys)))
 	e.uvarint(uint64(len(s.members)))
 	e.uvarint(uint64(len(s.endpoints)))
+	e.uvarint(uint64(s.level))
+	e.varint(s.lastTs)
 	if err := record(); err != nil {
 		return err
 	}
@@ -133,7 +180,6 @@ func (s *snapshot) write(w io.Writer) error {
 			return err
 		}
 	}
-
 	return bw.Flush()
 }
 
@@ -142,31 +188,72 @@ func (s *snapshot) write(w io.Writer) error {
 // ErrCorrupt for a stream it cannot read.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	n := New()
-	applied, err := n.readSnapshot(bufio.NewReaderSize(rc, 64<<10))
+	n, err := readSnapshot(bufio.NewReaderSize(rc, 64<<10))
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.txns, f.active, f.keys, f.members, f.applied = n.txns, n.active, n.keys, n.members, applied
+	f.txns, f.active, f.keys, f.members, f.applied = n.txns, n.active, n.keys, n.members, n.applied
 	f.endpoints, f.endpointIdx = n.endpoints, n.endpointIdx
+	f.level, f.lastTs = n.level, n.lastTs
 	f.mu.Unlock()
 	f.notifyAll()
 	return nil
 }
 
-func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
+// snapshotReader is what readBody reads records from: a *bufio.Reader over the stream, or
+// a *bytes.Reader over a buffered version 2 stream.
+type snapshotReader interface {
+	io.Reader
+	io.ByteReader
+}
+
+// readSnapshot reads a whole snapshot stream into a new FSM.
+func readSnapshot(r snapshotReader) (*FSM, error) {
 	magic := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(r, magic); err != nil {
-		return 0, fmt.Errorf("%w: snapshot header: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: snapshot header: %v", ErrCorrupt, err)
 	}
 	if string(magic[:4]) != snapshotMagic {
-		return 0, fmt.Errorf("%w: not a txcoord snapshot", ErrCorrupt)
+		return nil, fmt.Errorf("%w: not a txcoord snapshot", ErrCorrupt)
 	}
-	version := magic[4]
-	if version != 1 && version != snapshotVersion {
-		return 0, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
+	switch version := magic[4]; version {
+	case 1:
+		return readBody(r, layoutV1)
+	case 2:
+		// Ambiguous (see the format comment): buffer the rest and try both layouts.
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, err
+		}
+		nb, errB := readBody(bytes.NewReader(b), layoutV2b)
+		if errB == nil {
+			return nb, nil
+		}
+		na, errA := readBody(bytes.NewReader(b), layoutV2a)
+		if errA == nil {
+			return na, nil
+		}
+		return nil, fmt.Errorf("%w: version 2 snapshot fits neither layout: endpoints first (written by fa7ed3c to 2bbc0cb): %s; endpoints last (written by 56df141 to 9b29729): %s",
+			ErrCorrupt, corruptDetail(errB), corruptDetail(errA))
+	case snapshotVersion:
+		return readBody(r, layoutV3)
+	default:
+		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
 	}
+}
+
+// corruptDetail is err's message without the ErrCorrupt prefix, for an error that names
+// several.
+func corruptDetail(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrCorrupt.Error()+": ")
+}
+
+// readBody reads the records after the version byte, in layout l, into a new FSM. It
+// fails unless every record decodes with no bytes left over and the stream ends right
+// after the last record the header counts.
+func readBody(r snapshotReader, l layout) (*FSM, error) {
+	f := New()
 	var buf []byte
 	next := func() (*decoder, error) {
 		size, err := binary.ReadUvarint(r)
@@ -187,70 +274,99 @@ func (f *FSM) readSnapshot(r *bufio.Reader) (uint64, error) {
 	}
 	d, err := next()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	applied := d.uvarint()
+	f.applied = d.uvarint()
 	nTxns, nKeys, nMembers := d.uvarint(), d.uvarint(), d.uvarint()
 	var nEndpoints uint64
-	if version >= 2 {
+	if l != layoutV1 {
 		nEndpoints = d.uvarint()
 	}
+	if l == layoutV3 {
+		level := d.uvarint()
+		f.lastTs = d.varint()
+		if d.err == nil && level > uint64(version.FeatureLevel) {
+			// As for a SetFeatures entry of that level: the log from here on may hold
+			// commands this build cannot apply.
+			return nil, fmt.Errorf("%w: snapshot of a cluster at feature level %d; this build supports up to %d", ErrCorrupt, level, version.FeatureLevel)
+		}
+		f.level = uint32(level)
+	}
 	if err := d.end(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if nEndpoints > MaxEndpoints {
-		return 0, fmt.Errorf("%w: %d endpoints, at most %d", ErrCorrupt, nEndpoints, MaxEndpoints)
+		return nil, fmt.Errorf("%w: %d endpoints, at most %d", ErrCorrupt, nEndpoints, MaxEndpoints)
 	}
-	for i := uint64(0); i < nEndpoints; i++ {
-		if d, err = next(); err != nil {
-			return 0, err
+	readEndpoints := func() error {
+		for i := uint64(0); i < nEndpoints; i++ {
+			d, err := next()
+			if err != nil {
+				return err
+			}
+			p := d.participant()
+			if err := d.end(); err != nil {
+				return err
+			}
+			if _, dup := f.endpointIdx[p]; dup {
+				return fmt.Errorf("%w: endpoint %q listed twice", ErrCorrupt, p.Prepare)
+			}
+			f.endpointIdx[p] = uint32(len(f.endpoints))
+			f.endpoints = append(f.endpoints, p)
 		}
-		p := d.participant()
-		if err := d.end(); err != nil {
-			return 0, err
+		return nil
+	}
+	if l == layoutV2b || l == layoutV3 {
+		if err := readEndpoints(); err != nil {
+			return nil, err
 		}
-		if _, dup := f.endpointIdx[p]; dup {
-			return 0, fmt.Errorf("%w: endpoint %q listed twice", ErrCorrupt, p.Prepare)
-		}
-		f.endpointIdx[p] = uint32(len(f.endpoints))
-		f.endpoints = append(f.endpoints, p)
+	}
+	// The v2b writer named every participant the table holds by index; one inline is a
+	// sign that the stream is really v2a.
+	var tableOnly map[Participant]uint32
+	if l == layoutV2b {
+		tableOnly = f.endpointIdx
 	}
 	for i := uint64(0); i < nTxns; i++ {
 		if d, err = next(); err != nil {
-			return 0, err
+			return nil, err
 		}
-		t := decodeTxn(d, f.endpoints)
+		t := decodeTxn(d, f.endpoints, tableOnly)
 		if err := d.end(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		f.put(t)
 	}
 	for i := uint64(0); i < nKeys; i++ {
 		if d, err = next(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		k := d.string()
 		e := keyEntry{ID: d.id(), CreatedAt: d.varint()}
 		if err := d.end(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		f.keys[k] = e
 	}
 	for i := uint64(0); i < nMembers; i++ {
 		if d, err = next(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		id, addr := d.string(), d.string()
 		if err := d.end(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		f.members[id] = addr
 	}
-
-	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
-		return 0, fmt.Errorf("%w: trailing data after snapshot", ErrCorrupt)
+	if l == layoutV2a {
+		if err := readEndpoints(); err != nil {
+			return nil, err
+		}
 	}
-	return applied, nil
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: trailing data after snapshot", ErrCorrupt)
+	}
+	return f, nil
 }
 
 func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
@@ -281,7 +397,9 @@ func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 	}
 }
 
-func decodeTxn(d *decoder, endpoints []Participant) *Txn {
+// decodeTxn reads a transaction record; participantRef indexes into endpoints. With
+// tableOnly set, a participant written inline that tableOnly holds is an error.
+func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32) *Txn {
 	t := &Txn{ID: d.id(), Key: d.string(), CreatedAt: d.varint()}
 	t.Deadline = t.CreatedAt + d.varint()
 	t.Status = Status(d.byte())
@@ -302,6 +420,9 @@ func decodeTxn(d *decoder, endpoints []Participant) *Txn {
 			}
 		} else {
 			t.Participants[i] = d.participant()
+			if _, ok := tableOnly[t.Participants[i]]; ok && d.err == nil {
+				d.fail("participant inline though the endpoint table holds it")
+			}
 		}
 		t.States[i] = ParticipantState{Vote: Vote(d.byte()), Reason: d.string(), Acked: d.bool(), Attempts: uint32(d.uvarint()), LastError: d.string()}
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"testing"
@@ -231,8 +233,9 @@ func TestRestoreCorrupt(t *testing.T) {
 		"wrong magic":        cat([]byte("TXCZ"), good[4:]),
 		"lower-case magic":   cat([]byte("txcs"), good[4:]),
 		"version 0":          cat([]byte("TXCS\x00"), good[5:]),
-		"version 3":          cat([]byte("TXCS\x03"), good[5:]),
-		"v1 header, v2 body": cat([]byte("TXCS\x01"), good[5:]),
+		"version 4":          cat([]byte("TXCS\x04"), good[5:]),
+		"v1 header, v3 body": cat([]byte("TXCS\x01"), good[5:]),
+		"v2 header, v3 body": cat([]byte("TXCS\x02"), good[5:]),
 		"trailing byte":      cat(good, []byte{0}),
 		"trailing snapshot":  cat(good, good),
 		"huge record":        cat(header, uv(1<<60)),
@@ -349,6 +352,13 @@ func FuzzRestore(f *testing.F) {
 	f.Add([]byte("TXCS\x01"))
 	f.Add([]byte("TXCS\x01\x04\x00\x00\x00\x00"))
 	f.Add([]byte("TXCS\x02\x04\x00\x00\x00\x00"))
+	for _, name := range []string{"snapshot-v1-769af25.bin", "snapshot-v2a-9b29729.bin", "snapshot-v2b-2bbc0cb.bin"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	empty := snapBytes(f, fsm.New())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := fsm.New()
@@ -393,8 +403,20 @@ func goldenSnapshotState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHex pins the current (version 2) encoding of goldenSnapshotState.
+// goldenSnapshotHex pins the current (version 3) encoding of goldenSnapshotState; its header
+// holds level 0 and lastTs t0+300, the Complete's time.
 const goldenSnapshotHex = "" +
+	"54584353030c070201010000d8a4abfef9628d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
+	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
+	"7265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474" +
+	"703a2f2f7061792f74782f7201000102005500086c65676163792d3700010006020a120006010110687474703a2f2f68" +
+	"2f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c00030848" +
+	"5454502035303020086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e6f64652d31" +
+	"0d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV2 is the same state as written by version 2 (no endpoint records, so
+// the v2a and v2b layouts are the same bytes): it must still restore.
+const goldenSnapshotHexV2 = "" +
 	"54584353020507020101008d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0abfef962904e04" +
 	"01f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f7072657061726501" +
 	"00010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f706179" +
@@ -420,7 +442,7 @@ func TestGoldenSnapshot(t *testing.T) {
 	if got != goldenSnapshotHex {
 		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
 	}
-	for name, golden := range map[string]string{"v2": goldenSnapshotHex, "v1": goldenSnapshotHexV1} {
+	for name, golden := range map[string]string{"v3": goldenSnapshotHex, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
 		b, err := hex.DecodeString(golden)
 		if err != nil {
 			t.Fatal(err)
