@@ -2,11 +2,30 @@
 // (raft-boltdb/v2, fsync on, behind a log cache), file snapshots, the TCP transport, static
 // bootstrap, the leader loop and what forwarding needs to know about the leader.
 //
-// The leader loop follows Consul and Nomad: leadership changes arrive on a buffered
-// Config.NotifyCh; on gaining leadership the node issues a Barrier so its FSM holds all that
-// earlier leaders committed, records its HTTP address in the log, and only then runs the
-// leader's work (the 2PC engine) under a context that is canceled the moment leadership is
-// lost. The loop waits for that work to stop before it reacts to the next change.
+// # The leader loop
+//
+// It follows Consul and Nomad (leader.go): leadership changes arrive on a buffered
+// Config.NotifyCh; on gaining leadership the node establishes it: a Barrier so its FSM holds
+// all that earlier leaders committed, its HTTP address recorded in the log, and the
+// Config.CanLead check. Only then is it ready (LeaderReady) and runs the leader's work (the
+// 2PC engine) under a context that is canceled the moment leadership is lost. The loop waits
+// for that work to stop before it reacts to the next change, so the work never runs twice at
+// once and a deposed node's work has stopped before anything else happens.
+//
+// # When establishment fails
+//
+// A node never stays a Raft leader that serves nothing. A failure after winning an election
+// (the barrier, recording the address, or the leader's work returning while this node still
+// leads) makes the node not ready and retry establishment after a capped exponential
+// backoff with jitter (about 200 ms doubling to 5 s, each delay drawn from its upper half).
+// After every third consecutive failure it hands leadership to the most up-to-date voter
+// (raft.LeadershipTransfer), as Nomad does. A CanLead refusal does not retry: the node stops
+// its work and transfers at once. When a transfer fails (no other voter, a transfer already
+// in progress, or a timeout) the node stays leader, not ready, and goes on retrying (CanLead
+// included) with the backoff, capped; it stops at once when leadership is lost or the Run
+// context ends. A failure after the work had run for longer than the cap starts the count
+// afresh. Readiness is false throughout, and it belongs to one term: a node that lost and
+// regained leadership is not ready until it has established the new term.
 package cluster
 
 import (
@@ -64,6 +83,18 @@ type Config struct {
 	// BatchApplyCh, the largest batch one fsync covers.
 	MaxAppendEntries int
 
+	// CanLead, when set, is asked whether this node may lead. It is called during
+	// establishment (after the barrier and the address, before the node is ready) and every
+	// CanLeadInterval while it leads, always from the leader loop, never concurrently with
+	// itself; it must return quickly and must not call back into the Node. A nil error means
+	// "may lead". An error makes the node log it (warn, with the reason), become not ready,
+	// cancel the leader's work and wait for it to return, and step down with a leadership
+	// transfer; if the transfer fails the node keeps checking, retrying the transfer while
+	// CanLead refuses. nil: the node may always lead.
+	CanLead func() error
+	// CanLeadInterval [1s] is how often CanLead is asked while this node leads.
+	CanLeadInterval time.Duration
+
 	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
 	Transport raft.Transport
 	// InMemory keeps the log, stable store and snapshots in memory (tests only: not durable).
@@ -107,6 +138,7 @@ func (c *Config) defaults() error {
 	def(&c.ElectionTimeout, time.Second)
 	def(&c.LeaderLeaseTimeout, 500*time.Millisecond)
 	def(&c.CommitTimeout, 5*time.Millisecond)
+	def(&c.CanLeadInterval, time.Second)
 	// Raft checks the threshold only this often; at 1,500 transactions/s a 30 s check let the
 	// log run to ten times the threshold between snapshots.
 	def(&c.SnapshotInterval, 10*time.Second)
@@ -157,12 +189,16 @@ type Node struct {
 	closers []func() error
 	snaps   raft.SnapshotStore
 
-	mu     sync.Mutex
-	ready  bool // leader established: barrier done and engine running
-	leadWG sync.WaitGroup
-	stop   chan struct{}
-	done   chan struct{}
-	runs   atomic.Bool
+	mu        sync.Mutex
+	ready     bool   // leader established: barrier done and engine running
+	readyTerm uint64 // the term ready was established in
+	leadWG    sync.WaitGroup
+	stop      chan struct{}
+	done      chan struct{}
+	runs      atomic.Bool
+
+	steps  leaderSteps  // the establishment steps; tests inject faults here
+	policy leaderPolicy // retry and backoff of a failed establishment
 
 	probe        func(ctx context.Context, raftAddr string, timeout time.Duration) (PeerInfo, error)
 	peerMon      peerMonitor
@@ -187,6 +223,8 @@ func Open(cfg Config) (*Node, error) {
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p
 	}
+	n.steps = n.defaultSteps()
+	n.policy = defaultPolicy
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -345,93 +383,6 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 	}
 	res, _ := f.Response().(fsm.Result)
 	return res, nil
-}
-
-// Run watches leadership until ctx ends or Close is called. While this node leads it calls
-// lead with a context that ends when leadership is lost, after a Barrier and after its HTTP
-// address is in the log; Run waits for lead to return before handling the next change.
-func (n *Node) Run(ctx context.Context, lead func(ctx context.Context)) {
-	if !n.runs.CompareAndSwap(false, true) {
-		panic("cluster: Node.Run called twice")
-	}
-	defer close(n.done)
-	var cancel context.CancelFunc = func() {}
-	stopLeading := func() {
-		cancel()
-		n.leadWG.Wait()
-		n.setReady(false)
-	}
-	defer stopLeading()
-	isLeader := false
-	handle := func(leader bool) {
-		if leader == isLeader {
-			return
-		}
-		isLeader = leader
-		if !leader {
-			n.lg.Info("lost leadership: stopping leader work", "term", n.Raft.CurrentTerm())
-			stopLeading()
-			return
-		}
-		var lctx context.Context
-		lctx, cancel = context.WithCancel(ctx)
-		n.leadWG.Add(1)
-		go func() {
-			defer n.leadWG.Done()
-			n.establish(lctx, lead)
-		}()
-	}
-	// Leadership may have been gained before Run started listening.
-	handle(n.Raft.State() == raft.Leader)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-n.stop:
-			return
-		case leader := <-n.notify:
-			handle(leader)
-		}
-	}
-}
-
-func (n *Node) establish(ctx context.Context, lead func(context.Context)) {
-	start := time.Now()
-	for ctx.Err() == nil {
-		if err := n.Raft.Barrier(10 * time.Second).Error(); err != nil {
-			n.lg.Warn("barrier failed after gaining leadership", "error", err)
-			if n.Raft.State() != raft.Leader {
-				return
-			}
-			continue
-		}
-		break
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	if n.cfg.HTTPAdvertise != "" && n.FSM.Members()[n.cfg.NodeID] != n.cfg.HTTPAdvertise {
-		if _, err := n.Apply(ctx, &fsm.SetMember{NodeID: n.cfg.NodeID, HTTPAddr: n.cfg.HTTPAdvertise}); err != nil {
-			n.lg.Warn("recording HTTP address failed", "error", err)
-			return
-		}
-	}
-	n.lg.Info("leadership established", "term", n.Raft.CurrentTerm(), "index", n.Raft.AppliedIndex(), "took", time.Since(start))
-	n.setReady(true)
-	lead(ctx)
-}
-
-func (n *Node) setReady(v bool) {
-	n.mu.Lock()
-	n.ready = v
-	n.mu.Unlock()
-}
-
-// LeaderReady reports whether this node leads and has finished establishing leadership.
-func (n *Node) LeaderReady() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ready && n.Raft.State() == raft.Leader
 }
 
 // Leader returns the current leader's id and HTTP address as known here; empty when no
