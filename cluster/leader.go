@@ -145,7 +145,11 @@ func (n *Node) leadTerm(ctx context.Context, lead func(context.Context)) {
 				return
 			}
 		}
-		t := time.NewTimer(n.policy.backoff(failures))
+		wait := n.policy.backoff(failures)
+		if refused {
+			wait = min(wait, n.cfg.CanLeadInterval) // keep checking at the configured pace
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -22,7 +22,7 @@
 // (raft.LeadershipTransfer), as Nomad does. A CanLead refusal does not retry: the node stops
 // its work and transfers at once. When a transfer fails (no other voter, a transfer already
 // in progress, or a timeout) the node stays leader, not ready, and goes on retrying (CanLead
-// included) with the backoff, capped; it stops at once when leadership is lost or the Run
+// included) with the backoff, capped (at CanLeadInterval while CanLead refuses); it stops at once when leadership is lost or the Run
 // context ends. A failure after the work had run for longer than the cap starts the count
 // afresh. Readiness is false throughout, and it belongs to one term: a node that lost and
 // regained leadership is not ready until it has established the new term.
@@ -86,7 +86,9 @@ type Config struct {
 	// CanLead, when set, is asked whether this node may lead. It is called during
 	// establishment (after the barrier and the address, before the node is ready) and every
 	// CanLeadInterval while it leads, always from the leader loop, never concurrently with
-	// itself; it must return quickly and must not call back into the Node. A nil error means
+	// itself. It must return quickly; it may read the Node (Node.CheckClock is the intended
+	// guard, set as a closure once Open has returned) but must not wait on the leader loop
+	// (Run, Close, TransferLeadership) or on Raft writes. A nil error means
 	// "may lead". An error makes the node log it (warn, with the reason), become not ready,
 	// cancel the leader's work and wait for it to return, and step down with a leadership
 	// transfer; if the transfer fails the node keeps checking, retrying the transfer while
