@@ -222,6 +222,18 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{}),
 		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{})}
 	n.FSM.OnHalt(n.onHalt)
+	// A node whose clock is off the cluster's must not lead (its clock fixes deadlines and
+	// retention cut-offs); the operator's own check, if any, comes after.
+	user := cfg.CanLead
+	n.cfg.CanLead = func() error {
+		if err := n.clockGuard(); err != nil {
+			return err
+		}
+		if user != nil {
+			return user()
+		}
+		return nil
+	}
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p
 	}
@@ -284,6 +296,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	trans := cfg.Transport
+	var disc *Discovery // answers probes as "starting" until attached once Raft runs
 	if trans == nil {
 		// The transport serve uses (discovery shares the Raft port), so that every node,
 		// also one a test starts, answers its peers' probes.
@@ -292,7 +305,7 @@ func Open(cfg Config) (*Node, error) {
 			n.closeStores()
 			return nil, err
 		}
-		NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger}).Attach(n)
+		disc = NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger})
 		n.closers = append([]func() error{tr.Close}, n.closers...)
 		trans = tr
 	}
@@ -333,6 +346,9 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
 	n.Raft = r
+	if disc != nil {
+		disc.Attach(n)
+	}
 	if !existing && len(cfg.Peers) > 0 {
 		conf := raft.Configuration{}
 		for _, p := range cfg.Peers {

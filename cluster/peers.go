@@ -227,6 +227,38 @@ func (n *Node) CheckClock() error {
 	return nil
 }
 
+// clockGuard is CheckClock for the leader loop (Config.CanLead). A node that has no fresh
+// clock reading of any peer yet (a cluster that has just started) probes them first, once,
+// bounded by ProbeInterval, so that it cannot take leadership before its clock was checked.
+func (n *Node) clockGuard() error {
+	if n.cfg.MaxClockOffset <= 0 || n.probe == nil {
+		return nil
+	}
+	fresh := false
+	for _, p := range n.Peers() {
+		fresh = fresh || p.ClockKnown
+	}
+	if !fresh {
+		if f := n.Raft.GetConfiguration(); f.Error() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ProbeInterval)
+			var wg sync.WaitGroup
+			for _, s := range f.Configuration().Servers {
+				if string(s.ID) == n.cfg.NodeID {
+					continue
+				}
+				wg.Add(1)
+				go func(id, addr string) {
+					defer wg.Done()
+					n.probeOne(ctx, id, addr)
+				}(string(s.ID), string(s.Address))
+			}
+			wg.Wait()
+			cancel()
+		}
+	}
+	return n.CheckClock()
+}
+
 func absDur(d time.Duration) time.Duration {
 	if d < 0 {
 		return -d

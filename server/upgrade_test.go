@@ -162,12 +162,13 @@ func TestFeatureLevelWaitsForEveryServer(t *testing.T) {
 			t.Fatalf("%s enabled feature level %d while n3 runs an earlier build", c.Node(i).Node.ID(), lv)
 		}
 	}
-	err := ld.FeatureError(1, "payloads")
+	// n1 and n2 hear n3 as an old build (n3 itself reaches nobody while it pretends).
+	err := c.Node(0).Node.FeatureError(1, "payloads")
 	if !errors.Is(err, cluster.ErrFeatureUnavailable) || !strings.Contains(err.Error(), "n3") {
 		t.Fatalf("FeatureError while n3 is old: %v", err)
 	}
 	{
-		v := getView(t, c.Node(leader).URL())
+		v := getView(t, c.Node(0).URL())
 		for _, m := range v.Members {
 			if m.ID == "n3" && (m.Version != "" || m.FeatureLevel != 0) {
 				t.Fatalf("/v1/cluster shows the old n3 as %q level %d", m.Version, m.FeatureLevel)
@@ -242,5 +243,58 @@ func TestClockOffsetIsMeasured(t *testing.T) {
 		if m.ID == "n3" && (m.ClockOffset == nil || !near(*m.ClockOffset, skew)) {
 			t.Errorf("n1 sees n3's clock offset as %v ms, want about %v", m.ClockOffset, skew)
 		}
+	}
+}
+
+// TestSkewedNodeNeverLeads (issue 11): a node whose clock runs 2 h ahead of the others'
+// refuses leadership: handed leadership, it transfers it on before it is ever ready, so it
+// never stamps a deadline or a retention cut-off with its clock; the cluster keeps a ready
+// leader among the other two.
+func TestSkewedNodeNeverLeads(t *testing.T) {
+	var skewedReady atomic.Bool
+	c := servertest.Start(t, servertest.Options{Tune: func(i int, cfg *server.Config) {
+		cfg.Cluster.ProbeInterval = 50 * time.Millisecond
+		cfg.Cluster.CanLeadInterval = 50 * time.Millisecond
+		if i == 2 {
+			cfg.Cluster.Clock = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		}
+	}})
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { // n3 must never report ready as leader, from start to end
+		defer close(watched)
+		for {
+			if n := c.Node(2); n != nil && n.Node.LeaderReady() {
+				skewedReady.Store(true)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-watched }()
+	leader := c.WaitLeader(30 * time.Second)
+	for round := 0; round < 3; round++ {
+		if err := c.Node(leader).Node.TransferLeadership("n3"); err != nil {
+			t.Logf("transfer to n3: %v", err)
+		}
+		if err := c.Eventually(30*time.Second, func() error {
+			l := c.Leader()
+			if l < 0 || l == 2 {
+				return fmt.Errorf("no ready leader other than n3 (%d)", l)
+			}
+			leader = l
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if skewedReady.Load() {
+		t.Fatal("the node whose clock is 2 h ahead was a ready leader")
+	}
+	if err := c.Node(2).Node.CheckClock(); !errors.Is(err, cluster.ErrClockOffset) {
+		t.Fatalf("n3 CheckClock = %v", err)
 	}
 }
