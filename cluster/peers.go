@@ -92,6 +92,17 @@ func (n *Node) probeRound(ctx context.Context) {
 		return
 	}
 	servers := f.Configuration().Servers
+	n.probeAll(ctx, servers)
+	n.peerMon.forget(servers)
+	n.checkClock()
+	if n.LeaderReady() {
+		n.raiseFeatureLevel(ctx, servers)
+	}
+}
+
+// probeAll probes every server but this one, in parallel, and returns when all answered
+// or timed out.
+func (n *Node) probeAll(ctx context.Context, servers []raft.Server) {
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		if string(s.ID) == n.cfg.NodeID {
@@ -104,11 +115,6 @@ func (n *Node) probeRound(ctx context.Context) {
 		}(string(s.ID), string(s.Address))
 	}
 	wg.Wait()
-	n.peerMon.forget(servers)
-	n.checkClock()
-	if n.LeaderReady() {
-		n.raiseFeatureLevel(ctx, servers)
-	}
 }
 
 func (n *Node) probeOne(ctx context.Context, id, addr string) {
@@ -241,18 +247,7 @@ func (n *Node) clockGuard() error {
 	if !fresh {
 		if f := n.Raft.GetConfiguration(); f.Error() == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ProbeInterval)
-			var wg sync.WaitGroup
-			for _, s := range f.Configuration().Servers {
-				if string(s.ID) == n.cfg.NodeID {
-					continue
-				}
-				wg.Add(1)
-				go func(id, addr string) {
-					defer wg.Done()
-					n.probeOne(ctx, id, addr)
-				}(string(s.ID), string(s.Address))
-			}
-			wg.Wait()
+			n.probeAll(ctx, f.Configuration().Servers)
 			cancel()
 		}
 	}
