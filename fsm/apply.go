@@ -181,7 +181,7 @@ func (c *Prune) apply(f *FSM, _ uint64) (Result, []string) {
 	if c.FinishedBefore > 0 {
 		for id, t := range f.txns {
 			if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore {
-				delete(f.txns, id)
+				f.drop(t)
 				changed = append(changed, id)
 			}
 		}
@@ -282,6 +282,7 @@ func (f *FSM) halt(e *HaltError) error {
 }
 
 func (f *FSM) haltNotify(e *HaltError) {
+	f.notifyAll() // WaitApplied callers learn that nothing more will be applied
 	f.mu.Lock()
 	fn := f.onHalt
 	f.onHalt = nil // once

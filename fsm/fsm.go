@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -51,9 +52,11 @@ type keyEntry struct {
 
 // FSM implements raft.FSM. The zero value is not usable; call New.
 type FSM struct {
-	mu      sync.RWMutex
-	txns    map[string]*Txn
-	active  map[string]struct{} // ids of transactions not in a terminal status
+	mu   sync.RWMutex
+	txns map[string]*Txn
+	// active holds the ordered indexes over txns (index.go): every record, those of each
+	// status and those not in a terminal status.
+	active  *index
 	keys    map[string]keyEntry
 	members map[string]string // node id -> HTTP address
 	// endpoints is the participant table Define fills and Begin refers into; append-only.
@@ -73,17 +76,21 @@ type FSM struct {
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
+	// idxWaiters are WaitApplied calls; nIdxWaiters lets Apply skip wmu when there is none.
+	idxWaiters  map[chan struct{}]uint64
+	nIdxWaiters atomic.Int32
 }
 
 // New returns an empty FSM.
 func New() *FSM {
 	return &FSM{
 		txns:        map[string]*Txn{},
-		active:      map[string]struct{}{},
+		active:      newIndex(),
 		keys:        map[string]keyEntry{},
 		members:     map[string]string{},
 		endpointIdx: map[Participant]uint32{},
 		watchers:    map[string]map[chan struct{}]struct{}{},
+		idxWaiters:  map[chan struct{}]uint64{},
 	}
 }
 
@@ -106,6 +113,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		f.mu.Lock()
 		f.applied = max(f.applied, l.Index)
 		f.mu.Unlock()
+		f.notifyIndex(l.Index)
 		return Result{}
 	case err != nil:
 		var typ CommandType
@@ -147,16 +155,20 @@ func (f *FSM) ApplyCommand(index uint64, cmd Command) Result {
 	for _, id := range changed {
 		f.notify(id)
 	}
+	f.notifyIndex(index)
 	return res
 }
 
 func (f *FSM) put(t *Txn) {
+	old := f.txns[t.ID]
 	f.txns[t.ID] = t
-	if t.Status.Terminal() {
-		delete(f.active, t.ID)
-	} else {
-		f.active[t.ID] = struct{}{}
-	}
+	f.active.replace(old, t)
+}
+
+// drop removes a record (Prune).
+func (f *FSM) drop(t *Txn) {
+	delete(f.txns, t.ID)
+	f.active.remove(t)
 }
 
 // applyPhaseTwoReports records phase-two reports on a transaction in committing or
@@ -221,22 +233,23 @@ func (f *FSM) ByKey(key string) (*Txn, bool) {
 	return t, ok
 }
 
-// Active returns every transaction not in a terminal status, ordered by id (UUIDv7 ids
-// sort by creation time). A new leader resumes each of them.
+// Active returns every transaction not in a terminal status, oldest first (by CreatedAt,
+// then id). A new leader resumes each of them.
 func (f *FSM) Active() []*Txn {
 	f.mu.RLock()
-	out := make([]*Txn, 0, len(f.active))
-	for id := range f.active {
-		out = append(out, f.txns[id])
-	}
-	f.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	defer f.mu.RUnlock()
+	out := make([]*Txn, 0, f.active.active.Len())
+	f.active.active.Ascend(func(t *Txn) bool {
+		out = append(out, t)
+		return true
+	})
 	return out
 }
 
-// List returns up to limit transactions with ids greater than after, ordered by id; with a
-// non-zero status only those in it. next is the id to pass as after for the following page,
-// "" on the last page.
+// List returns up to limit transactions (<= 0: all) with ids greater than after, ordered
+// by id; with a non-zero status only those in it. next is the id to pass as after for the
+// following page, "" on the last page. It sorts every id under the read lock: tests and
+// tools only. The API pages with Query (an index, filters, newest first, short lock holds).
 func (f *FSM) List(status Status, after string, limit int) (txns []*Txn, next string) {
 	f.mu.RLock()
 	ids := make([]string, 0, len(f.txns))
@@ -263,8 +276,10 @@ func (f *FSM) Counts() map[Status]int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := map[Status]int{}
-	for _, t := range f.txns {
-		out[t.Status]++
+	for s, tr := range f.active.byStatus {
+		if n := tr.Len(); n > 0 {
+			out[Status(s)] = n
+		}
 	}
 	return out
 }
@@ -336,6 +351,56 @@ func (f *FSM) WaitFor(ctx context.Context, id string, cond func(*Txn) bool) (*Tx
 	}
 }
 
+// WaitApplied blocks until AppliedIndex is at least index and returns nil, or returns
+// ctx.Err() when ctx ends first (or an error wrapping the halt when the FSM halted, since
+// nothing is applied after that).
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	if f.AppliedIndex() >= index {
+		return nil
+	}
+	ch := make(chan struct{}, 1)
+	f.wmu.Lock()
+	f.idxWaiters[ch] = index
+	f.wmu.Unlock()
+	f.nIdxWaiters.Add(1)
+	defer func() {
+		f.nIdxWaiters.Add(-1)
+		f.wmu.Lock()
+		delete(f.idxWaiters, ch)
+		f.wmu.Unlock()
+	}()
+	for {
+		if f.AppliedIndex() >= index {
+			return nil
+		}
+		if err := f.Halted(); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// notifyIndex wakes the WaitApplied calls waiting for index or an earlier one.
+func (f *FSM) notifyIndex(index uint64) {
+	if f.nIdxWaiters.Load() == 0 {
+		return
+	}
+	f.wmu.Lock()
+	for ch, want := range f.idxWaiters {
+		if want <= index {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	f.wmu.Unlock()
+}
+
 func (f *FSM) notify(id string) {
 	f.wmu.Lock()
 	for ch := range f.watchers[id] {
@@ -349,6 +414,12 @@ func (f *FSM) notify(id string) {
 
 func (f *FSM) notifyAll() {
 	f.wmu.Lock()
+	for ch := range f.idxWaiters {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 	for _, set := range f.watchers {
 		for ch := range set {
 			select {

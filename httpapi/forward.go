@@ -170,7 +170,7 @@ func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key s
 }
 
 func copyResponse(c echo.Context, r *fwdResponse) error {
-	for _, h := range []string{"Content-Type", "Retry-After"} {
+	for _, h := range []string{"Content-Type", "Retry-After", HeaderConsistency, HeaderServedBy, HeaderAppliedIndex} {
 		if v := r.header.Get(h); v != "" {
 			c.Response().Header().Set(h, v)
 		}
@@ -186,4 +186,38 @@ func baseURL(addr string) string {
 		return strings.TrimSuffix(addr, "/")
 	}
 	return "http://" + addr
+}
+
+// get passes a read to url as a forwarded request (the leader never forwards it again).
+func (f *forwarder) get(ctx context.Context, url string) (*fwdResponse, error) {
+	return f.getWith(ctx, url, true)
+}
+
+// getPlain is get without the forwarded mark: node-to-node requests on routes that are
+// open when no cluster token is configured (the read index).
+func (f *forwarder) getPlain(ctx context.Context, url string) (*fwdResponse, error) {
+	return f.getWith(ctx, url, false)
+}
+
+func (f *forwarder) getWith(ctx context.Context, url string, forwarded bool) (*fwdResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.scheme(url), nil)
+	if err != nil {
+		return nil, err
+	}
+	if forwarded {
+		req.Header.Set(forwardedHeader, f.self)
+	}
+	if f.authorize != nil {
+		f.authorize(ctx, req.Header)
+	}
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	return &fwdResponse{StatusCode: resp.StatusCode, header: resp.Header, body: b}, nil
 }

@@ -128,13 +128,8 @@ func (s *Server) listStuck(c echo.Context) error {
 	}
 	cutoff := time.Now().Add(-older).UnixMilli()
 	out := StuckList{Transactions: []TransactionView{}}
-	for _, st := range []fsm.Status{fsm.StatusFailed, fsm.StatusPreparing, fsm.StatusCommitting, fsm.StatusRollingBack} {
-		txns, _ := s.state.List(st, "", 0)
-		for _, t := range txns {
-			if st == fsm.StatusFailed || t.CreatedAt <= cutoff {
-				out.Transactions = append(out.Transactions, viewOf(t))
-			}
-		}
+	for _, t := range s.state.Stuck(cutoff, 0) {
+		out.Transactions = append(out.Transactions, viewOf(t))
 	}
 	return c.JSON(http.StatusOK, out)
 }

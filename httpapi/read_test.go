@@ -120,7 +120,7 @@ func TestListTransactions_PagingReturnsEveryIDOnceInOrder(t *testing.T) {
 	var got []string
 	after, pages := "", 0
 	for {
-		l := listPage(t, e, "?limit=100&after="+after)
+		l := listPage(t, e, "?order=asc&limit=100&after="+after)
 		pages++
 		for _, v := range l.Transactions {
 			got = append(got, v.TransactionID)
@@ -137,9 +137,13 @@ func TestListTransactions_PagingReturnsEveryIDOnceInOrder(t *testing.T) {
 		t.Errorf("%d pages, %d ids; want 3 pages with every id once in order", pages, len(got))
 	}
 
-	// The default limit is 100.
-	if l := listPage(t, e, ""); len(l.Transactions) != 100 || l.Next != ids[99] {
-		t.Errorf("default page: %d txns, next %q", len(l.Transactions), l.Next)
+	// The default is newest first, 100 per page.
+	l := listPage(t, e, "")
+	if len(l.Transactions) != 100 || l.Transactions[0].TransactionID != ids[n-1] || l.Transactions[99].TransactionID != ids[n-100] {
+		t.Errorf("default page: %d txns, first %s", len(l.Transactions), l.Transactions[0].TransactionID)
+	}
+	if l2 := listPage(t, e, "?after="+l.Next); len(l2.Transactions) != 100 || l2.Transactions[0].TransactionID != ids[n-101] {
+		t.Errorf("second default page: %d txns", len(l2.Transactions))
 	}
 }
 
@@ -153,7 +157,7 @@ func TestListTransactions_StatusFilter(t *testing.T) {
 			e.complete(r.Txn)
 		}
 	}
-	l := listPage(t, e, "?status=committed&limit=3")
+	l := listPage(t, e, "?status=committed&limit=3&order=asc")
 	var got []string
 	for _, v := range l.Transactions {
 		if v.Status != "committed" {
@@ -161,10 +165,10 @@ func TestListTransactions_StatusFilter(t *testing.T) {
 		}
 		got = append(got, v.TransactionID)
 	}
-	if strings.Join(got, ",") != "txn-00,txn-02,txn-04" || l.Next != "txn-04" {
+	if strings.Join(got, ",") != "txn-00,txn-02,txn-04" || l.Next == "" {
 		t.Errorf("page = %v next %q", got, l.Next)
 	}
-	l = listPage(t, e, "?status=committed&limit=3&after=txn-04")
+	l = listPage(t, e, "?status=committed&limit=3&order=asc&after="+l.Next)
 	if len(l.Transactions) != 2 || l.Next != "" {
 		t.Errorf("second page = %d txns, next %q", len(l.Transactions), l.Next)
 	}
@@ -180,7 +184,8 @@ func TestListTransactions_StatusFilter(t *testing.T) {
 
 func TestListTransactions_BadQueryIs400(t *testing.T) {
 	e := newEnv(t, Config{})
-	for _, q := range []string{"status=done", "status=COMMITTED", "limit=0", "limit=-1", "limit=1001", "limit=x", "limit=1.5", "limit=99999999999999999999"} {
+	for _, q := range []string{"status=done", "status=COMMITTED", "limit=0", "limit=-1", "limit=1001", "limit=x", "limit=1.5", "limit=99999999999999999999",
+		"order=up", "after=txn-04", "after=x_", "createdFrom=yesterday", "createdTo=0", "createdFrom=2000&createdTo=1000", "consistency=strong", "nope=1", "limit=1&limit=2"} {
 		t.Run(q, func(t *testing.T) {
 			checkRec(t, e.do(http.MethodGet, "/v1/transactions?"+q, nil), http.StatusBadRequest, codeBadRequest)
 		})

@@ -1,8 +1,9 @@
 // Package httpapi is txcoord's HTTP API, served by every node with echo:
 //
 //	POST /v1/transactions        run a transaction (forwarded to the leader by followers)
-//	GET  /v1/transactions/{id}   one transaction, from this node's FSM
-//	GET  /v1/transactions        a page of transactions (?status=&limit=&after=)
+//	GET  /v1/transactions/{id}   one transaction (?consistency=default|stale|linearizable)
+//	GET  /v1/transactions        a page of transactions (filters, order, cursor: list.go)
+//	GET  /v1/cluster/read-index  the leader's quorum-confirmed commit index (reads.go)
 //	GET  /v1/cluster             this node's view of the cluster
 //	GET  /healthz, /readyz       liveness and readiness
 //
@@ -43,8 +44,14 @@ type Node interface {
 // State is the read side of the FSM (*fsm.FSM implements it).
 type State interface {
 	Get(id string) (*fsm.Txn, bool)
-	List(status fsm.Status, after string, limit int) ([]*fsm.Txn, string)
+	// Query returns a page of transactions and the next page's cursor (fsm.FSM.Query).
+	Query(q fsm.ListQuery) ([]*fsm.Txn, *fsm.Cursor)
+	// Stuck returns failed transactions and those unfinished since cutoff (unix ms).
+	Stuck(cutoff int64, limit int) []*fsm.Txn
 	WaitFor(ctx context.Context, id string, cond func(*fsm.Txn) bool) (*fsm.Txn, error)
+	// AppliedIndex is the Raft index of the last applied entry; WaitApplied waits for one.
+	AppliedIndex() uint64
+	WaitApplied(ctx context.Context, index uint64) error
 }
 
 // Config tunes the API. Zero values take the defaults in brackets.
@@ -77,6 +84,11 @@ type Config struct {
 	// ForwardTLS, when set, makes forwarding to the leader use HTTPS verified with it
 	// (tlsutil.Client with the cluster CA).
 	ForwardTLS *tls.Config
+	// ReadForwardWait bounds how long a read that must be served by the leader (the
+	// default level on a follower for a record not final there, linearizable, or stale on
+	// a node that has not caught up) keeps trying to reach one before it answers 503
+	// no_leader with Retry-After [2 s].
+	ReadForwardWait time.Duration
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers
 	// (slowloris) [10 s].
 	ReadHeaderTimeout time.Duration
@@ -105,6 +117,9 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.ReadForwardWait <= 0 {
+		c.ReadForwardWait = 2 * time.Second
+	}
 	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
 	}
@@ -119,6 +134,7 @@ type Server struct {
 	lg    hclog.Logger
 	fwd   *forwarder
 	echo  *echo.Echo
+	catch catchUp
 }
 
 // New builds the API for one node.
@@ -140,6 +156,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)
 	e.GET("/v1/cluster", s.getCluster)
+	e.GET(readIndexPath, s.getReadIndex)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	s.echo = e
@@ -261,10 +278,28 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "nodeId": s.node.ID()})
 }
 
+// readyz answers 200 when this node can serve current reads: a leader that has
+// established leadership, or a follower that has applied the commit index the leader
+// confirmed (with a quorum) when this request asked it. Raft's own commit index is not
+// enough: after a restart a follower does not learn it until the leader's first
+// AppendEntries that carries entries, and heartbeats carry none.
 func (s *Server) readyz(c echo.Context) error {
 	st := s.node.Status()
 	body := map[string]any{"ready": st.Ready, "nodeId": st.NodeID, "role": st.Role, "leaderId": st.LeaderID, "commitIndex": st.CommitIndex, "appliedIndex": st.AppliedIndex}
-	if !st.Ready {
+	ready := st.Ready
+	if ready && !s.node.LeaderReady() {
+		idx, err := s.checkCaughtUp(c.Request().Context(), 500*time.Millisecond)
+		if idx > 0 {
+			body["leaderCommitIndex"] = idx
+		}
+		body["appliedIndex"] = s.state.AppliedIndex()
+		if err != nil {
+			ready = false
+			body["reason"] = err.Error()
+		}
+	}
+	body["ready"] = ready
+	if !ready {
 		c.Response().Header().Set("Retry-After", "1")
 		return c.JSON(http.StatusServiceUnavailable, body)
 	}

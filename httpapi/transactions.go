@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -161,39 +160,4 @@ func (s *Server) answerIndeterminate(c echo.Context, id, key string, timeout tim
 	}
 	return writeError(c, &apiError{Code: codeIndeterminate, TransactionID: id, retryAfter: "1",
 		Detail: fmt.Sprintf("%v; %s", cause, strings.Join(how, "; "))})
-}
-
-func (s *Server) getTransaction(c echo.Context) error {
-	t, ok := s.state.Get(c.Param("id"))
-	if !ok {
-		return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q on node %s", c.Param("id"), s.node.ID())})
-	}
-	return c.JSON(http.StatusOK, viewOf(t))
-}
-
-// listTransactions serves GET /v1/transactions?status=&limit=&after=: limit defaults to
-// 100 and may be at most 1000; after is the "next" cursor of the previous page.
-func (s *Server) listTransactions(c echo.Context) error {
-	var status fsm.Status
-	if v := c.QueryParam("status"); v != "" {
-		st, err := fsm.ParseStatus(v)
-		if err != nil {
-			return writeError(c, badRequest(err.Error()))
-		}
-		status = st
-	}
-	limit := 100
-	if v := c.QueryParam("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return writeError(c, badRequest(`"limit" must be an integer from 1 to 1000`))
-		}
-		limit = n
-	}
-	txns, next := s.state.List(status, c.QueryParam("after"), limit)
-	out := TransactionList{Transactions: make([]TransactionView, len(txns)), Next: next}
-	for i, t := range txns {
-		out.Transactions[i] = viewOf(t)
-	}
-	return c.JSON(http.StatusOK, out)
 }

@@ -41,13 +41,17 @@ type TransactionView struct {
 	Index          uint64            `json:"index"` // Raft index of the last change
 	Participants   []ParticipantView `json:"participants"`
 	Errors         []string          `json:"errors"`
+	// Read says how a GET was served (level, node, applied index); absent elsewhere.
+	Read *ReadInfo `json:"read,omitempty"`
 }
 
 // TransactionList is GET /v1/transactions: a page and the cursor of the next one ("" on
-// the last page).
+// the last page; a page may be short, even empty, with "next" set when a participant
+// filter examined its bound of records).
 type TransactionList struct {
 	Transactions []TransactionView `json:"transactions"`
 	Next         string            `json:"next"`
+	Read         *ReadInfo         `json:"read,omitempty"`
 }
 
 func msTime(ms int64) string {

@@ -117,6 +117,7 @@ func Start(cfg Config) (*Server, error) {
 			eng.Lead(participant.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
 		})
 	}()
+	go api.RunCatchUp(ctx) // stale reads wait until this node applied the leader's commit index
 	go func() {
 		// A node whose FSM halted has stopped its Raft side; the API goes with it.
 		select {

@@ -183,8 +183,9 @@ func (c *Cluster) Eventually(within time.Duration, f func() error) error {
 	}
 }
 
-// WaitLeader waits until one running node leads and every running node is ready, and
-// returns the leader's index.
+// WaitLeader waits until one running node leads and every running node is ready (and has
+// caught up with the leader's confirmed commit index since it started), and returns the
+// leader's index.
 func (c *Cluster) WaitLeader(within time.Duration) int {
 	c.t.Helper()
 	leader := -1
@@ -195,7 +196,7 @@ func (c *Cluster) WaitLeader(within time.Duration) int {
 			if n == nil {
 				continue
 			}
-			if !n.Node.Ready() {
+			if !n.Node.Ready() || !n.API.CaughtUp() {
 				return fmt.Errorf("%s not ready", n.Node.ID())
 			}
 			if n.Node.LeaderReady() {
