@@ -55,3 +55,8 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	}
 	return idx, nil
 }
+
+// AppliedIndex returns Raft's applied index: the last entry this node has applied,
+// counting the entries the FSM never sees (a new leader's no-op, barriers, configuration
+// changes), so it reaches the commit index where the FSM's own AppliedIndex may stop short.
+func (n *Node) AppliedIndex() uint64 { return n.Raft.AppliedIndex() }

@@ -248,7 +248,6 @@ var clusterRoutes = map[string]bool{
 	"/v1/cluster/join":                true,
 	"/v1/cluster/remove":              true,
 	"/v1/cluster/transfer-leadership": true,
-	readIndexPath:                     true, // open when no cluster token is set (classify)
 }
 
 // openRoutes need no credential. Every other route, including ones added later and
@@ -269,8 +268,9 @@ func (s *Server) classify(c echo.Context) routeClass {
 	case p == "/metrics" && s.cfg.Auth != nil && s.cfg.Auth.OpenMetrics:
 		return classOpen
 	case p == readIndexPath && (s.cfg.Auth == nil || s.cfg.Auth.Cluster.Len() == 0):
-		// Node to node: the cluster token when there is one; else open, like /readyz,
-		// which shows the same index.
+		// Node to node, and nothing /readyz does not show: open when there is no cluster
+		// token (nodes would have no credential to send); else like any client route, so
+		// nodes send the cluster token.
 		return classOpen
 	case clusterRoutes[p]:
 		return classCluster

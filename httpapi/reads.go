@@ -84,6 +84,40 @@ type ReadIndexAnswer struct {
 type progressNode interface {
 	Progress() cluster.Progress
 	ReadIndex(ctx context.Context) (uint64, error)
+	AppliedIndex() uint64
+}
+
+// appliedIndex is this node's applied Raft index: Raft's own (which counts the no-op and
+// barrier entries the FSM never sees) when the node reports it, else the FSM's.
+func (s *Server) appliedIndex() uint64 {
+	if pn, ok := s.node.(progressNode); ok {
+		return pn.AppliedIndex()
+	}
+	return s.state.AppliedIndex()
+}
+
+// waitApplied waits until this node has applied index. Raft's applied index has no
+// notification, so it is polled every millisecond (rqlite's WaitForAppliedIndex polls the
+// same way); ctx bounds the wait.
+func (s *Server) waitApplied(ctx context.Context, index uint64) error {
+	if _, ok := s.node.(progressNode); !ok {
+		return s.state.WaitApplied(ctx, index)
+	}
+	if s.appliedIndex() >= index {
+		return nil
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if s.appliedIndex() >= index {
+			return nil
+		}
+	}
 }
 
 func parseLevel(c echo.Context) (string, *apiError) {
@@ -128,7 +162,7 @@ func (s *Server) progress() cluster.Progress {
 // readInfo describes a read this node serves at level.
 func (s *Server) readInfo(level string) *ReadInfo {
 	p := s.progress()
-	ri := &ReadInfo{Consistency: level, NodeID: s.node.ID(), Role: "follower", AppliedIndex: s.state.AppliedIndex()}
+	ri := &ReadInfo{Consistency: level, NodeID: s.node.ID(), Role: "follower", AppliedIndex: s.appliedIndex()}
 	if p.Leader {
 		ri.Role = "leader"
 		return ri
@@ -181,7 +215,7 @@ func (s *Server) plan(ctx context.Context, level string) (readPlan, *apiError) {
 		if err != nil {
 			return planForward, nil // leadership just moved: the new leader answers
 		}
-		if err := s.state.WaitApplied(rctx, idx); err != nil {
+		if err := s.waitApplied(rctx, idx); err != nil {
 			return 0, &apiError{Code: codeUnavailable, retryAfter: "1", Detail: "applying the read index: " + err.Error()}
 		}
 		return planLocal, nil
@@ -318,7 +352,7 @@ func (s *Server) CaughtUp() bool { return s.caughtUp() }
 func (s *Server) checkCaughtUp(ctx context.Context, wait time.Duration) (uint64, error) {
 	if s.node.LeaderReady() {
 		s.catch.done.Store(true)
-		return s.state.AppliedIndex(), nil
+		return s.appliedIndex(), nil
 	}
 	idx, err := s.leaderReadIndex(ctx)
 	if err != nil {
@@ -332,8 +366,8 @@ func (s *Server) checkCaughtUp(ctx context.Context, wait time.Duration) (uint64,
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := s.state.WaitApplied(wctx, idx); err != nil {
-		return idx, fmt.Errorf("applied index %d is behind the leader's commit index %d", s.state.AppliedIndex(), idx)
+	if err := s.waitApplied(wctx, idx); err != nil {
+		return idx, fmt.Errorf("applied index %d is behind the leader's commit index %d", s.appliedIndex(), idx)
 	}
 	s.catch.done.Store(true)
 	return idx, nil

@@ -292,7 +292,7 @@ func (s *Server) readyz(c echo.Context) error {
 		if idx > 0 {
 			body["leaderCommitIndex"] = idx
 		}
-		body["appliedIndex"] = s.state.AppliedIndex()
+		body["appliedIndex"] = s.appliedIndex()
 		if err != nil {
 			ready = false
 			body["reason"] = err.Error()

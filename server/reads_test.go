@@ -177,6 +177,7 @@ func TestRestartEveryNode_NoAcknowledgedTransactionIs404(t *testing.T) {
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		readySeen := map[int]bool{}
+		lastReady := map[int]string{}
 		for polls := 0; ; polls++ {
 			for i := 0; i < c.Len(); i++ {
 				base := c.Node(i).URL()
@@ -197,7 +198,9 @@ func TestRestartEveryNode_NoAcknowledgedTransactionIs404(t *testing.T) {
 				}
 				resp, err := readClient.Get(base + "/readyz")
 				if err == nil {
+					raw, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
+					lastReady[i] = string(raw)
 					if resp.StatusCode == http.StatusOK {
 						fsm := c.Node(i).Node.FSM
 						for _, id := range ids {
@@ -213,7 +216,7 @@ func TestRestartEveryNode_NoAcknowledgedTransactionIs404(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: nodes ready: %v", round, readySeen)
+				t.Fatalf("round %d: nodes ready: %v; last /readyz: %v", round, readySeen, lastReady)
 			}
 		}
 	}
