@@ -186,4 +186,3 @@ func TestReadyz_FollowerNeedsTheLeadersCommitIndex(t *testing.T) {
 		t.Errorf("caught up: %d %s", rec.Code, rec.Body)
 	}
 }
-

@@ -398,6 +398,13 @@ func TestBrowserOperationsPage(t *testing.T) {
 	b.do("opening a transaction", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#recent-body tr[data-key=%s] .txn-link`, js(ok.TransactionID)))))
 	b.wait("the detail dialog shows 3 participants", `document.getElementById("txn-dialog").open &&
 		document.querySelectorAll("#txn-body tbody tr").length === 3`)
+	checkDetail(t, b, "committed", "commit", "ACK", "")
+	b.do("closing the detail dialog", chromedp.Click(chromedp.ID("txn-close")))
+	b.wait("the detail dialog is closed", `!document.getElementById("txn-dialog").open`)
+	b.do("opening the rolled-back transaction", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#recent-body tr[data-key=%s] .txn-link`, js(nack.TransactionID)))))
+	b.wait("the detail dialog shows the rolled-back transaction", `document.getElementById("txn-dialog").open &&
+		document.querySelectorAll("#txn-body tbody tr").length === 3 && document.getElementById("txn-body").innerText.includes("abort")`)
+	checkDetail(t, b, "rolled_back", "abort", "NACK", "NACK")
 	b.do("closing the detail dialog", chromedp.Click(chromedp.ID("txn-close")))
 	b.wait("the detail dialog is closed", `!document.getElementById("txn-dialog").open`)
 
@@ -457,4 +464,58 @@ func TestBrowserOperationsPage(t *testing.T) {
 		t.Fatalf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}
 	t.Logf("screenshots in %s", b.dir)
+}
+
+// checkDetail asserts what the open detail dialog shows: the status badge, the decision,
+// every participant's vote (want among them), phase two acknowledged by each with its
+// attempts, the created, decided and finished times, and, when errWant is set, an error
+// line containing it; and nothing rendered as "[object ...]".
+func checkDetail(t *testing.T, b *browser, status, decision, vote, errWant string) {
+	t.Helper()
+	raw := b.eval(`JSON.stringify((() => {
+		const body = document.getElementById("txn-body");
+		const row = (k) => { const dt = body.querySelector('dt[data-row="' + k + '"]'); return dt ? dt.nextElementSibling.innerText : null; };
+		const badge = body.querySelector("dd .badge");
+		return {
+			text: body.innerText,
+			status: badge ? badge.dataset.status : "",
+			decision: row("Decision"), created: row("Created"), decided: row("Decided"), finished: row("Finished"),
+			rows: [...body.querySelectorAll("tbody tr")].map((tr) => [...tr.children].map((td) => td.innerText)),
+			errors: [...body.querySelectorAll(".txn-errors li")].map((li) => li.innerText),
+		};
+	})())`)
+	var d struct {
+		Text, Status, Decision, Created, Decided, Finished string
+		Rows                                               [][]string
+		Errors                                             []string
+	}
+	if err := json.Unmarshal([]byte(raw), &d); err != nil {
+		t.Fatalf("detail: %v: %s", err, raw)
+	}
+	if strings.Contains(d.Text, "[object") {
+		t.Errorf("the detail shows an unrendered object: %q", d.Text)
+	}
+	if d.Status != status || d.Decision != decision {
+		t.Errorf("detail status %q decision %q, want %q %q", d.Status, d.Decision, status, decision)
+	}
+	for name, v := range map[string]string{"Created": d.Created, "Decided": d.Decided, "Finished": d.Finished} {
+		if v == "" || v == "–" {
+			t.Errorf("detail %s = %q, want a time", name, v)
+		}
+	}
+	sawVote := false
+	for i, r := range d.Rows {
+		// Prepare, Commit, Rollback, Vote, Phase two, Attempts, Last error or reason.
+		if len(r) != 7 || !strings.HasPrefix(r[0], "http") || r[3] == "" || r[4] != "acknowledged" || r[5] == "" || r[5] == "0" {
+			t.Errorf("participant row %d = %q", i, r)
+			continue
+		}
+		sawVote = sawVote || r[3] == vote
+	}
+	if !sawVote {
+		t.Errorf("no participant with vote %s: %q", vote, d.Rows)
+	}
+	if errWant != "" && !strings.Contains(strings.Join(d.Errors, "\n"), errWant) {
+		t.Errorf("errors %q, want one with %q", d.Errors, errWant)
+	}
 }

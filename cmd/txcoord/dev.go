@@ -219,6 +219,7 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	body, _ := json.Marshal(map[string]any{"services": prepares, "timeout": 1000})
 	fmt.Fprintf(out, "\nTry it:\n  curl -s -X POST %s/v1/transactions -H 'Content-Type: application/json' -d '%s'\n", entry, body)
 	fmt.Fprintf(out, "  curl -s %s/v1/cluster\n", entry)
+	fmt.Fprintf(out, "\nOperations page: %s/ui/\n", entry)
 	fmt.Fprintf(out, "  %s submit --node %s %s\n", selfName(), entry, strings.Join(prepares, " "))
 	if fl.once {
 		return nil

@@ -1,18 +1,16 @@
 // txcoord operations page: reads this node's HTTP API and redraws every REFRESH_MS.
 //
-// Transactions: ids are UUIDv7, so the id order is the creation order and the newest are at
-// the end. The page walks GET /v1/transactions once to its end, then asks only for what
-// came after the newest id it has seen (?after=). Transactions in flight come from the
-// three in-progress status filters, stuck ones from GET /v1/stuck; any transaction the
-// page still shows as unfinished and that no list mentions any more is read again by id,
-// which is how "recent outcomes" learns how in-flight transactions ended.
+// Transactions: GET /v1/transactions lists newest first, so each refresh reads one page of
+// the newest (never the whole history). Transactions in flight come from the three
+// in-progress status filters, stuck ones from GET /v1/stuck; any transaction the page
+// still shows as unfinished and that no list mentions any more is read again by id, which
+// is how "recent outcomes" learns how in-flight transactions ended.
 "use strict";
 
 (() => {
   const REFRESH_MS = 1500;
   const REQUEST_TIMEOUT_MS = 8000;
-  const PAGE = 1000; // the API's largest page
-  const MAX_PAGES_PER_REFRESH = 50;
+  const PAGE = 100; // one page of history per request
   const RECENT_KEEP = 200; // transactions the page remembers
   const RECENT_SHOW = 25;
   const INFLIGHT_SHOW = 100;
@@ -26,7 +24,6 @@
 
   const $ = (id) => document.getElementById(id);
   const st = {
-    cursor: "", // the newest transaction id seen in id order
     recent: new Map(), // id -> TransactionView
     stuckAge: 30000,
     paused: false,
@@ -133,16 +130,10 @@
     if (!st.paused && !st.needToken && !document.hidden) st.timer = setTimeout(refresh, REFRESH_MS);
   }
 
-  // pullNew reads the transactions created since the newest one seen.
+  // pullNew reads the newest page of transactions (one request, at most PAGE of them).
   async function pullNew(fresh) {
-    for (let i = 0; i < MAX_PAGES_PER_REFRESH; i++) {
-      const after = st.cursor ? "&after=" + encodeURIComponent(st.cursor) : "";
-      const page = await request("v1/transactions?limit=" + PAGE + after);
-      const txns = page.transactions;
-      if (txns.length) st.cursor = txns[txns.length - 1].transactionId;
-      for (const t of txns.slice(-RECENT_KEEP)) fresh.set(t.transactionId, t);
-      if (!page.next) return;
-    }
+    const page = await request("v1/transactions?limit=" + PAGE);
+    for (const t of page.transactions.slice(0, RECENT_KEEP)) fresh.set(t.transactionId, t);
   }
 
   // settle reads again, by id, every remembered transaction that was unfinished and that no
@@ -177,7 +168,7 @@
       else if (k.startsWith("data-")) el.dataset[k.slice(5).replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = v;
       else el.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === undefined || c === null || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -444,8 +435,8 @@
         ["Idempotency key", t.idempotencyKey || "–"], ["Raft index of last change", String(t.index)],
         ["Operator note", t.note || "–"],
       ];
-      body.replaceChildren(
-        h("dl", { class: "detail-grid" }, rows.map(([k, v]) => [h("dt", null, k), h("dd", null, v)])),
+      body.replaceChildren(...[
+        h("dl", { class: "detail-grid" }, rows.map(([k, v]) => [h("dt", { "data-row": k }, k), h("dd", null, v)])),
         h("h3", null, "Participants"),
         h("div", { class: "table-wrap" }, h("table", { class: "data" },
           h("thead", null, h("tr", null, ["Prepare", "Commit", "Rollback", "Vote", "Phase two", "Attempts", "Last error or reason"].map((c) => h("th", { scope: "col" }, c)))),
@@ -455,8 +446,8 @@
             h("td", null, String(p.attempts)), h("td", null, p.lastError || p.reason || "–"),
           ))),
         )),
-        t.errors.length ? [h("h3", null, "Errors"), h("ul", null, t.errors.map((e) => h("li", null, e)))] : null,
-      );
+        t.errors.length ? [h("h3", null, "Errors"), h("ul", { class: "txn-errors" }, t.errors.map((e) => h("li", null, e)))] : null,
+      ].flat(Infinity).filter(Boolean));
     } catch (e) {
       body.replaceChildren(h("p", { class: "form-error", role: "alert" }, "Cannot read the transaction: " + e.message));
     }
