@@ -355,6 +355,15 @@ func (s *Server) checkCaughtUp(ctx context.Context, wait time.Duration) (uint64,
 		return s.appliedIndex(), nil
 	}
 	idx, err := s.leaderReadIndex(ctx)
+	if errors.Is(err, errNoReadIndex) {
+		// The leader runs a build from before read indexes (a rolling upgrade is under way):
+		// fall back to what those builds promised, this node's own view of the commit
+		// index, which may lag right after a restart (docs/reads.md).
+		if idx = s.node.Status().CommitIndex; idx == 0 {
+			return 0, errors.New("no commit index known yet")
+		}
+		err = nil
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -373,6 +382,9 @@ func (s *Server) checkCaughtUp(ctx context.Context, wait time.Duration) (uint64,
 	return idx, nil
 }
 
+// errNoReadIndex: the leader's build has no read-index route (it answers 404).
+var errNoReadIndex = errors.New("the leader runs a build without read indexes")
+
 // leaderReadIndex asks the leader (over its HTTP API, with the cluster token when one is
 // configured) for its read index.
 func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
@@ -388,6 +400,9 @@ func (s *Server) leaderReadIndex(ctx context.Context) (uint64, error) {
 	resp, err := s.fwd.getPlain(rctx, baseURL(addr)+readIndexPath)
 	if err != nil {
 		return 0, fmt.Errorf("asking leader %s for its commit index: %w", id, err)
+	}
+	if resp.StatusCode == http.StatusNotFound { // this build never answers 404 here: an earlier one
+		return 0, fmt.Errorf("%w: leader %s", errNoReadIndex, id)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("leader %s answered %d to the read-index request: %s", id, resp.StatusCode, resp.body)

@@ -186,3 +186,27 @@ func TestReadyz_FollowerNeedsTheLeadersCommitIndex(t *testing.T) {
 		t.Errorf("caught up: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestReadyz_LeaderOnAnEarlierBuild: during a rolling upgrade the leader may run a build
+// without the read-index route (it answers 404). A follower on this build then falls back
+// to its own view of the commit index, as those builds did, instead of never being ready
+// (seen in the rolling-upgrade test: an upgraded follower stayed unready behind an old leader).
+func TestReadyz_LeaderOnAnEarlierBuild(t *testing.T) {
+	old := httptest.NewServer(http.NotFoundHandler()) // no /v1/cluster/read-index
+	t.Cleanup(old.Close)
+	f := newEnv(t, Config{})
+	f.node.leaderReady = false
+	f.node.id = "follower"
+	f.node.leaders = []leader{{id: "L", addr: old.URL}}
+	f.node.setStatus(cluster.Status{NodeID: "follower", Role: "follower", LeaderID: "L", Ready: true, CommitIndex: 3, AppliedIndex: 3})
+	f.srv = New(Config{}, progressFake{f.node, func() uint64 { return 3 }, f.fsm.AppliedIndex}, f.fsm, f.sub)
+	if rec := f.do(http.MethodGet, "/readyz", nil); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("behind its own commit index 3: %d %s", rec.Code, rec.Body)
+	}
+	for i := 0; i < 3; i++ {
+		f.apply(&fsm.SetMember{NodeID: "n", HTTPAddr: "a"})
+	}
+	if rec := f.do(http.MethodGet, "/readyz", nil); rec.Code != http.StatusOK {
+		t.Fatalf("caught up with its own commit index behind an earlier-build leader: %d %s", rec.Code, rec.Body)
+	}
+}
