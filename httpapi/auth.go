@@ -36,12 +36,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/api"
 )
 
 // MinTokenLen is the shortest token accepted (bytes).
 const MinTokenLen = 16
 
-const codeUnauthorized = "unauthorized"
+const codeUnauthorized = api.CodeUnauthorized
 
 // TokenSet is a set of accepted bearer tokens that can be replaced at run time (Set,
 // Reload). The zero value (and nil) holds no token. Safe for concurrent use.

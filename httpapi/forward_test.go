@@ -209,7 +209,7 @@ func TestC06_RetriesWhenLeaderChanged(t *testing.T) {
 		t.Fatalf("answer %d %s", status, body)
 	}
 	bs, cs := b.spy.seen(), c.spy.seen()
-	if len(bs) != 1 || bs[0].status != http.StatusServiceUnavailable || !strings.Contains(string(bs[0].body), codeNoLeader) {
+	if len(bs) != 1 || bs[0].status != http.StatusServiceUnavailable || !strings.Contains(string(bs[0].body), string(codeNoLeader)) {
 		t.Errorf("B saw %+v; want one request answered no_leader", bs)
 	}
 	if len(cs) != 1 || cs[0].key != "client-key-2" || cs[0].by != "a" {

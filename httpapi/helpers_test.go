@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
@@ -221,7 +222,7 @@ func (e *env) post(body string, hdr ...string) *httptest.ResponseRecorder {
 
 // checkError asserts that a response is a JSON error with the given status and code, whose
 // keys are exactly error, detail and (when allowed) transactionId. It returns the body.
-func checkError(t *testing.T, status int, h http.Header, body []byte, wantStatus int, wantCode string) map[string]string {
+func checkError(t *testing.T, status int, h http.Header, body []byte, wantStatus int, wantCode api.Code) map[string]string {
 	t.Helper()
 	if status != wantStatus {
 		t.Errorf("status = %d, want %d (body %s)", status, wantStatus, body)
@@ -251,7 +252,7 @@ func checkError(t *testing.T, status int, h http.Header, body []byte, wantStatus
 	default:
 		t.Errorf("error body keys = %v, want error, detail [, transactionId]: %s", keys, body)
 	}
-	if out["error"] != wantCode {
+	if out["error"] != string(wantCode) {
 		t.Errorf("error = %q, want %q (body %s)", out["error"], wantCode, body)
 	}
 	if out["detail"] == "" {
@@ -260,7 +261,7 @@ func checkError(t *testing.T, status int, h http.Header, body []byte, wantStatus
 	return out
 }
 
-func checkRec(t *testing.T, rec *httptest.ResponseRecorder, wantStatus int, wantCode string) map[string]string {
+func checkRec(t *testing.T, rec *httptest.ResponseRecorder, wantStatus int, wantCode api.Code) map[string]string {
 	t.Helper()
 	return checkError(t, rec.Code, rec.Header(), rec.Body.Bytes(), wantStatus, wantCode)
 }

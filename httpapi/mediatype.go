@@ -10,9 +10,11 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/api"
 )
 
-const codeMediaType = "unsupported_media_type"
+const codeMediaType = api.CodeMediaType
 
 // jsonOnly refuses a POST whose Content-Type is not application/json with 415. Browsers
 // send cross-site form posts and no-cors fetches as text/plain, form or multipart bodies

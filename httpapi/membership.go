@@ -2,12 +2,11 @@ package httpapi
 
 import (
 	"bytes"
-	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/api"
 )
 
 // Membership is the cluster side of membership changes (*cluster.Node implements it).
@@ -25,13 +24,8 @@ type Membership interface {
 	TransferLeadership(to string) error
 }
 
-// MembershipRequest is the body of the membership routes; each uses the fields it needs.
-type MembershipRequest struct {
-	ID       string `json:"id,omitempty"`
-	RaftAddr string `json:"raftAddr,omitempty"`
-	HTTPAddr string `json:"httpAddr,omitempty"`
-	To       string `json:"to,omitempty"`
-}
+// MembershipRequest is the body of the membership routes (api.MembershipRequest).
+type MembershipRequest = api.MembershipRequest
 
 func (s *Server) membershipRoutes() {
 	m, ok := s.node.(Membership)
@@ -70,23 +64,13 @@ func (s *Server) membershipAction(name string, do func(MembershipRequest) error)
 		if !s.node.LeaderReady() {
 			return s.forwardOnce(c, "/v1/cluster/"+name, body)
 		}
-		err := do(req)
-		var ae *apiError
-		switch {
-		case err == nil:
-			return c.JSON(http.StatusOK, s.node.Status())
-		case errors.As(err, &ae):
+		if err := do(req); err != nil {
+			ae := errorOf(err, codeUnavailable)
+			if ae.Code == codeUnavailable {
+				ae.Detail = name + ": " + ae.Detail
+			}
 			return writeError(c, ae)
-		case errors.Is(err, cluster.ErrUnknownMember):
-			return writeError(c, &apiError{Code: codeNotFound, Detail: err.Error()})
-		case errors.Is(err, cluster.ErrInvalidMember):
-			return writeError(c, badRequest(err.Error()))
-		case errors.Is(err, cluster.ErrMemberConflict), errors.Is(err, cluster.ErrBuildTooOld):
-			return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
-		case errors.Is(err, cluster.ErrNotLeader):
-			return writeError(c, &apiError{Code: codeNoLeader, Detail: err.Error(), retryAfter: "1"})
-		default:
-			return writeError(c, &apiError{Code: codeUnavailable, Detail: name + ": " + err.Error(), retryAfter: "1"})
 		}
+		return c.JSON(http.StatusOK, s.node.Status())
 	}
 }

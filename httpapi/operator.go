@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 )
@@ -22,11 +23,9 @@ type Operator interface {
 	Resolve(ctx context.Context, id, note string) (*fsm.Txn, error)
 }
 
-// OperatorRequest is the body of POST /v1/transactions/{id}/retry and /resolve:
-// {"note": "why"}. Resolve requires a note.
-type OperatorRequest struct {
-	Note string `json:"note"`
-}
+// OperatorRequest is the body of POST /v1/transactions/{id}/retry and /resolve
+// (api.OperatorRequest).
+type OperatorRequest = api.OperatorRequest
 
 // maxNoteLen bounds an operator note (bytes).
 const maxNoteLen = 1024
@@ -69,24 +68,23 @@ func (s *Server) operatorAction(action string) echo.HandlerFunc {
 		} else {
 			txn, err = op.Resolve(c.Request().Context(), id, req.Note)
 		}
-		switch {
-		case err == nil:
+		if err == nil {
 			return c.JSON(http.StatusOK, viewOf(txn))
+		}
+		ae := errorOf(err, codeInternal)
+		switch {
 		case errors.Is(err, fsm.ErrNotFound):
-			return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q", id)})
+			ae.Detail = fmt.Sprintf("no transaction %q", id)
 		case errors.Is(err, fsm.ErrBadTransition):
 			status := "unknown"
 			if txn != nil {
 				status = txn.Status.String()
 			}
-			return writeError(c, &apiError{Code: codeConflict, TransactionID: id, Detail: fmt.Sprintf("%s does not apply to a transaction that is %s", action, status)})
+			ae.TransactionID, ae.Detail = id, fmt.Sprintf("%s does not apply to a transaction that is %s", action, status)
 		case errors.Is(err, coordinator.ErrNoteRequired):
-			return writeError(c, badRequest(`"note" is required: say how the transaction was settled`))
-		case errors.Is(err, coordinator.ErrNotLeader):
-			return writeError(c, &apiError{Code: codeNoLeader, Detail: err.Error(), retryAfter: "1"})
-		default:
-			return writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
+			ae.Detail = `"note" is required: say how the transaction was settled`
 		}
+		return writeError(c, ae)
 	}
 }
 
@@ -109,10 +107,8 @@ func (s *Server) forwardOnce(c echo.Context, path string, body []byte) error {
 	return copyResponse(c, resp)
 }
 
-// StuckList is GET /v1/stuck: transactions that need attention.
-type StuckList struct {
-	Transactions []TransactionView `json:"transactions"`
-}
+// StuckList is GET /v1/stuck (api.StuckList).
+type StuckList = api.StuckList
 
 // listStuck serves GET /v1/stuck?olderThan=MS: failed transactions, and those still in
 // phase two (or phase one) that were created more than olderThan ms ago [30000], with their

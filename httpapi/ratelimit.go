@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/api"
 )
 
 // RateLimit bounds each client's request rate (issue 8): a token bucket per client,
@@ -23,7 +25,7 @@ type RateLimit struct {
 	MaxClients int
 }
 
-const codeRateLimited = "rate_limited"
+const codeRateLimited = api.CodeRateLimited
 
 type bucket struct {
 	tokens float64

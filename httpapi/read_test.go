@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/fsm"
 )
@@ -202,7 +203,7 @@ func TestRoutes_UnknownAndWrongMethod(t *testing.T) {
 	for _, tc := range []struct {
 		method, path string
 		status       int
-		code         string
+		code         api.Code
 	}{
 		{http.MethodGet, "/nope", http.StatusNotFound, codeNotFound},
 		{http.MethodGet, "/v2/transactions", http.StatusNotFound, codeNotFound},

@@ -29,6 +29,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/fsm"
 )
@@ -54,31 +55,12 @@ const (
 // readIndexPath is where a leader answers its read index to the other nodes.
 const readIndexPath = "/v1/cluster/read-index"
 
-// ReadInfo says how a read was served: the "read" member of a transaction or a page.
-type ReadInfo struct {
-	// Consistency is the level that served it: "default", "stale" or "linearizable".
-	Consistency string `json:"consistency"`
-	// NodeID is the node whose state answered (the leader, for a forwarded read).
-	NodeID string `json:"nodeId"`
-	// Role is that node's role when it read: "leader" or "follower".
-	Role string `json:"role"`
-	// AppliedIndex is that node's applied Raft index when it read.
-	AppliedIndex uint64 `json:"appliedIndex"`
-	// CommitIndex, on a follower, is the highest commit index it knows (Raft's, or the
-	// leader-confirmed one it last learnt): AppliedIndex may lag it, and it may lag the
-	// leader by what arrived since LastContactMs.
-	CommitIndex uint64 `json:"commitIndex,omitempty"`
-	// LastContactMs, on a follower, is how long ago (ms) it last heard from the leader; -1:
-	// never since it started.
-	LastContactMs *int64 `json:"lastContactMs,omitempty"`
-}
+// ReadInfo says how a read was served: the "read" member of a transaction or a page
+// (api.ReadInfo).
+type ReadInfo = api.ReadInfo
 
-// ReadIndexAnswer is GET /v1/cluster/read-index: the leader's commit index, confirmed by
-// a quorum after the request arrived.
-type ReadIndexAnswer struct {
-	LeaderID    string `json:"leaderId"`
-	CommitIndex uint64 `json:"commitIndex"`
-}
+// ReadIndexAnswer is GET /v1/cluster/read-index (api.ReadIndexAnswer).
+type ReadIndexAnswer = api.ReadIndexAnswer
 
 // progressNode is implemented by *cluster.Node: what reads need of Raft, cheaply.
 type progressNode interface {

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
@@ -189,50 +190,34 @@ func (s *Server) NewHTTPServer(addr string) *http.Server {
 	}
 }
 
-// apiError is an error with a stable code; statusOf maps the code to an HTTP status.
+// apiError is an error with a stable code (the wire shape of api.Error); api.StatusOf maps
+// the code to an HTTP status.
 type apiError struct {
-	Code          string `json:"error"`
-	Detail        string `json:"detail"`
-	TransactionID string `json:"transactionId,omitempty"`
+	Code          api.Code `json:"error"`
+	Detail        string   `json:"detail"`
+	TransactionID string   `json:"transactionId,omitempty"`
 	retryAfter    string
 }
 
-func (e *apiError) Error() string { return e.Code + ": " + e.Detail }
+func (e *apiError) Error() string { return string(e.Code) + ": " + e.Detail }
 
-// The error codes.
+// The error codes (package api has them all, with their statuses).
 const (
-	codeBadRequest    = "bad_request"
-	codeNotFound      = "not_found"
-	codeNoLeader      = "no_leader"
-	codeBusy          = "busy"
-	codeIndeterminate = "indeterminate"
-	codeMethod        = "method_not_allowed"
-	codeInternal      = "internal"
-	codeUnavailable   = "unavailable"
-	codeConflict      = "conflict"
+	codeBadRequest    = api.CodeBadRequest
+	codeNotFound      = api.CodeNotFound
+	codeNoLeader      = api.CodeNoLeader
+	codeBusy          = api.CodeBusy
+	codeIndeterminate = api.CodeIndeterminate
+	codeMethod        = api.CodeMethod
+	codeInternal      = api.CodeInternal
+	codeUnavailable   = api.CodeUnavailable
+	codeConflict      = api.CodeConflict
 	// codeFeature: the request needs a feature level the cluster has not enabled yet (a
 	// rolling upgrade is not finished); the detail names the servers on an earlier build.
-	codeFeature = "feature_unavailable"
+	codeFeature = api.CodeFeature
 )
 
-func statusOf(code string) int {
-	switch code {
-	case codeBadRequest:
-		return http.StatusBadRequest
-	case codeNotFound:
-		return http.StatusNotFound
-	case codeMethod:
-		return http.StatusMethodNotAllowed
-	case codeConflict, codeFeature:
-		return http.StatusConflict
-	case codeMediaType:
-		return http.StatusUnsupportedMediaType
-	case codeNoLeader, codeBusy, codeIndeterminate, codeUnavailable:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
+func statusOf(code api.Code) int { return api.StatusOf(code) }
 
 func badRequest(detail string) *apiError { return &apiError{Code: codeBadRequest, Detail: detail} }
 

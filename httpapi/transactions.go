@@ -10,7 +10,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -43,22 +42,18 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return s.answer(c, txn)
 	case errors.Is(err, coordinator.ErrNotLeader):
 		return s.forward(c, body, key, timeout)
-	case errors.Is(err, coordinator.ErrBusy):
-		return writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
-	case errors.Is(err, coordinator.ErrKeyReused):
-		return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
-	case errors.Is(err, cluster.ErrFeatureUnavailable):
-		return writeError(c, &apiError{Code: codeFeature, Detail: err.Error()})
 	case errors.Is(err, coordinator.ErrIndeterminate):
 		id := ""
 		if txn != nil {
 			id = txn.ID
 		}
 		return s.answerIndeterminate(c, id, key, timeout, err)
-	default:
-		s.lg.Error("submit failed", "error", err)
-		return writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
 	}
+	ae := errorOf(err, codeInternal)
+	if ae.Code == codeInternal {
+		s.lg.Error("submit failed", "error", err)
+	}
+	return writeError(c, ae)
 }
 
 // waitBound is when POST stops waiting for a transaction: phase one's deadline plus

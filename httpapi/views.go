@@ -3,56 +3,21 @@ package httpapi
 import (
 	"time"
 
+	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/fsm"
 )
 
-// Outcome is the answer to POST /v1/transactions: {"transactionId", "status", "errors"}.
-type Outcome struct {
-	TransactionID string   `json:"transactionId"`
-	Status        string   `json:"status"`
-	Errors        []string `json:"errors"`
-}
-
-// ParticipantView is one participant in TransactionView.
-type ParticipantView struct {
-	Prepare      string `json:"prepare"`
-	Commit       string `json:"commit"`
-	Rollback     string `json:"rollback"`
-	Vote         string `json:"vote,omitempty"`   // "ACK", "NACK", "error" or absent
-	Reason       string `json:"reason,omitempty"` // NACK reason or phase-one error
-	Acknowledged bool   `json:"acknowledged"`     // phase two acknowledged
-	Attempts     uint32 `json:"attempts"`         // phase-two calls made
-	LastError    string `json:"lastError,omitempty"`
-}
-
-// TransactionView is GET /v1/transactions/{id}. Times are RFC 3339 UTC with ms, omitted
-// while unset.
-type TransactionView struct {
-	TransactionID  string            `json:"transactionId"`
-	Status         string            `json:"status"`
-	Decision       string            `json:"decision,omitempty"` // "commit" or "abort"
-	IdempotencyKey string            `json:"idempotencyKey,omitempty"`
-	TimeoutMs      int64             `json:"timeoutMs"`
-	CreatedAt      string            `json:"createdAt"`
-	Deadline       string            `json:"deadline"`
-	DecidedAt      string            `json:"decidedAt,omitempty"`
-	FinishedAt     string            `json:"finishedAt,omitempty"`
-	Note           string            `json:"note,omitempty"`
-	Index          uint64            `json:"index"` // Raft index of the last change
-	Participants   []ParticipantView `json:"participants"`
-	Errors         []string          `json:"errors"`
-	// Read says how a GET was served (level, node, applied index); absent elsewhere.
-	Read *ReadInfo `json:"read,omitempty"`
-}
-
-// TransactionList is GET /v1/transactions: a page and the cursor of the next one ("" on
-// the last page; a page may be short, even empty, with "next" set when a participant
-// filter examined its bound of records).
-type TransactionList struct {
-	Transactions []TransactionView `json:"transactions"`
-	Next         string            `json:"next"`
-	Read         *ReadInfo         `json:"read,omitempty"`
-}
+// The views are package api's wire types (aliases, so handlers and tests keep their names).
+type (
+	// Outcome is the answer to POST /v1/transactions (api.Outcome).
+	Outcome = api.Outcome
+	// ParticipantView is one participant in TransactionView (api.ParticipantView).
+	ParticipantView = api.ParticipantView
+	// TransactionView is GET /v1/transactions/{id} (api.TransactionView).
+	TransactionView = api.TransactionView
+	// TransactionList is GET /v1/transactions (api.TransactionList).
+	TransactionList = api.TransactionList
+)
 
 func msTime(ms int64) string {
 	if ms == 0 {

@@ -1,0 +1,113 @@
+package api_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/txcoord/txcoord/api"
+	"github.com/txcoord/txcoord/cluster"
+)
+
+// The package must stay importable without the server: standard library only.
+func TestStdlibOnly(t *testing.T) {
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range af.Imports {
+			p := strings.Trim(im.Path.Value, `"`)
+			if strings.Contains(strings.Split(p, "/")[0], ".") {
+				t.Errorf("%s imports %s: package api must depend on the standard library only", f, p)
+			}
+		}
+	}
+}
+
+func TestErrorIsByCode(t *testing.T) {
+	err := fmt.Errorf("get: %w", &api.Error{Code: api.CodeNotFound, Detail: "no transaction \"x\"", HTTPStatus: 404})
+	if !errors.Is(err, api.ErrNotFound) {
+		t.Error("errors.Is(not_found error, ErrNotFound) = false")
+	}
+	if errors.Is(err, api.ErrConflict) {
+		t.Error("errors.Is(not_found error, ErrConflict) = true")
+	}
+	for _, c := range api.Codes {
+		if api.StatusOf(c) == 500 && c != api.CodeInternal {
+			t.Errorf("code %s has no status", c)
+		}
+	}
+	if api.StatusOf("something_new") != 500 {
+		t.Error("an unknown code is not 500")
+	}
+}
+
+func TestServiceBothForms(t *testing.T) {
+	in := `["http://a/prepare",{"prepare":"http://b/p","commit":"http://b/c","rollback":"http://b/r"}]`
+	var ss []api.Service
+	if err := json.Unmarshal([]byte(in), &ss); err != nil {
+		t.Fatal(err)
+	}
+	if ss[0].Prepare != "http://a/prepare" || ss[1].Rollback != "http://b/r" {
+		t.Fatalf("decoded %+v", ss)
+	}
+	out, _ := json.Marshal(ss)
+	if string(out) != in {
+		t.Fatalf("round trip:\n got %s\nwant %s", out, in)
+	}
+	if err := json.Unmarshal([]byte(`[3]`), &ss); err == nil {
+		t.Error("a number decoded as a service")
+	}
+}
+
+// ClusterStatus mirrors cluster.Status (which httpapi serves as is): the same JSON members,
+// recursively, so a field added there without its api twin fails here.
+func TestClusterStatusMatchesServer(t *testing.T) {
+	want, got := jsonFields(reflect.TypeFor[cluster.Status](), ""), jsonFields(reflect.TypeFor[api.ClusterStatus](), "")
+	if !slices.Equal(want, got) {
+		t.Errorf("cluster.Status members %v\napi.ClusterStatus members %v", want, got)
+	}
+}
+
+func jsonFields(t reflect.Type, prefix string) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for f := range t.Fields() {
+		tag := strings.Split(f.Tag.Get("json"), ",")[0]
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		name := prefix + tag
+		out = append(out, name+":"+kind(f.Type))
+		out = append(out, jsonFields(f.Type, name+".")...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func kind(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		return "*" + kind(t.Elem())
+	}
+	if t.Kind() == reflect.Slice {
+		return "[]" + kind(t.Elem())
+	}
+	return t.Kind().String()
+}
