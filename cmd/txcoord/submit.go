@@ -1,79 +1,85 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/txcoord/txcoord/api"
+	"github.com/txcoord/txcoord/client"
 )
 
 func newSubmitCmd() *cobra.Command {
 	var (
-		node, key string
+		cf        connFlags
+		key       string
 		timeoutMs int
+		wait      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [flags] PREPARE_URL...",
-		Short: "Send one transaction to a node and print the answer",
+		Short: "Run one transaction through any node and print its outcome",
 		Long: `Sends {"services": [PREPARE_URL...], "timeout": MS} to POST /v1/transactions on
---node (any node: followers forward to the leader) and prints the JSON answer.
-Exit status: 0 committed, 2 rolled_back or failed, 3 still in phase two (202), 1 any error.`,
+--node (any node: followers forward to the leader) with an Idempotency-Key (--key, or a
+fresh one), retrying unreachable nodes and 503 answers with the same key until the
+outcome or --wait, so a retry never starts a second transaction (the Go SDK's Submit).
+
+` + exitCodesHelp,
 		Example: `  txcoord submit --node http://127.0.0.1:8081 --timeout 1000 \
     http://127.0.0.1:9001/prepare http://127.0.0.1:9002/prepare`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeoutMs < 1 {
-				return fmt.Errorf("--timeout must be at least 1 ms")
+				return failed(cmd, usageErrorf("--timeout must be at least 1 ms"))
 			}
-			body, _ := json.Marshal(map[string]any{"services": args, "timeout": timeoutMs})
-			req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(node, "/")+"/v1/transactions", bytes.NewReader(body))
+			c, err := cf.client()
 			if err != nil {
-				return fmt.Errorf("--node %q: %w", node, err)
+				return failed(cmd, err)
 			}
-			req.Header.Set("Content-Type", "application/json")
-			setCLIAuth(req.Header, false)
-			if key != "" {
-				req.Header.Set("Idempotency-Key", key)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
 			}
-			hc := &http.Client{Timeout: 2*time.Duration(timeoutMs)*time.Millisecond + 30*time.Second}
-			resp, err := hc.Do(req)
+			if wait <= 0 {
+				wait = 2*time.Duration(timeoutMs)*time.Millisecond + 30*time.Second
+			}
+			ctx, cancel := context.WithTimeout(ctx, wait)
+			defer cancel()
+			out, err := c.Submit(ctx, client.Transaction{Services: client.Services(args...), Timeout: time.Duration(timeoutMs) * time.Millisecond, IdempotencyKey: key})
+			var inc *client.IncompleteError
+			if errors.As(err, &inc) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "txcoord:", err)
+				if cf.output == "json" {
+					_ = printJSON(cmd.OutOrStdout(), map[string]string{"transactionId": inc.TransactionID, "status": inc.Status, "idempotencyKey": inc.IdempotencyKey})
+				}
+				return exitCode(exitPending)
+			}
 			if err != nil {
-				return err
+				return failed(cmd, err)
 			}
-			defer resp.Body.Close()
-			raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-			if err != nil {
-				return err
+			if cf.output == "json" {
+				_ = printJSON(cmd.OutOrStdout(), out)
+			} else {
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "id\t%s\nstatus\t%s\nerrors\t%s\n", out.TransactionID, out.Status, orDash(strings.Join(out.Errors, "; ")))
+				_ = tw.Flush()
 			}
-			var pretty bytes.Buffer
-			if json.Indent(&pretty, raw, "", "  ") == nil {
-				raw = pretty.Bytes()
+			if out.Status != api.StatusCommitted {
+				return exitCode(exitRolledBack)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), string(raw))
-			var out struct {
-				Status string `json:"status"`
-			}
-			_ = json.Unmarshal(raw, &out)
-			switch {
-			case resp.StatusCode == http.StatusOK && out.Status == "committed":
-				return nil
-			case resp.StatusCode == http.StatusOK:
-				return exitCode(2)
-			case resp.StatusCode == http.StatusAccepted:
-				return exitCode(3)
-			default:
-				return exitCode(1)
-			}
+			return nil
 		},
 	}
+	cf.register(cmd.Flags())
+	cmd.SetFlagErrorFunc(flagError)
 	f := cmd.Flags()
-	f.StringVar(&node, "node", "http://127.0.0.1:8081", "base URL of any node")
-	f.IntVar(&timeoutMs, "timeout", 5000, "phase-one timeout in ms")
-	f.StringVar(&key, "key", "", "Idempotency-Key: a retry with the same key returns the same transaction")
+	f.IntVar(&timeoutMs, "timeout", 5000, "phase-one timeout in ms (the server's default)")
+	f.StringVar(&key, "key", "", "Idempotency-Key: a retry with the same key returns the same transaction (default: a fresh one)")
+	f.DurationVar(&wait, "wait", 0, "give up after this long (default: twice --timeout plus 30s)")
 	return cmd
 }
