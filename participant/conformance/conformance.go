@@ -1,0 +1,196 @@
+// Package conformance checks a live participant against txcoord's participant protocol
+// (docs/participant-protocol.md), whatever its language: it sends the calls a coordinator
+// may send, in the orders a coordinator may send them, each on a fresh transaction id, and
+// reports what the participant answered next to what the protocol requires.
+//
+// The checks (Result.Name):
+//   - reply-format: a Prepare is answered 200 with a JSON body whose "status" is ACK or NACK
+//     (a NACK with a reason);
+//   - repeated-prepare: a second Prepare of the same transaction gets the same vote;
+//   - commit-after-prepare, repeated-commit: Commit of an ACKed Prepare is ACKed, and so is a
+//     repeat (without effect);
+//   - rollback-after-prepare, repeated-rollback: the same for Rollback;
+//   - rollback-unknown: Rollback of a transaction never prepared is ACKed;
+//   - tombstone: a Prepare arriving after that Rollback is refused with NACK (case C02);
+//   - commit-unprepared: Commit of a transaction never prepared is not ACKed (NACK or an
+//     error).
+//
+// Checks that need an ACKed Prepare are skipped when the participant votes NACK (it may be
+// out of stock); run it against a participant that can say yes. Every transaction id starts
+// with "conformance-", so a participant can tell these calls apart.
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/txcoord/txcoord/participant"
+)
+
+// Config says which participant to check and how.
+type Config struct {
+	// Endpoints are the participant's URLs (participant.Derive from a prepare URL).
+	Endpoints participant.Endpoints
+	// HTTPClient sends the calls [a client that never follows redirects].
+	HTTPClient *http.Client
+	// CallTimeout bounds each call [10 s]; the deadline sent is this far ahead too.
+	CallTimeout time.Duration
+}
+
+// Result is one check.
+type Result struct {
+	Name    string // see the package doc
+	Want    string // what the protocol requires
+	Saw     string // what the participant did, e.g. `200 {"status":"ACK"}`
+	Pass    bool
+	Skipped bool // not run: an earlier call did not set up what it needs (Saw says why)
+}
+
+// Passed reports whether no check failed (skipped ones do not fail).
+func Passed(rs []Result) bool {
+	for _, r := range rs {
+		if !r.Pass && !r.Skipped {
+			return false
+		}
+	}
+	return true
+}
+
+// answer is one call's outcome.
+type answer struct {
+	code   int
+	body   string
+	reply  participant.Reply
+	valid  bool // 200 and a JSON body with status ACK or NACK
+	netErr error
+}
+
+func (a answer) String() string {
+	if a.netErr != nil {
+		return "error: " + a.netErr.Error()
+	}
+	b := strings.TrimSpace(a.body)
+	if len(b) > 120 {
+		b = b[:120] + "..."
+	}
+	return fmt.Sprintf("%d %s", a.code, b)
+}
+
+func (a answer) ack() bool  { return a.valid && a.reply.Status == participant.ACK }
+func (a answer) nack() bool { return a.valid && a.reply.Status == participant.NACK }
+
+type checker struct {
+	cfg Config
+	hc  *http.Client
+}
+
+// Run runs every check against cfg.Endpoints and returns the results in the order of the
+// package doc. It returns an error only for a bad Config; a participant that cannot be
+// reached fails the checks.
+func Run(ctx context.Context, cfg Config) ([]Result, error) {
+	if err := cfg.Endpoints.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	ck := &checker{cfg: cfg, hc: cfg.HTTPClient}
+	if ck.hc == nil {
+		ck.hc = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	var rs []Result
+	add := func(name, want string, a answer, pass bool) {
+		rs = append(rs, Result{Name: name, Want: want, Saw: a.String(), Pass: pass})
+	}
+	skip := func(name, want, why string) {
+		rs = append(rs, Result{Name: name, Want: want, Saw: why, Skipped: true})
+	}
+
+	// A prepared transaction, then its commit.
+	t1 := newID()
+	p1 := ck.call(ctx, participant.PhasePrepare, t1)
+	add("reply-format", `200 {"status":"ACK"} or {"status":"NACK","reason":...}`, p1, p1.valid && (p1.reply.Status == participant.ACK || p1.reply.Reason != ""))
+	p1b := ck.call(ctx, participant.PhasePrepare, t1)
+	add("repeated-prepare", "the same vote as the first Prepare ("+string(p1.reply.Status)+")", p1b, p1.valid && p1b.valid && p1b.reply.Status == p1.reply.Status)
+	prepared := p1.ack()
+	if prepared {
+		c := ck.call(ctx, participant.PhaseCommit, t1)
+		add("commit-after-prepare", "ACK", c, c.ack())
+		c2 := ck.call(ctx, participant.PhaseCommit, t1)
+		add("repeated-commit", "ACK (without doing anything again)", c2, c2.ack())
+	} else {
+		why := "the first Prepare was not ACKed: " + p1.String()
+		skip("commit-after-prepare", "ACK", why)
+		skip("repeated-commit", "ACK", why)
+	}
+
+	// A prepared transaction, then its rollback.
+	t2 := newID()
+	p2 := ck.call(ctx, participant.PhasePrepare, t2)
+	if p2.ack() {
+		r := ck.call(ctx, participant.PhaseRollback, t2)
+		add("rollback-after-prepare", "ACK", r, r.ack())
+		r2 := ck.call(ctx, participant.PhaseRollback, t2)
+		add("repeated-rollback", "ACK (without doing anything again)", r2, r2.ack())
+	} else {
+		why := "the Prepare was not ACKed: " + p2.String()
+		skip("rollback-after-prepare", "ACK", why)
+		skip("repeated-rollback", "ACK", why)
+	}
+
+	// Rollback before Prepare (the Prepare was slow): tombstone.
+	t3 := newID()
+	r3 := ck.call(ctx, participant.PhaseRollback, t3)
+	add("rollback-unknown", "ACK (and remember a tombstone)", r3, r3.ack())
+	p3 := ck.call(ctx, participant.PhasePrepare, t3)
+	add("tombstone", "NACK: a Prepare after the transaction's Rollback is refused", p3, p3.nack())
+	if p3.ack() {
+		// Release what the late Prepare holds, as the coordinator's repeated Rollback would.
+		ck.call(ctx, participant.PhaseRollback, t3)
+	}
+
+	// Commit of a transaction never prepared.
+	t4 := newID()
+	c4 := ck.call(ctx, participant.PhaseCommit, t4)
+	add("commit-unprepared", "not ACK (NACK or an error)", c4, !c4.ack())
+	return rs, nil
+}
+
+func newID() string { return "conformance-" + strings.ToLower(rand.Text()) }
+
+// call sends one call as a coordinator would: the JSON body, Idempotency-Key
+// "<id>:<phase>", and the Txcoord-Node and Txcoord-Term headers.
+func (ck *checker) call(ctx context.Context, p participant.Phase, id string) answer {
+	ctx, cancel := context.WithTimeout(ctx, ck.cfg.CallTimeout)
+	defer cancel()
+	body, _ := json.Marshal(participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(ck.cfg.CallTimeout))})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ck.cfg.Endpoints.URL(p), bytes.NewReader(body))
+	if err != nil {
+		return answer{netErr: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Txcoord-Node", "participant-check")
+	req.Header.Set("Txcoord-Term", "0")
+	req.Header.Set(participant.IdempotencyKeyHeader, id+":"+string(p))
+	resp, err := ck.hc.Do(req)
+	if err != nil {
+		return answer{netErr: err}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, participant.MaxReplyBytes+1))
+	if err != nil {
+		return answer{netErr: err}
+	}
+	a := answer{code: resp.StatusCode, body: string(raw)}
+	if resp.StatusCode == http.StatusOK && len(raw) <= participant.MaxReplyBytes && json.Unmarshal(raw, &a.reply) == nil {
+		a.valid = a.reply.Status == participant.ACK || a.reply.Status == participant.NACK
+	}
+	return a
+}
