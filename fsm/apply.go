@@ -182,6 +182,7 @@ func (c *Prune) apply(f *FSM, _ uint64) (Result, []string) {
 		for id, t := range f.txns {
 			if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore {
 				f.drop(t)
+				f.prunedRecord(t)
 				changed = append(changed, id)
 			}
 		}

@@ -73,6 +73,7 @@ type FSM struct {
 	// halted is set when an entry could not be applied; nothing is applied after it.
 	halted *HaltError
 	onHalt func(*HaltError)
+	archiveHook // archive.go: records Prune removes, for the node's history
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
@@ -147,7 +148,11 @@ func (f *FSM) ApplyCommand(index uint64, cmd Command) Result {
 	if halted == nil {
 		f.applied = max(f.applied, index)
 	}
+	arch, pruned := f.takePruned()
 	f.mu.Unlock()
+	if len(pruned) > 0 {
+		arch.Pruned(index, pruned)
+	}
 	if halted != nil {
 		f.haltNotify(halted)
 		return Result{Err: halted}

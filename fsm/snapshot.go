@@ -73,6 +73,7 @@ type snapshot struct {
 	applied   uint64
 	level     uint32
 	lastTs    int64
+	archiver  Archiver // Persist waits for it (see Archiver.Covered); nil: none
 }
 
 type keyRecord struct {
@@ -86,6 +87,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &snapshot{applied: f.applied, level: f.level, lastTs: f.lastTs, txns: make([]*Txn, 0, len(f.txns))}
+	s.archiver = f.archiver
 	for _, t := range f.txns {
 		s.txns = append(s.txns, t)
 	}
@@ -102,6 +104,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 
 // Persist streams the snapshot to sink and cancels the sink on any error.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if s.archiver != nil {
+		if err := s.archiver.Covered(s.applied); err != nil {
+			_ = sink.Cancel()
+			return fmt.Errorf("archive: %w", err)
+		}
+	}
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
 		return err
@@ -196,7 +204,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.txns, f.active, f.keys, f.members, f.applied = n.txns, n.active, n.keys, n.members, n.applied
 	f.endpoints, f.endpointIdx = n.endpoints, n.endpointIdx
 	f.level, f.lastTs = n.level, n.lastTs
+	arch := f.archiver
 	f.mu.Unlock()
+	if arch != nil {
+		arch.Restored(n.applied)
+	}
 	f.notifyAll()
 	return nil
 }
