@@ -127,13 +127,13 @@ type Stats struct {
 
 // segment is one file's in-memory summary and index.
 type segment struct {
-	seq       uint64
-	path      string
-	size      int64             // bytes up to the end of the last complete record
-	endpoints []fsm.Participant // the segment's endpoint table, append-only
-	entries   []uint64          // hash32<<32 | offset of each 'T' record
-	sorted    int               // entries[:sorted] is sorted
-	count     int
+	seq                                 uint64
+	path                                string
+	size                                int64             // bytes up to the end of the last complete record
+	endpoints                           []fsm.Participant // the segment's endpoint table, append-only
+	entries                             []uint64          // hash32<<32 | offset of each 'T' record
+	sorted                              int               // entries[:sorted] is sorted
+	count                               int
 	minCreated, maxCreated, maxFinished int64
 }
 

@@ -39,16 +39,16 @@ import (
 // corrupt last record, are cut off: those belong to a Prune that was not finished, which
 // Raft hands over again when it replays its log (its index is above Through).
 const (
-	segMagic    = "TXCA"
-	segVersion  = 1
-	headerSize  = 17
-	maxRecord   = 1 << 20 // a larger length prefix is corruption
-	segSuffix   = ".seg"
-	kindEndpoint     = 'E'
-	kindTxn     = 'T'
-	kindPrune   = 'P'
-	kindCovered = 'C'
-	kindGap     = 'G'
+	segMagic     = "TXCA"
+	segVersion   = 1
+	headerSize   = 17
+	maxRecord    = 1 << 20 // a larger length prefix is corruption
+	segSuffix    = ".seg"
+	kindEndpoint = 'E'
+	kindTxn      = 'T'
+	kindPrune    = 'P'
+	kindCovered  = 'C'
+	kindGap      = 'G'
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

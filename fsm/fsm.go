@@ -71,8 +71,8 @@ type FSM struct {
 	// snapshots (version 3 on).
 	lastTs int64
 	// halted is set when an entry could not be applied; nothing is applied after it.
-	halted *HaltError
-	onHalt func(*HaltError)
+	halted      *HaltError
+	onHalt      func(*HaltError)
 	archiveHook // archive.go: records Prune removes, for the node's history
 
 	wmu      sync.Mutex
