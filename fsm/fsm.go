@@ -71,9 +71,11 @@ type FSM struct {
 	// snapshots (version 3 on).
 	lastTs int64
 	// halted is set when an entry could not be applied; nothing is applied after it.
-	halted      *HaltError
-	onHalt      func(*HaltError)
-	archiveHook // archive.go: records Prune removes, for the node's history
+	halted *HaltError
+	onHalt func(*HaltError)
+
+	// archive.go: the records Prune removes, for the node's history.
+	archiveHook
 
 	wmu      sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
