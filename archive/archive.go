@@ -378,13 +378,13 @@ func (a *Archive) run() {
 			}
 			werr := a.err
 			a.mu.Unlock()
+			if err == nil {
+				a.retain()
+			}
 			for _, it := range items {
 				if it.done != nil {
 					it.done <- werr
 				}
-			}
-			if err == nil {
-				a.retain()
 			}
 			continue
 		}
