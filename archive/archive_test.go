@@ -71,7 +71,7 @@ func TestTxnRoundTrip(t *testing.T) {
 	odd := &fsm.Txn{ID: "not-a-uuid", Key: "order-4711", CreatedAt: t0, Deadline: t0 + 60000, Status: fsm.StatusRolledBack,
 		Decision: fsm.DecisionAbort, DecidedAt: t0 - 3, FinishedAt: t0 + 500, Note: "settled by hand", Index: 7,
 		Participants: []fsm.Participant{{Prepare: "http://a/p", Commit: "http://a/c", Rollback: "http://a/r"}, parts(1)[0]},
-		States: []fsm.ParticipantState{{Vote: fsm.VoteNo, Reason: "no rooms left", Attempts: 3}, {Vote: fsm.VoteError, Reason: "HTTP 500", LastError: "reset", Attempts: 9}}}
+		States:       []fsm.ParticipantState{{Vote: fsm.VoteNo, Reason: "no rooms left", Attempts: 3}, {Vote: fsm.VoteError, Reason: "HTTP 500", LastError: "reset", Attempts: 9}}}
 	undecided := &fsm.Txn{ID: v7(t0, 1), CreatedAt: t0 + 17, Deadline: t0 + 1017, Status: fsm.StatusCommitted, Participants: []fsm.Participant{}, States: []fsm.ParticipantState{}}
 	for _, want := range []*fsm.Txn{committed(1), odd, undecided} {
 		refs := map[fsm.Participant]uint32{}
