@@ -113,6 +113,11 @@ type Config struct {
 	// [500ms; negative: no check]. Past half of it the node warns; past it, it refuses to
 	// lead (see CheckClock and docs/failover.md).
 	MaxClockOffset time.Duration
+	// Archiver, when set, receives the records Prune entries remove (fsm.Archiver; the
+	// node's history, package archive). It is attached before Raft restores or replays
+	// anything.
+	Archiver fsm.Archiver
+
 	// Probe replaces how a peer's PeerInfo is fetched (tests on raft's in-memory transport);
 	// by default the discovery protocol on the Raft port.
 	Probe func(ctx context.Context, raftAddr string, timeout time.Duration) (PeerInfo, error)
@@ -222,6 +227,9 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{}),
 		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{})}
 	n.FSM.OnHalt(n.onHalt)
+	if cfg.Archiver != nil {
+		n.FSM.SetArchiver(cfg.Archiver)
+	}
 	// A node whose clock is off the cluster's must not lead (its clock fixes deadlines and
 	// retention cut-offs); the operator's own check, if any, comes after.
 	user := cfg.CanLead

@@ -44,6 +44,9 @@ func (s *Server) getTransaction(c echo.Context) error {
 	t, ok := s.state.Get(id)
 	if !ok {
 		setReadHeaders(c, ri)
+		if done, err := s.archived(c, id); done {
+			return err
+		}
 		return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q on node %s (%s read at applied index %d)", id, s.node.ID(), level, ri.AppliedIndex)})
 	}
 	v := viewOf(t)

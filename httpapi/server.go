@@ -90,6 +90,8 @@ type Config struct {
 	// a node that has not caught up) keeps trying to reach one before it answers 503
 	// no_leader with Retry-After [2 s].
 	ReadForwardWait time.Duration
+	// History, when set, answers transactions pruned from the state (history.go).
+	History History
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers
 	// (slowloris) [10 s].
 	ReadHeaderTimeout time.Duration
@@ -163,6 +165,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	s.echo = e
 	s.operatorRoutes()
 	s.membershipRoutes()
+	s.historyRoutes()
 	return s
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/httpapi"
@@ -44,6 +45,10 @@ type Config struct {
 	// participants, the dial-time address policy).
 	Participant participant.ClientOptions
 	Logger      hclog.Logger
+	// Archive tunes the node's history of pruned transactions, kept in DataDir/archive
+	// (package archive); NoArchive turns it off. A cluster in memory has none.
+	Archive   archive.Options
+	NoArchive bool
 }
 
 // Server is one running node.
@@ -58,6 +63,9 @@ type Server struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	https  bool
+
+	// Archive is the node's history of pruned transactions, nil when it has none.
+	Archive *archive.Archive
 }
 
 // Start opens the node, starts its leader loop and serves the API. It returns when the
@@ -77,9 +85,15 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Cluster.HTTPAdvertise = ln.Addr().String()
 	}
 	cfg.Cluster.Logger = cfg.Logger
+	arc, err := openArchive(&cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	node, err := cluster.Open(cfg.Cluster)
 	if err != nil {
 		ln.Close()
+		closeArchive(arc)
 		return nil, err
 	}
 	caller := cfg.Caller
@@ -105,7 +119,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
-	s := &Server{Node: node, Engine: eng, API: api, lg: cfg.Logger, ln: ln, https: cfg.TLS != nil}
+	s := &Server{Node: node, Engine: eng, API: api, Archive: arc, lg: cfg.Logger, ln: ln, https: cfg.TLS != nil}
 	s.http = api.NewHTTPServer(ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -160,6 +174,7 @@ func (s *Server) Kill() error {
 		err = s.Node.Kill()
 		s.cancel()
 		s.wg.Wait()
+		closeArchive(s.Archive)
 	})
 	return err
 }
@@ -177,6 +192,7 @@ func (s *Server) Close() error {
 		err = s.Node.Close()
 		s.cancel()
 		s.wg.Wait()
+		closeArchive(s.Archive)
 	})
 	return err
 }
