@@ -34,6 +34,7 @@ type tuning struct {
 	snapshotThreshold                              uint64
 	memoryLimitMiB                                 int
 	maxClockOffset                                 time.Duration
+	archive                                        archiveFlags // history_cmd.go
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -49,6 +50,7 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.DurationVar(&t.leaderLease, "leader-lease-timeout", 500*time.Millisecond, "Raft leader lease: a leader that cannot reach a quorum for this long steps down")
 	f.Uint64Var(&t.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	f.DurationVar(&t.maxClockOffset, "max-clock-offset", 500*time.Millisecond, "largest wall-clock offset from the cluster a node tolerates: past half it warns, past it the node will not lead, and retention never prunes past the log's own clock by more (0: no check; see docs/failover.md)")
+	t.archive.register(cmd)
 	f.IntVar(&t.memoryLimitMiB, "memory-limit-mib", 224, "soft limit on the Go heap in MiB, so the GC works harder before memory grows past it (0: none; GOMEMLIMIT, when set, wins)")
 }
 
@@ -64,6 +66,8 @@ func (t *tuning) validate() error {
 		return fmt.Errorf("--memory-limit-mib must not be negative")
 	case t.phaseTwoWait < 0:
 		return fmt.Errorf("--phase-two-wait must not be negative")
+	case t.archive.validate() != nil:
+		return t.archive.validate()
 	case t.maxClockOffset < 0:
 		return fmt.Errorf("--max-clock-offset must not be negative (0 turns the check off)")
 	case t.leaderLease > t.heartbeatTimeout:
@@ -81,6 +85,7 @@ func (t *tuning) apply(c *server.Config) {
 	c.Engine.MaxInFlight, c.Engine.PhaseTwoMaxAttempts = t.maxInFlight, t.phaseTwoMaxAttempts
 	c.Cluster.HeartbeatTimeout, c.Cluster.ElectionTimeout, c.Cluster.LeaderLeaseTimeout = t.heartbeatTimeout, t.electionTimeout, t.leaderLease
 	c.Cluster.SnapshotThreshold = t.snapshotThreshold
+	t.archive.apply(c)
 	c.Cluster.MaxClockOffset = t.maxClockOffset
 	if t.maxClockOffset == 0 {
 		c.Cluster.MaxClockOffset = -1 // cluster.Config: negative is "no check", 0 the default
