@@ -1,0 +1,288 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/server"
+	"github.com/txcoord/txcoord/server/servertest"
+)
+
+func ackServer(t *testing.T) []string {
+	ack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"status":"ACK"}`)
+	}))
+	t.Cleanup(ack.Close)
+	return []string{ack.URL + "/a/prepare", ack.URL + "/b/prepare", ack.URL + "/c/prepare"}
+}
+
+func getJSON(t *testing.T, url, token string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, raw)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestPrunedTransactionsStayReadable: with retention keeping only 5 finished transactions
+// and snapshots compacting the log, every transaction can still be read on every node
+// (from the archive, "archived": true), a crashed and restarted node (log replay over its
+// snapshot) archives nothing twice, and /v1/history lists them all.
+func TestPrunedTransactionsStayReadable(t *testing.T) {
+	urls := ackServer(t)
+	c := servertest.Start(t, servertest.Options{Tune: func(i int, cfg *server.Config) {
+		cfg.Cluster.SnapshotThreshold = 64
+		cfg.Cluster.TrailingLogs = 32
+		cfg.Cluster.SnapshotInterval = 50 * time.Millisecond
+		cfg.Engine.Retention = coordinator.Retention{MaxFinished: 5, Every: 30 * time.Millisecond}
+	}})
+	leader := c.WaitLeader(10 * time.Second)
+	var ids []string
+	for k := 0; k < 60; k++ {
+		code, out := post(t, c.Node(leader).URL(), urls, 5000)
+		if code != http.StatusOK || out.Status != "committed" {
+			t.Fatalf("POST %d: %d %+v", k, code, out)
+		}
+		ids = append(ids, out.TransactionID)
+	}
+	// Every node has pruned all but a few, and archived them.
+	err := c.Eventually(30*time.Second, func() error {
+		for i := 0; i < c.Len(); i++ {
+			a := c.Node(i).Archive
+			if err := a.Sync(); err != nil {
+				return err
+			}
+			if n := a.Stats().Records; n < 50 {
+				return fmt.Errorf("node %d archived %d", i, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(2)
+	c.StartNode(2)
+	c.WaitLeader(10 * time.Second)
+	for i := 0; i < c.Len(); i++ {
+		var archived int
+		for _, id := range ids {
+			var v struct {
+				httpapi.TransactionView
+				Archived bool `json:"archived"`
+			}
+			err := c.Eventually(10*time.Second, func() error {
+				if code := getJSON(t, c.Node(i).URL()+"/v1/transactions/"+id+"?consistency=stale", "", &v); code != http.StatusOK {
+					return fmt.Errorf("node %d: GET %s: %d", i, id, code)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Status != "committed" || len(v.Participants) != 3 || !v.Participants[0].Acknowledged {
+				t.Fatalf("node %d: %s read back as %+v", i, id, v)
+			}
+			if v.Archived {
+				archived++
+			}
+		}
+		if archived < 50 {
+			t.Fatalf("node %d: only %d of 60 answered from the archive", i, archived)
+		}
+		// The list covers the archive: each archived id once.
+		seen := map[string]int{}
+		after := ""
+		for page := 0; page < 100; page++ {
+			var p httpapi.HistoryPage
+			if code := getJSON(t, c.Node(i).URL()+"/v1/history?limit=7&after="+after, "", &p); code != http.StatusOK {
+				t.Fatalf("node %d: history: %d", i, code)
+			}
+			for _, v := range p.Transactions {
+				seen[v.TransactionID]++
+			}
+			if after = p.Next; after == "" {
+				break
+			}
+		}
+		if len(seen) != c.Node(i).Archive.Stats().Records {
+			t.Fatalf("node %d: history lists %d ids, the archive holds %d records", i, len(seen), c.Node(i).Archive.Stats().Records)
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("node %d: %s archived %d times", i, id, n)
+			}
+		}
+		if st := c.Node(i).Archive.Stats(); len(st.Gaps) != 0 {
+			t.Fatalf("node %d: gaps %v", i, st.Gaps)
+		}
+	}
+}
+
+// TestBackupUnderLoadRestoresIntoFreshCluster: a backup saved from the leader while
+// clients keep posting restores (cluster.RestoreBackup, peers.json, the recovery at start)
+// into a new one-node cluster that holds exactly the source's state as of the backup's
+// index: every transaction whose last change is at or before it is there, identical, and
+// nothing later. The route needs the cluster token. The new cluster then takes new
+// transactions, and its archive records the gap before the backup.
+func TestBackupUnderLoadRestoresIntoFreshCluster(t *testing.T) {
+	urls := ackServer(t)
+	const token = "cluster-token-0123456789"
+	tune := func(i int, cfg *server.Config) {
+		ts, _ := httpapi.NewTokenSet(token)
+		cfg.API.Auth = &httpapi.Auth{Cluster: ts}
+		cfg.Cluster.SnapshotThreshold = 128
+		cfg.Cluster.SnapshotInterval = 50 * time.Millisecond
+	}
+	src := servertest.Start(t, servertest.Options{Tune: tune})
+	leader := src.WaitLeader(10 * time.Second)
+	base := src.Node(leader).URL()
+
+	var stop atomic.Bool
+	var posted atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 2000 && !stop.Load(); k++ {
+				if code, _ := postNoFatal(base, urls, 5000); code == http.StatusOK {
+					posted.Add(1)
+				}
+			}
+		}()
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+	if err := src.Eventually(30*time.Second, func() error {
+		if posted.Load() < 50 {
+			return fmt.Errorf("%d posted", posted.Load())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code := getJSON(t, base+httpapi.SnapshotPath, "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("backup without the cluster token: %d, want 401", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+httpapi.SnapshotPath, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "cluster.backup")
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("backup: %d %s", resp.StatusCode, raw)
+	}
+	os.WriteFile(file, raw, 0o600)
+	meta, err := cluster.VerifyBackup(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A cut or damaged file is refused.
+	bad := filepath.Join(t.TempDir(), "cut.backup")
+	os.WriteFile(bad, raw[:len(raw)-1], 0o600)
+	if _, err := cluster.RestoreBackup(bad, t.TempDir(), nil); err == nil {
+		t.Fatal("a cut backup restored")
+	}
+	more := posted.Load()
+	if err := src.Eventually(30*time.Second, func() error {
+		if posted.Load() < more+20 {
+			return fmt.Errorf("load stalled during the backup")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop.Store(true)
+	wg.Wait()
+	src.WaitConverged(30 * time.Second)
+	source, _ := src.Node(leader).Node.FSM.Query(fsm.ListQuery{})
+
+	restored := false
+	dst := servertest.Start(t, servertest.Options{Nodes: 1, Tune: func(i int, cfg *server.Config) {
+		tune(i, cfg)
+		if restored {
+			return
+		}
+		restored = true
+		if _, err := cluster.RestoreBackup(file, cfg.Cluster.DataDir, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := cluster.WritePeersJSON(cfg.Cluster.DataDir, []cluster.Peer{{ID: cfg.Cluster.NodeID, RaftAddr: cfg.Cluster.RaftBind}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cluster.RecoverIfRequested(cfg.Cluster.DataDir, cfg.Cluster.NodeID, nil); err != nil {
+			t.Fatal(err)
+		}
+	}})
+	dst.WaitLeader(20 * time.Second)
+	got := map[string]*fsm.Txn{}
+	list, _ := dst.Node(0).Node.FSM.Query(fsm.ListQuery{})
+	for _, x := range list {
+		got[x.ID] = x
+	}
+	want := 0
+	for _, s := range source {
+		r, ok := got[s.ID]
+		switch {
+		case s.Index <= meta.Index:
+			want++
+			if !ok || !reflect.DeepEqual(r, s) {
+				t.Fatalf("%s (last change at %d, backup at %d): restored %+v, source %+v", s.ID, s.Index, meta.Index, r, s)
+			}
+		case ok && r.Index > meta.Index:
+			t.Fatalf("%s restored with a change after the backup's index", s.ID)
+		}
+	}
+	for id := range got {
+		found := false
+		for _, s := range source {
+			found = found || s.ID == id
+		}
+		if !found {
+			t.Fatalf("restored %s, which the source never had", id)
+		}
+	}
+	t.Logf("source: %d transactions (%d posted); backup at index %d holds %d, restored %d", len(source), posted.Load(), meta.Index, want, len(got))
+	if want < 20 {
+		t.Fatalf("backup holds only %d transactions", want)
+	}
+	if code, out := post(t, dst.Node(0).URL(), urls, 5000); code != http.StatusOK || out.Status != "committed" {
+		t.Fatalf("new transaction on the restored cluster: %d %+v", code, out)
+	}
+	if err := dst.Node(0).Archive.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if st := dst.Node(0).Archive.Stats(); len(st.Gaps) != 1 || st.Gaps[0].From != 0 {
+		t.Fatalf("restored archive: %+v, want one gap from 0 (the archive was not copied)", st)
+	}
+}
