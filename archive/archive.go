@@ -263,7 +263,7 @@ func (a *Archive) load() error {
 			continue
 		}
 		a.segs = append(a.segs, s)
-		a.through = max(a.through, through)
+		a.through = through // the last segment's: a Rebase may have lowered it
 		a.gaps = append(a.gaps, gaps...)
 	}
 	return nil
@@ -523,4 +523,33 @@ func (a *Archive) retain() {
 			a.lg.Info("archive segment expired", "file", old.path, "records", old.count, "bytes", old.size)
 		}
 	}
+}
+
+// Rebase prepares the archive in dir (not open) for a node restored from a backup taken
+// at Raft index index: the restored cluster's log goes on from index with entries the old
+// archive never saw, so Through is set back to index (in a new segment's header) and the
+// records already there, the old cluster's history included, stay readable. Without it, a
+// Prune of the new log at an index the old cluster had already archived would be skipped.
+// txcoord snapshot restore --archive-from calls it after copying the segments.
+func Rebase(dir string, index uint64) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var last uint64
+	for _, e := range ents {
+		if seq, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), segSuffix), 10, 64); err == nil && strings.HasSuffix(e.Name(), segSuffix) {
+			last = max(last, seq)
+		}
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%016d%s", last+1, segSuffix))
+	if err := os.WriteFile(path, encodeHeader(index), 0o640); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

@@ -361,3 +361,27 @@ func TestBytesPerTransaction(t *testing.T) {
 		t.Fatalf("%.1f bytes per transaction, target <= 64", per)
 	}
 }
+
+// TestRebase: after a restore at index 15 into a copy of an archive that held up to 30,
+// the old records stay readable and Prunes of the new log above 15 are archived.
+func TestRebase(t *testing.T) {
+	dir := t.TempDir()
+	a := open(t, dir, Options{Now: func() time.Time { return time.UnixMilli(t0) }})
+	a.Pruned(10, []*fsm.Txn{committed(1)})
+	a.Pruned(30, []*fsm.Txn{committed(2)})
+	a.Close()
+	if err := Rebase(dir, 15); err != nil {
+		t.Fatal(err)
+	}
+	a = open(t, dir, Options{Now: func() time.Time { return time.UnixMilli(t0) }})
+	defer a.Close()
+	a.Restored(15)
+	a.Pruned(20, []*fsm.Txn{committed(3)})
+	a.Sync()
+	for _, i := range []int{1, 2, 3} {
+		mustGet(t, a, committed(i))
+	}
+	if st := a.Stats(); st.Through != 20 || len(st.Gaps) != 0 {
+		t.Fatalf("stats %+v, want through 20 and no gap", st)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/httpapi"
 	"github.com/txcoord/txcoord/server"
@@ -147,7 +148,7 @@ transactions is not in it (copy DATA/archive for that).`,
 	save.Flags().BoolVar(&local, "local", false, "back up the node --node names rather than the leader")
 	save.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
 
-	var dataDir, servers string
+	var dataDir, servers, archiveFrom string
 	restore := &cobra.Command{
 		Use:   "restore FILE --data-dir DIR --servers ID=RAFTADDR[,...]",
 		Short: "Turn a saved snapshot into an empty data directory that starts a new cluster",
@@ -172,6 +173,13 @@ restoring). DIR must hold no Raft state.`,
 			if err != nil {
 				return err
 			}
+			if archiveFrom != "" {
+				n, err := copyArchive(archiveFrom, filepath.Join(dataDir, server.ArchiveDir), meta.Index)
+				if err != nil {
+					return fmt.Errorf("--archive-from: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "copied %d archive segments from %s\n", n, archiveFrom)
+			}
 			if err := cluster.WritePeersJSON(dataDir, peers); err != nil {
 				return err
 			}
@@ -181,6 +189,7 @@ restoring). DIR must hold no Raft state.`,
 		},
 	}
 	restore.Flags().StringVar(&dataDir, "data-dir", "", "the new node's (empty) data directory")
+	restore.Flags().StringVar(&archiveFrom, "archive-from", "", "an old node's archive directory (DATA/archive, copied from a stopped node) to keep its history in the new cluster")
 	restore.Flags().StringVar(&servers, "servers", "", "the new cluster's first servers, id=raftaddr,... (usually one)")
 	cmd.AddCommand(save, restore)
 	return cmd
@@ -236,4 +245,34 @@ func downloadBackup(ctx context.Context, base, path string, timeout time.Duratio
 		d.Close()
 	}
 	return meta, nil
+}
+
+// copyArchive copies the segment files of the archive in from into the empty directory to
+// and rebases it on the restored snapshot's index (archive.Rebase).
+func copyArchive(from, to string, index uint64) (int, error) {
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return 0, err
+	}
+	if old, _ := os.ReadDir(to); len(old) > 0 {
+		return 0, fmt.Errorf("%s is not empty", to)
+	}
+	if err := os.MkdirAll(to, 0o750); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".seg") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return n, err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), raw, 0o640); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, archive.Rebase(to, index)
 }
