@@ -41,6 +41,7 @@ import (
 	"hash/maphash"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,16 +140,37 @@ type segment struct {
 
 func (s *segment) add(id string, off int64, t *fsm.Txn, seed maphash.Seed) {
 	s.entries = append(s.entries, idHash(seed, id)<<32|uint64(off))
-	if len(s.entries)-s.sorted > 4096 {
-		sort.Slice(s.entries, func(i, j int) bool { return s.entries[i] < s.entries[j] })
-		s.sorted = len(s.entries)
-	}
 	if s.count == 0 || t.CreatedAt < s.minCreated {
 		s.minCreated = t.CreatedAt
 	}
 	s.maxCreated = max(s.maxCreated, t.CreatedAt)
 	s.maxFinished = max(s.maxFinished, t.FinishedAt)
 	s.count++
+}
+
+// merged returns entries with its unsorted tail sorted and merged into the sorted prefix
+// (O(n), a new slice), or nil while the tail is short. Only the writer changes entries, so
+// it may call this without the lock and swap the result in under it.
+func (s *segment) merged() []uint64 {
+	if len(s.entries)-s.sorted <= 4096 {
+		return nil
+	}
+	tail := slices.Clone(s.entries[s.sorted:])
+	slices.Sort(tail)
+	head := s.entries[:s.sorted]
+	out := make([]uint64, 0, len(s.entries))
+	i, j := 0, 0
+	for i < len(head) && j < len(tail) {
+		if head[i] <= tail[j] {
+			out = append(out, head[i])
+			i++
+		} else {
+			out = append(out, tail[j])
+			j++
+		}
+	}
+	out = append(out, head[i:]...)
+	return append(out, tail[j:]...)
 }
 
 // offsets returns the offsets of the records whose id hashes to h. It runs under a.mu.
@@ -190,12 +212,16 @@ type Archive struct {
 	lg   hclog.Logger
 	seed maphash.Seed
 
-	mu       sync.RWMutex
-	segs     []*segment // oldest first; the last is the one being written
-	through  uint64     // durable
-	gaps     []Gap
-	corrupt  int
-	err      error // sticky write error
+	// mu guards the segments and their indexes, Through, gaps and the write error.
+	mu      sync.RWMutex
+	segs    []*segment // oldest first; the last is the one being written
+	through uint64     // durable
+	gaps    []Gap
+	corrupt int
+	err     error // sticky write error
+	// qmu guards only the queue, so that Pruned (on Raft's apply goroutine) never waits
+	// for the writer or a reader.
+	qmu      sync.Mutex
 	queue    []item
 	closed   bool
 	wake     chan struct{}
@@ -354,6 +380,8 @@ func (a *Archive) readSegment(seq uint64, last bool) (*segment, uint64, []Gap, e
 		a.lg.Error("archive segment is damaged: records after the damage are not readable", "file", path, "offset", good, "error", bad)
 	}
 	s.size = good
+	slices.Sort(s.entries)
+	s.sorted = len(s.entries)
 	return s, through, gaps, nil
 }
 
@@ -361,11 +389,11 @@ func (a *Archive) readSegment(seq uint64, last bool) (*segment, uint64, []Gap, e
 func (a *Archive) run() {
 	defer close(a.finished)
 	for {
-		a.mu.Lock()
+		a.qmu.Lock()
 		items := a.queue
 		a.queue = nil
 		closed := a.closed
-		a.mu.Unlock()
+		a.qmu.Unlock()
 		if len(items) > 0 {
 			err := a.w.write(a, items)
 			a.mu.Lock()
@@ -396,13 +424,13 @@ func (a *Archive) run() {
 }
 
 func (a *Archive) enqueue(it item) bool {
-	a.mu.Lock()
+	a.qmu.Lock()
 	if a.closed {
-		a.mu.Unlock()
+		a.qmu.Unlock()
 		return false
 	}
 	a.queue = append(a.queue, it)
-	a.mu.Unlock()
+	a.qmu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -482,13 +510,13 @@ func (a *Archive) Stats() Stats {
 // Close writes what is queued, stops the writer and closes the files. Records handed over
 // later are dropped (and logged).
 func (a *Archive) Close() error {
-	a.mu.Lock()
+	a.qmu.Lock()
 	if a.closed {
-		a.mu.Unlock()
+		a.qmu.Unlock()
 		return nil
 	}
 	a.closed = true
-	a.mu.Unlock()
+	a.qmu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
 	default:

@@ -360,6 +360,9 @@ func TestBytesPerTransaction(t *testing.T) {
 	if per > 64 {
 		t.Fatalf("%.1f bytes per transaction, target <= 64", per)
 	}
+	for _, i := range []int{0, 4095, 4097, 12345, n - 1} { // across merged index runs
+		mustGet(t, a, committed(i))
+	}
 }
 
 // TestRebase: after a restore at index 15 into a copy of an archive that held up to 30,

@@ -187,6 +187,11 @@ func (w *writer) append(a *Archive, b []byte, endpoints []fsm.Participant, place
 	}
 	s.size += int64(len(b))
 	a.mu.Unlock()
+	if m := s.merged(); m != nil {
+		a.mu.Lock()
+		s.entries, s.sorted = m, len(m)
+		a.mu.Unlock()
+	}
 	return nil
 }
 
