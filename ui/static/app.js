@@ -5,6 +5,17 @@
 // in-progress status filters, stuck ones from GET /v1/stuck; any transaction the page
 // still shows as unfinished and that no list mentions any more is read again by id, which
 // is how "recent outcomes" learns how in-flight transactions ended.
+//
+// Charts: every transaction the page reads (newest page, in-flight and stuck lists, reads by
+// id, search results) is remembered by id with its created, decided and finished times;
+// on load (and when the window grows) one page of the window's newest is read. The charts
+// bucket them by finish time. A refresh whose newest page does not reach back to the newest
+// transaction of the previous one leaves a gap: its buckets are drawn as "not every
+// transaction read".
+//
+// Search and history: one request per page (GET /v1/transactions with the filters and
+// after=<the previous page's next>, or GET /v1/transactions/{id} for an id); the page keeps
+// the cursors of the pages visited, so "newer" goes back without the API knowing.
 "use strict";
 
 (() => {
@@ -17,6 +28,10 @@
   const STUCK_SHOW = 100;
   const ACTIVE = ["preparing", "committing", "rolling_back"];
   const DONE = new Set(["committed", "rolled_back"]);
+  const CHART_WINDOWS = { 300000: 10000, 900000: 30000, 3600000: 120000 }; // window ms -> bucket ms
+  const CHART_BACKFILL = 1000; // one page: the newest of the window, read on load
+  const SEEN_MAX = 20000; // transactions remembered for the charts
+  const OUTCOMES = ["committed", "rolled_back", "failed"];
   const STATUS_LABEL = {
     preparing: "preparing", committing: "committing", rolling_back: "rolling back",
     committed: "committed", rolled_back: "rolled back", failed: "failed",
@@ -37,6 +52,22 @@
     token: load("txcoord.token"),
     opToken: load("txcoord.operatorToken"),
     needToken: false,
+    chart: {
+      windowMs: 300000,
+      seen: new Map(), // id -> {c: created, d: decided, f: finished (unix ms, 0 unset), s: status}
+      gaps: [], // [from, to] creation-time ranges the page did not read
+      coveredFrom: 0, // the window's start when it was last read in full (0: not yet)
+      backfilling: false,
+      newest: 0, // newest createdAt of the previous refresh's newest page
+      sig: "",
+    },
+    hist: {
+      q: null, // the search being shown
+      cursors: [""], // after= of each page visited; cursors[page]
+      page: 0,
+      seq: 0,
+      loaded: false,
+    },
   };
 
   function load(k) {
@@ -102,10 +133,12 @@
       }
       for (const t of stuck.transactions) fresh.set(t.transactionId, t);
       await pullNew(fresh);
-      for (const [id, t] of fresh) st.recent.set(id, t);
+      for (const [id, t] of fresh) { st.recent.set(id, t); observe(t); }
       await settle(fresh);
       trimRecent();
       render(cluster, stuck.transactions, inflight, inflightMore);
+      if (!st.chart.coveredFrom || st.chart.coveredFrom > Date.now() - st.chart.windowMs) backfill();
+      if (!st.hist.loaded) { st.hist.loaded = true; search(true); }
       st.lastOk = Date.now();
       showSignin(false);
       setBanner(cluster.leaderId ? "" : "No leader is known to this node: the cluster cannot run transactions or operator actions until one is elected (election in progress or no quorum).");
@@ -134,16 +167,29 @@
   async function pullNew(fresh) {
     const page = await request("v1/transactions?limit=" + PAGE);
     for (const t of page.transactions.slice(0, RECENT_KEEP)) fresh.set(t.transactionId, t);
+    const created = page.transactions.map((t) => Date.parse(t.createdAt));
+    if (created.length) {
+      const oldest = Math.min(...created);
+      const ch = st.chart;
+      // A full page that starts after the previous refresh's newest: some were not read.
+      if (page.next && ch.newest && oldest > ch.newest) ch.gaps.push([ch.newest, oldest]);
+      ch.newest = Math.max(ch.newest, ...created);
+    }
   }
 
   // settle reads again, by id, every remembered transaction that was unfinished and that no
   // list of this round mentions: it has moved on (or was pruned from the log).
   async function settle(fresh) {
     const ids = [];
-    for (const [id, t] of st.recent) if (!DONE.has(t.status) && !fresh.has(id)) ids.push(id);
+    for (const [id, t] of st.recent) {
+      // A leader may answer a settled outcome before its completion entry (no finishedAt yet).
+      if ((!DONE.has(t.status) && !fresh.has(id)) || (DONE.has(t.status) && !t.finishedAt)) ids.push(id);
+    }
     await Promise.all(ids.slice(0, 50).map(async (id) => {
       try {
-        st.recent.set(id, await request("v1/transactions/" + encodeURIComponent(id)));
+        const t = await request("v1/transactions/" + encodeURIComponent(id));
+        st.recent.set(id, t);
+        observe(t);
       } catch (e) {
         if (e.status === 404) st.recent.delete(id); else throw e;
       }
@@ -290,6 +336,7 @@
     renderStuck(stuck);
     renderInflight(inflight, inflightMore);
     renderRecent();
+    renderCharts();
     tickTimes();
   }
 
@@ -417,7 +464,425 @@
     });
   }
 
+  // ---------- charts: outcomes and latency over the last minutes ----------
+
+  // observe remembers what the charts need of a transaction the page has read.
+  function observe(t) {
+    const ms = (iso) => (iso ? Date.parse(iso) : 0);
+    st.chart.seen.set(t.transactionId, { c: ms(t.createdAt), d: ms(t.decidedAt), f: ms(t.finishedAt), s: t.status });
+  }
+
+  function pruneSeen(now) {
+    const ch = st.chart;
+    const from = now - 3600000 - 120000; // the longest window and a bucket
+    for (const [id, r] of ch.seen) if (Math.max(r.c, r.f) < from) ch.seen.delete(id);
+    ch.gaps = ch.gaps.filter((g) => g[1] >= from);
+    if (ch.seen.size > SEEN_MAX) {
+      const old = [...ch.seen].sort((a, b) => a[1].c - b[1].c).slice(0, ch.seen.size - SEEN_MAX);
+      for (const [id] of old) ch.seen.delete(id);
+    }
+  }
+
+  // backfill reads one page, the newest transactions created in the window: what the
+  // charts show right after the page loads. If the window holds more, the rest is a gap.
+  async function backfill() {
+    const ch = st.chart;
+    if (ch.backfilling) return;
+    ch.backfilling = true;
+    const from = Date.now() - ch.windowMs;
+    try {
+      const page = await request("v1/transactions?createdFrom=" + from + "&limit=" + CHART_BACKFILL);
+      for (const t of page.transactions) observe(t);
+      if (page.next && page.transactions.length) {
+        ch.gaps.push([from, Math.min(...page.transactions.map((t) => Date.parse(t.createdAt)))]);
+      }
+      ch.coveredFrom = ch.coveredFrom ? Math.min(ch.coveredFrom, from) : from;
+      renderCharts();
+    } catch (_) {
+      // The next refresh tries again (and shows the connection problem).
+    } finally {
+      ch.backfilling = false;
+    }
+  }
+
+  function median(xs) {
+    if (!xs.length) return NaN;
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : Math.round((s[m - 1] + s[m]) / 2);
+  }
+
+  // niceMax is the smallest 1, 2 or 5 times a power of ten at or above v.
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function chartBuckets(now) {
+    const ch = st.chart;
+    const B = CHART_WINDOWS[ch.windowMs];
+    const n = Math.round(ch.windowMs / B);
+    const end = Math.floor(now / B) * B + B; // the end of the bucket that holds now
+    const start = end - n * B;
+    const buckets = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = start + i * B;
+      buckets.push({
+        t: t0, committed: 0, rolled_back: 0, failed: 0, total: [], phase1: [],
+        partial: t0 < ch.coveredFrom || !ch.coveredFrom || ch.gaps.some((g) => g[0] < t0 + B && g[1] > t0),
+      });
+    }
+    for (const r of ch.seen.values()) {
+      if (!r.f || !OUTCOMES.includes(r.s)) continue;
+      // A finish time ahead of this browser's clock counts in the newest bucket.
+      const i = Math.floor((Math.min(r.f, end - 1) - start) / B);
+      if (i < 0) continue;
+      const b = buckets[i];
+      b[r.s]++;
+      if (r.s !== "failed") { // a failed one's time is phase two giving up
+        b.total.push(r.f - r.c);
+        if (r.d) b.phase1.push(r.d - r.c);
+      }
+    }
+    return { buckets, start, end, B };
+  }
+
+  const SVGNS = "http://www.w3.org/2000/svg";
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") el.setAttribute("class", v);
+      else if (k.startsWith("data-")) el.dataset[k.slice(5).replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = v;
+      else el.setAttribute(k, v);
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === undefined || c === null || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  const CW = 640, CH = 190, PAD = { l: 58, r: 10, t: 10, b: 26 };
+
+  function windowLabel(ms) {
+    return ms >= 3600000 ? ms / 3600000 + " h" : ms / 60000 + " min";
+  }
+
+  // frame draws the grid, the y labels (0, half, max) and the x labels (the window's start,
+  // its middle and now).
+  function frame(yMax, fmt, B, n) {
+    const pw = CW - PAD.l - PAD.r, ph = CH - PAD.t - PAD.b;
+    const g = s("g", { class: "frame" });
+    for (const f of [0, 0.5, 1]) {
+      const y = PAD.t + ph - f * ph;
+      g.append(s("line", { class: "grid", x1: PAD.l, x2: CW - PAD.r, y1: y, y2: y }));
+      const label = fmt(f * yMax);
+      if (label !== null) g.append(s("text", { class: "axis", "data-axis": "y", "data-value": f * yMax, x: PAD.l - 6, y: y + 4, "text-anchor": "end" }, label));
+    }
+    const w = n * B;
+    for (const [f, label, anchor] of [[0, "−" + windowLabel(w), "start"], [0.5, "−" + windowLabel(w / 2), "middle"], [1, "now", "end"]]) {
+      g.append(s("text", { class: "axis", "data-axis": "x", x: PAD.l + f * pw, y: CH - 8, "text-anchor": anchor }, label));
+    }
+    return g;
+  }
+
+  function span(b, B) {
+    return clock(b.t) + "–" + clock(b.t + B);
+  }
+
+  function renderCharts() {
+    const now = Date.now();
+    pruneSeen(now);
+    const { buckets, B } = chartBuckets(now);
+    const n = buckets.length;
+    const sig = JSON.stringify([st.chart.windowMs, buckets]);
+    if (sig === st.chart.sig) return;
+    st.chart.sig = sig;
+    const pw = CW - PAD.l - PAD.r, ph = CH - PAD.t - PAD.b;
+    const bw = pw / n;
+
+    // Outcomes: one stacked bar per bucket.
+    const sums = { committed: 0, rolled_back: 0, failed: 0 };
+    for (const b of buckets) for (const k of OUTCOMES) sums[k] += b[k];
+    const yMax = niceMax(Math.max(1, ...buckets.map((b) => b.committed + b.rolled_back + b.failed)));
+    const bars = s("g", { class: "bars" });
+    buckets.forEach((b, i) => {
+      const x = PAD.l + i * bw;
+      if (b.partial) bars.append(s("rect", { class: "partial", x: x, y: PAD.t, width: bw, height: ph, "data-t": b.t }, s("title", null, span(b, B) + ": not every transaction of this interval was read")));
+      let y = PAD.t + ph;
+      for (const k of OUTCOMES) {
+        if (!b[k]) continue;
+        const hgt = (b[k] / yMax) * ph;
+        y -= hgt;
+        bars.append(s("rect", { class: "bar s-" + k, x: (x + 1).toFixed(1), y: y.toFixed(1), width: Math.max(1, bw - 2).toFixed(1), height: hgt.toFixed(1), "data-status": k, "data-count": b[k], "data-t": b.t },
+          s("title", null, span(b, B) + ": " + b[k] + " " + STATUS_LABEL[k] + (b.partial ? " (at least)" : ""))));
+      }
+    });
+    const outSum = sums.committed + " committed, " + sums.rolled_back + " rolled back, " + sums.failed + " failed in the last " + windowLabel(st.chart.windowMs) + " (per " + B / 1000 + " s)";
+    setText("chart-outcomes-sum", outSum);
+    $("chart-outcomes-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Outcomes: " + outSum, class: "chart-plot", preserveAspectRatio: "none" },
+      frame(yMax, (v) => (Number.isInteger(v) ? String(v) : null), B, n), bars));
+
+    // Latency: slowest and median begin-to-end, median phase one, per bucket.
+    const stats = buckets.map((b) => ({ t: b.t, max: b.total.length ? Math.max(...b.total) : NaN, median: median(b.total), phase1: median(b.phase1), n: b.total.length }));
+    const all = buckets.flatMap((b) => b.total);
+    const lMax = niceMax(Math.max(1, ...stats.map((x) => x.max).filter((v) => v >= 0)));
+    const yOf = (v) => PAD.t + ph - (Math.min(v, lMax) / lMax) * ph;
+    const lines = s("g", { class: "lines" });
+    for (const k of ["phase1", "median", "max"]) {
+      let d = "", pen = false;
+      stats.forEach((x, i) => {
+        const v = x[k];
+        if (!(v >= 0)) { pen = false; return; }
+        const px = (PAD.l + (i + 0.5) * bw).toFixed(1), py = yOf(v).toFixed(1);
+        d += (pen ? " L" : " M") + px + " " + py;
+        pen = true;
+      });
+      if (d) lines.append(s("path", { class: "line l-" + k, d: d.trim(), "data-series": k }));
+    }
+    const pts = s("g", { class: "points" });
+    stats.forEach((x, i) => {
+      if (!x.n) return;
+      const px = (PAD.l + (i + 0.5) * bw).toFixed(1);
+      const tip = span(buckets[i], B) + ": " + x.n + " finished, median " + duration(x.median) + ", slowest " + duration(x.max) + (x.phase1 >= 0 ? ", median phase one " + duration(x.phase1) : "");
+      for (const k of ["max", "median"]) {
+        pts.append(s("circle", { class: "pt pt-" + k, cx: px, cy: yOf(x[k]).toFixed(1), r: 3, "data-series": k, "data-ms": x[k], "data-t": x.t }, s("title", null, tip)));
+      }
+    });
+    const latSum = all.length ? all.length + " finished: median " + duration(median(all)) + ", slowest " + duration(Math.max(...all)) : "no transaction finished in the window";
+    setText("chart-latency-sum", latSum);
+    $("chart-latency-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Latency: " + latSum, class: "chart-plot", preserveAspectRatio: "none" },
+      frame(lMax, (v) => duration(Math.round(v)), B, n), lines, pts));
+  }
+
+  // ---------- search and history ----------
+
+  const SEARCH_LABEL = { id: "Transaction id", key: "Idempotency key", participant: "Participant (host or URL)" };
+
+  function localInput(v) {
+    // datetime-local is local time without a zone; the API wants RFC 3339 or unix ms.
+    if (!v) return "";
+    const ms = new Date(v).getTime();
+    return Number.isFinite(ms) ? String(ms) : null;
+  }
+
+  function readSearch() {
+    const by = $("search-by").value;
+    let text = $("search-text").value.trim();
+    if (by === "participant" && /^https?:\/\//i.test(text)) {
+      // A base URL (no path) means its host; a URL with a path is matched as it is.
+      try { const u = new URL(text); if (u.pathname === "/" && !u.search) text = u.host; } catch (_) { /* the API says */ }
+    }
+    return {
+      by, text,
+      status: $("search-status").value,
+      from: localInput($("search-from").value), to: localInput($("search-to").value),
+      order: $("search-order").value, limit: $("search-limit").value,
+    };
+  }
+
+  function searchPath(q, after) {
+    const p = new URLSearchParams();
+    p.set("limit", q.limit);
+    if (q.order === "asc") p.set("order", "asc");
+    if (q.status) p.set("status", q.status);
+    if (q.from) p.set("createdFrom", q.from);
+    if (q.to) p.set("createdTo", q.to);
+    if (q.text && q.by === "key") p.set("key", q.text);
+    if (q.text && q.by === "participant") p.set("participant", q.text);
+    if (after) p.set("after", after);
+    return "v1/transactions?" + p.toString();
+  }
+
+  function searchError(msg) {
+    const e = $("search-error");
+    e.textContent = msg || "";
+    e.hidden = !msg;
+    if (msg) $("search-text").setAttribute("aria-invalid", "true");
+    else $("search-text").removeAttribute("aria-invalid");
+  }
+
+  // search shows a page of the search: the first of a new one (reset), else st.hist.page.
+  async function search(reset) {
+    const hs = st.hist;
+    if (reset) {
+      const q = readSearch();
+      if (q.from === null || q.to === null) { searchError("Enter the creation times as a date and a time."); return; }
+      hs.q = q;
+      hs.cursors = [""];
+      hs.page = 0;
+    }
+    const q = hs.q;
+    const seq = ++hs.seq;
+    searchError("");
+    $("search-submit").disabled = true;
+    $("history").setAttribute("aria-busy", "true");
+    let list, next = "";
+    try {
+      if (q.by === "id" && q.text) {
+        try {
+          list = [await request("v1/transactions/" + encodeURIComponent(q.text))];
+        } catch (e) {
+          if (e.status !== 404) throw e;
+          list = [];
+        }
+      } else {
+        const page = await request(searchPath(q, hs.cursors[hs.page]));
+        list = page.transactions;
+        next = page.next;
+      }
+    } catch (e) {
+      if (seq !== hs.seq) return;
+      searchError((e.status ? "The node refused the search (HTTP " + e.status + "): " : "Not searched: ") + e.message);
+      setText("search-result", "");
+      return;
+    } finally {
+      if (seq === hs.seq) { $("search-submit").disabled = false; $("history").removeAttribute("aria-busy"); }
+    }
+    if (seq !== hs.seq) return;
+    for (const t of list) observe(t);
+    hs.cursors.length = hs.page + 1;
+    if (next) hs.cursors.push(next);
+    renderHistory(q, list, next);
+  }
+
+  function describeSearch(q) {
+    const parts = [];
+    if (q.text) parts.push((q.by === "id" ? "id " : q.by === "key" ? "idempotency key " : "participant ") + "“" + q.text + "”");
+    if (q.by !== "id" || !q.text) {
+      if (q.status) parts.push("status " + STATUS_LABEL[q.status]);
+      if (q.from) parts.push("created from " + new Date(Number(q.from)).toLocaleString());
+      if (q.to) parts.push("created before " + new Date(Number(q.to)).toLocaleString());
+    }
+    return parts.length ? parts.join(", ") : "all transactions";
+  }
+
+  function renderHistory(q, list, next) {
+    const hs = st.hist;
+    const byId = q.by === "id" && q.text;
+    const asc = q.order === "asc" && !byId;
+    const newer = asc ? $("page-next") : $("page-prev");
+    const older = asc ? $("page-prev") : $("page-next");
+    $("page-prev").textContent = asc ? "← Older" : "← Newer";
+    $("page-next").textContent = asc ? "Newer →" : "Older →";
+    $("page-prev").disabled = hs.page === 0;
+    $("page-next").disabled = !next;
+    newer.dataset.dir = "newer";
+    older.dataset.dir = "older";
+    $("history-table").hidden = list.length === 0;
+    setText("page-info", "Page " + (hs.page + 1));
+    $("page-info").dataset.page = String(hs.page + 1);
+    let msg;
+    if (byId) msg = list.length ? "Transaction " + q.text + " found" : "No transaction with id “" + q.text + "” on this cluster (it may have been pruned)";
+    else if (list.length === 0 && next) msg = "Page " + (hs.page + 1) + " of " + describeSearch(q) + ": none on this page (a participant search examines a bounded number of records per request); " + (asc ? "Newer" : "Older") + " continues";
+    else if (list.length === 0) msg = hs.page === 0 ? "No transaction matches: " + describeSearch(q) : "No more transactions: " + describeSearch(q);
+    else msg = "Page " + (hs.page + 1) + " of " + describeSearch(q) + ", " + (asc ? "oldest" : "newest") + " first: " + list.length + (list.length === 1 ? " transaction" : " transactions") + (next ? "; more on the next page" : "; no more");
+    setText("search-result", msg + " · read at " + clock(Date.now()));
+    setText("history-sub", describeSearch(q) === "all transactions" ? "Every transaction the cluster keeps, one page per request" : "Search: " + describeSearch(q));
+    sync($("history-body"), list, (t) => t.transactionId, historyRow);
+    tickTimes();
+  }
+
+  function reasonsCell(t) {
+    const reasons = t.errors.map((e) => h("li", null, e));
+    if (t.note) reasons.push(h("li", { class: "note" }, t.note));
+    return h("td", { class: "reasons" }, reasons.length ? h("ul", null, reasons) : h("span", { class: "muted" }, "–"));
+  }
+
+  function historyRow(t) {
+    const took = t.finishedAt ? Date.parse(t.finishedAt) - Date.parse(t.createdAt) : NaN;
+    return h("tr", { "data-id": t.transactionId },
+      h("th", { scope: "row" }, txnLink(t.transactionId)),
+      h("td", null, badge(t.status)),
+      h("td", { class: "hosts" }, t.participants.map((p) => hostOf(p.prepare)).join(", ")),
+      h("td", { class: "mono" }, t.idempotencyKey || h("span", { class: "muted" }, "–")),
+      h("td", { class: "nowrap" }, relTime(t.createdAt)),
+      h("td", { class: "nowrap" }, t.finishedAt ? duration(took) : "–"),
+      reasonsCell(t),
+    );
+  }
+
+  function hostOf(u) {
+    try { return new URL(u).host; } catch (_) { return u; }
+  }
+
+  function clearSearch() {
+    $("search-form").reset();
+    updateSearchLabel();
+    search(true);
+  }
+
+  function updateSearchLabel() {
+    const by = $("search-by").value;
+    $("search-text-label").textContent = SEARCH_LABEL[by];
+    $("search-text").placeholder = by === "id" ? "e.g. 01J9Z…" : by === "key" ? "e.g. order-4711" : "e.g. hotel:9000 or http://hotel:9000/prepare";
+    // An id is looked up exactly: the filters do not apply.
+    const byId = by === "id";
+    for (const id of ["search-status", "search-from", "search-to", "search-order", "search-limit"]) $(id).disabled = byId && !!$("search-text").value.trim();
+  }
+
   // ---------- transaction detail ----------
+
+  // timeline lists what the transaction's record says happened, in order. The record keeps
+  // the creation, decision and finish times; votes are recorded with the decision (their
+  // time is the decision's), phase-two attempts only as a count and the last error, and
+  // only the last operator note, without its time.
+  function timeline(t) {
+    const c = Date.parse(t.createdAt);
+    const d = t.decidedAt ? Date.parse(t.decidedAt) : 0;
+    const f = t.finishedAt ? Date.parse(t.finishedAt) : 0;
+    const items = [];
+    const add = (kind, at, title, detail, extra) => items.push({ kind, at, title, detail, ...extra });
+    add("created", c, "Created", t.participants.length + (t.participants.length === 1 ? " participant" : " participants") +
+      "; phase one until " + preciseClock(Date.parse(t.deadline)) + " (" + t.timeoutMs + " ms)" + (t.idempotencyKey ? "; idempotency key " + t.idempotencyKey : ""));
+    t.participants.forEach((p, i) => {
+      const host = hostOf(p.prepare);
+      if (!t.decision) { add("vote", 0, "Waiting for the vote of " + host, "phase one is running", { i, pending: true }); return; }
+      const title = p.vote === "ACK" ? "Voted ACK: " + host
+        : p.vote === "NACK" ? "Voted NACK: " + host
+          : p.vote === "error" ? "No valid vote from " + host
+            : "No vote from " + host + " before the decision";
+      const why = p.reason || (p.vote ? "" : "a timeout, or phase one cut short by another participant's no");
+      add("vote", d, title, why, { i, vote: p.vote || "none", atDecision: true });
+    });
+    if (t.decision) {
+      add("decided", d, "Decided " + t.decision, "after " + duration(d - c) + (d >= Date.parse(t.deadline) ? ", at the phase-one deadline" : ""));
+      const msg = t.decision === "commit" ? "Commit" : "Rollback";
+      t.participants.forEach((p, i) => {
+        const host = hostOf(p.prepare);
+        const tries = p.attempts + (p.attempts === 1 ? " attempt" : " attempts");
+        const title = p.acknowledged ? msg + " acknowledged by " + host : msg + " not acknowledged by " + host;
+        add("phase-two", 0, title, tries + (p.lastError ? "; last error: " + p.lastError : ""), { i, acked: p.acknowledged, error: !!p.lastError });
+      });
+    }
+    if (t.status === "failed") add("failed", f, "Failed", "phase two gave up; it waits for an operator (retry or resolve)");
+    if (t.note) add("note", 0, "Operator note", t.note);
+    if (DONE.has(t.status)) {
+      add("finished", f, STATUS_LABEL[t.status][0].toUpperCase() + STATUS_LABEL[t.status].slice(1),
+        f ? "after " + duration(f - c) + " in all" + (d ? ", phase two " + duration(f - d) : "") : "its completion entry is on its way into the log");
+    } else if (t.status !== "failed") {
+      add("now", 0, "Now " + STATUS_LABEL[t.status], t.decision ? "phase two is being driven" : "waiting for votes or the deadline", { pending: true });
+    }
+    return h("ol", { class: "timeline", id: "txn-timeline" }, items.map((it) => h("li", {
+      class: "tl-" + it.kind + (it.pending ? " pending" : "") + (it.vote === "NACK" || it.vote === "error" || it.error || it.kind === "failed" ? " bad" : ""),
+      "data-kind": it.kind, "data-t": it.at ? String(it.at) : null, "data-participant": it.i !== undefined ? String(it.i) : null, "data-vote": it.vote,
+    },
+    h("span", { class: "tl-time" }, it.at
+      ? h("time", { datetime: new Date(it.at).toISOString(), title: it.atDecision ? "The vote is recorded with the decision: this is the decision's time" : new Date(it.at).toLocaleString() },
+        (it.atDecision ? "by " : "") + preciseClock(it.at), h("small", null, " +" + duration(it.at - c)))
+      : h("span", { class: "muted", title: "The record keeps no time for this" }, it.pending ? "pending" : "time not recorded")),
+    h("span", { class: "tl-what" }, h("strong", null, it.title), it.detail ? h("span", { class: "tl-detail" }, it.detail) : null),
+    )));
+  }
+
+  function preciseClock(ms) {
+    const d = new Date(ms);
+    return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+  }
+
 
   async function openTxn(id) {
     const dlg = $("txn-dialog");
@@ -428,6 +893,7 @@
     try {
       const t = await request("v1/transactions/" + encodeURIComponent(id));
       st.recent.set(id, t);
+      observe(t);
       const rows = [
         ["Status", badge(t.status)], ["Decision", t.decision || "not decided yet"],
         ["Created", fmtTime(t.createdAt)], ["Phase-one deadline", fmtTime(t.deadline) + " (" + t.timeoutMs + " ms)"],
@@ -437,6 +903,8 @@
       ];
       body.replaceChildren(...[
         h("dl", { class: "detail-grid" }, rows.map(([k, v]) => [h("dt", { "data-row": k }, k), h("dd", null, v)])),
+        h("h3", null, "Timeline"),
+        timeline(t),
         h("h3", null, "Participants"),
         h("div", { class: "table-wrap" }, h("table", { class: "data" },
           h("thead", null, h("tr", null, ["Prepare", "Commit", "Rollback", "Vote", "Phase two", "Attempts", "Last error or reason"].map((c) => h("th", { scope: "col" }, c)))),
@@ -628,6 +1096,26 @@
       setUpdated();
       if (st.paused) clearTimeout(st.timer); else refresh();
     });
+    const win = $("chart-window");
+    st.chart.windowMs = Number(win.value);
+    win.addEventListener("change", () => {
+      st.chart.windowMs = Number(win.value);
+      renderCharts();
+      if (!st.chart.coveredFrom || st.chart.coveredFrom > Date.now() - st.chart.windowMs) backfill();
+    });
+    $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(true); });
+    $("search-clear").addEventListener("click", clearSearch);
+    $("search-by").addEventListener("change", updateSearchLabel);
+    $("search-text").addEventListener("input", updateSearchLabel);
+    const page = (ev) => {
+      const hs = st.hist;
+      if (!hs.q) return;
+      hs.page = Math.max(0, hs.page + (ev.currentTarget.id === "page-next" ? 1 : -1));
+      search(false);
+    };
+    $("page-prev").addEventListener("click", page);
+    $("page-next").addEventListener("click", page);
+    updateSearchLabel();
     document.addEventListener("visibilitychange", () => { if (!document.hidden && !st.paused) refresh(); });
     refresh();
   }
