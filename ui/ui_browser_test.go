@@ -82,8 +82,19 @@ type outcome struct {
 
 func send(t *testing.T, base string, services []string, timeoutMs int) outcome {
 	t.Helper()
+	return sendKeyed(t, base, services, timeoutMs, "")
+}
+
+// sendKeyed posts a transaction with an Idempotency-Key (none when key is "").
+func sendKeyed(t *testing.T, base string, services []string, timeoutMs int, key string) outcome {
+	t.Helper()
 	body, _ := json.Marshal(map[string]any{"services": services, "timeout": timeoutMs})
-	resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/transactions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set(participant.IdempotencyKeyHeader, key)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Error(err)
 		return outcome{}
@@ -394,17 +405,106 @@ func TestBrowserOperationsPage(t *testing.T) {
 			!!r && r.querySelector(".badge").dataset.status === "committed";
 	})()`, row("recent-body", held.TransactionID)))
 
+	// An idempotency key, and enough transactions for two pages of ten: 17 in all.
+	keyed := sendKeyed(t, base, urls, 2000, "order-4711")
+	if keyed.Status != "committed" {
+		t.Fatalf("keyed transaction: %+v, want committed", keyed)
+	}
+	for i := 0; i < 11; i++ {
+		if o := send(t, base, urls[:2], 2000); o.Status != "committed" {
+			t.Fatalf("transaction %d: %+v, want committed", i, o)
+		}
+	}
+	all := listAll(t, c, base, 17)
+
+	checkCharts(t, b, all)
+	b.screenshot("charts")
+
+	// Search by id, by key, by participant host and by participant URL.
+	search := func(by, text string) {
+		b.t.Helper()
+		b.do("searching by "+by+" for "+text,
+			chromedp.SetValue(chromedp.ID("search-by"), by),
+			chromedp.SetValue(chromedp.ID("search-text"), text),
+			chromedp.Click(chromedp.ID("search-submit")))
+	}
+	found := func(what string, ids ...string) {
+		b.t.Helper()
+		b.wait(what, fmt.Sprintf(`(() => {
+			const got = [...document.querySelectorAll("#history-body tr")].map((r) => r.dataset.key);
+			return !document.getElementById("history-table").hidden && JSON.stringify(got) === %s &&
+				document.getElementById("search-error").hidden;
+		})()`, js(jsonOf(ids))))
+	}
+	search("id", failedA.TransactionID)
+	found("the search by id finds the failed transaction", failedA.TransactionID)
+	b.wait("the result says so", fmt.Sprintf(`document.getElementById("search-result").textContent.includes("Transaction " + %s + " found") &&
+		document.querySelector("#history-body tr .badge").dataset.status === "failed"`, js(failedA.TransactionID)))
+	search("id", "no-such-transaction")
+	b.wait("the search by an unknown id finds nothing", `document.getElementById("history-table").hidden &&
+		document.getElementById("search-result").textContent.includes("No transaction with id")`)
+	search("key", "order-4711")
+	found("the search by idempotency key finds its transaction", keyed.TransactionID)
+	b.wait("the key is shown", `document.querySelector("#history-body tr").innerText.includes("order-4711")`)
+	flakyHost := strings.TrimPrefix(fs.URL, "http://")
+	search("participant", flakyHost) // newest first
+	found("the search by participant host finds its two transactions", failedB.TransactionID, failedA.TransactionID)
+	search("participant", heldURL)
+	found("the search by participant URL finds its transaction", held.TransactionID)
+
+	// Paging through the whole history, ten per page, newest first: exactly the API's order.
+	b.do("listing everything, ten per page",
+		chromedp.Click(chromedp.ID("search-clear")),
+		chromedp.SetValue(chromedp.ID("search-limit"), "10"),
+		chromedp.Click(chromedp.ID("search-submit")))
+	ids := make([]string, len(all))
+	for i, v := range all {
+		ids[i] = v.TransactionID
+	}
+	found("page 1 shows the 10 newest", ids[:10]...)
+	b.wait("page 1 can go older, not newer", `document.getElementById("page-info").dataset.page === "1" &&
+		document.getElementById("page-prev").disabled && !document.getElementById("page-next").disabled &&
+		document.getElementById("page-next").textContent.includes("Older")`)
+	b.do("going to the older page", chromedp.Click(chromedp.ID("page-next")))
+	found("page 2 shows the 7 oldest", ids[10:]...)
+	b.wait("page 2 is the last", `document.getElementById("page-info").dataset.page === "2" &&
+		!document.getElementById("page-prev").disabled && document.getElementById("page-next").disabled &&
+		document.getElementById("search-result").textContent.includes("7 transactions; no more")`)
+	b.screenshot("history-page-2")
+	b.do("going back to the newer page", chromedp.Click(chromedp.ID("page-prev")))
+	found("page 1 again", ids[:10]...)
+	b.do("listing oldest first", chromedp.SetValue(chromedp.ID("search-order"), "asc"), chromedp.Click(chromedp.ID("search-submit")))
+	found("oldest first, page 1", reversed(ids)[:10]...)
+
+	// A result opens the detail: the failed transaction's timeline shows phase two giving up.
+	search("id", failedA.TransactionID)
+	found("the failed transaction again", failedA.TransactionID)
+	b.do("opening it from the result", chromedp.Click(chromedp.CSS("#history-body .txn-link")))
+	b.wait("its timeline shows the HTTP 500 and the failure", `document.getElementById("txn-dialog").open && (() => {
+		const tl = document.getElementById("txn-timeline");
+		if (!tl) return false;
+		const bad = [...tl.querySelectorAll('li[data-kind="phase-two"].bad')];
+		return bad.length === 1 && bad[0].innerText.includes("HTTP 500") && bad[0].innerText.includes("3 attempts") &&
+			bad[0].innerText.includes("not acknowledged") && !!tl.querySelector('li[data-kind="failed"][data-t]') &&
+			!tl.querySelector('li[data-kind="finished"]');
+	})()`)
+	b.do("closing the detail dialog", chromedp.Click(chromedp.ID("txn-close")))
+	b.wait("the detail dialog is closed", `!document.getElementById("txn-dialog").open`)
+
 	// The detail dialog of a transaction lists its participants.
 	b.do("opening a transaction", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#recent-body tr[data-key=%s] .txn-link`, js(ok.TransactionID)))))
 	b.wait("the detail dialog shows 3 participants", `document.getElementById("txn-dialog").open &&
 		document.querySelectorAll("#txn-body tbody tr").length === 3`)
 	checkDetail(t, b, "committed", "commit", "ACK", "")
+	checkTimeline(t, b, get(t, base, ok.TransactionID))
 	b.do("closing the detail dialog", chromedp.Click(chromedp.ID("txn-close")))
 	b.wait("the detail dialog is closed", `!document.getElementById("txn-dialog").open`)
 	b.do("opening the rolled-back transaction", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#recent-body tr[data-key=%s] .txn-link`, js(nack.TransactionID)))))
 	b.wait("the detail dialog shows the rolled-back transaction", `document.getElementById("txn-dialog").open &&
 		document.querySelectorAll("#txn-body tbody tr").length === 3 && document.getElementById("txn-body").innerText.includes("abort")`)
 	checkDetail(t, b, "rolled_back", "abort", "NACK", "NACK")
+	checkTimeline(t, b, get(t, base, nack.TransactionID))
+	b.screenshot("detail-rolled-back")
 	b.do("closing the detail dialog", chromedp.Click(chromedp.ID("txn-close")))
 	b.wait("the detail dialog is closed", `!document.getElementById("txn-dialog").open`)
 
@@ -460,7 +560,15 @@ func TestBrowserOperationsPage(t *testing.T) {
 			}
 		}
 	}
-	if errs := b.errors(); len(errs) > 0 {
+	// The search for an unknown id is a 404 the browser logs as a failed load; anything
+	// else is a fault.
+	var errs []string
+	for _, e := range b.errors() {
+		if !(strings.Contains(e, "status of 404") && strings.Contains(e, "no-such-transaction")) {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
 		t.Fatalf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}
 	t.Logf("screenshots in %s", b.dir)
@@ -517,5 +625,255 @@ func checkDetail(t *testing.T, b *browser, status, decision, vote, errWant strin
 	}
 	if errWant != "" && !strings.Contains(strings.Join(d.Errors, "\n"), errWant) {
 		t.Errorf("errors %q, want one with %q", d.Errors, errWant)
+	}
+}
+
+// view is the part of GET /v1/transactions/{id} the checks below compare with the page.
+type view struct {
+	TransactionID string `json:"transactionId"`
+	Status        string `json:"status"`
+	Decision      string `json:"decision"`
+	CreatedAt     string `json:"createdAt"`
+	DecidedAt     string `json:"decidedAt"`
+	FinishedAt    string `json:"finishedAt"`
+	Participants  []struct {
+		Prepare      string `json:"prepare"`
+		Vote         string `json:"vote"`
+		Reason       string `json:"reason"`
+		Acknowledged bool   `json:"acknowledged"`
+		Attempts     int    `json:"attempts"`
+	} `json:"participants"`
+}
+
+func ms(t *testing.T, iso string) int64 {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, iso)
+	if err != nil {
+		t.Fatalf("time %q: %v", iso, err)
+	}
+	return v.UnixMilli()
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func get(t *testing.T, base, id string) view {
+	t.Helper()
+	var v view
+	getJSON(t, base+"/v1/transactions/"+id, &v)
+	return v
+}
+
+// listAll returns every transaction, newest first, once there are n and each has its
+// finish time (a leader serves a settled outcome before its completion entry).
+func listAll(t *testing.T, c *servertest.Cluster, base string, n int) []view {
+	t.Helper()
+	var all []view
+	err := c.Eventually(10*time.Second, func() error {
+		var page struct{ Transactions []view }
+		getJSON(t, base+"/v1/transactions?limit=1000", &page)
+		all = page.Transactions
+		if len(all) != n {
+			return fmt.Errorf("%d transactions, want %d", len(all), n)
+		}
+		for _, v := range all {
+			if v.FinishedAt == "" {
+				return fmt.Errorf("%s is %s without a finish time", v.TransactionID, v.Status)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+// checkCharts waits until the outcome chart counts what the cluster holds (per status, in
+// its bars), then checks the bars stack within the y axis, the axis labels, and that the
+// latency chart's slowest point is the slowest transaction and its median points are the
+// buckets' medians as far as the totals go.
+func checkCharts(t *testing.T, b *browser, all []view) {
+	t.Helper()
+	want := map[string]int{}
+	var slowest int64
+	finished := 0
+	for _, v := range all {
+		want[v.Status]++
+		if v.Status == "committed" || v.Status == "rolled_back" {
+			finished++
+			slowest = max(slowest, ms(t, v.FinishedAt)-ms(t, v.CreatedAt))
+		}
+	}
+	b.wait(fmt.Sprintf("the outcome chart counts %v", want), fmt.Sprintf(`(() => {
+		const sum = (k) => [...document.querySelectorAll('#chart-outcomes-svg rect.bar[data-status="' + k + '"]')].reduce((a, r) => a + Number(r.dataset.count), 0);
+		return sum("committed") === %d && sum("rolled_back") === %d && sum("failed") === %d;
+	})()`, want["committed"], want["rolled_back"], want["failed"]))
+	raw := b.eval(`JSON.stringify((() => {
+		const q = (sel) => [...document.querySelectorAll(sel)];
+		const plot = document.querySelector("#chart-outcomes-svg svg");
+		const bars = q("#chart-outcomes-svg rect.bar");
+		const byT = {};
+		for (const r of bars) byT[r.dataset.t] = (byT[r.dataset.t] || 0) + Number(r.dataset.count);
+		return {
+			html: document.getElementById("charts").innerHTML,
+			viewBox: plot ? plot.getAttribute("viewBox") : "",
+			bars: bars.length, bucketMax: Math.max(0, ...Object.values(byT)),
+			barsInside: bars.every((r) => Number(r.getAttribute("height")) > 0 && Number(r.getAttribute("y")) >= 0),
+			titles: bars.map((r) => r.querySelector("title") ? r.querySelector("title").textContent : ""),
+			outY: q("#chart-outcomes-svg text[data-axis=y]").map((e) => e.textContent),
+			outYTop: Math.max(...q("#chart-outcomes-svg text[data-axis=y]").map((e) => Number(e.dataset.value))),
+			outX: q("#chart-outcomes-svg text[data-axis=x]").map((e) => e.textContent),
+			outSum: document.getElementById("chart-outcomes-sum").textContent,
+			maxPts: q("#chart-latency-svg circle.pt-max").map((c) => Number(c.dataset.ms)),
+			medPts: q("#chart-latency-svg circle.pt-median").map((c) => Number(c.dataset.ms)),
+			lines: q("#chart-latency-svg path.line").map((p) => p.dataset.series + ":" + p.getAttribute("d").split(/[ML]/).filter((s) => s.trim()).length),
+			latY: q("#chart-latency-svg text[data-axis=y]").map((e) => e.textContent),
+			latYTop: Math.max(...q("#chart-latency-svg text[data-axis=y]").map((e) => Number(e.dataset.value))),
+			latSum: document.getElementById("chart-latency-sum").textContent,
+		};
+	})())`)
+	var d struct {
+		HTML, ViewBox      string
+		Bars, BucketMax    int
+		BarsInside         bool
+		Titles, OutY, OutX []string
+		OutYTop, LatYTop   float64
+		OutSum, LatSum     string
+		MaxPts, MedPts     []int64
+		Lines, LatY        []string
+	}
+	if err := json.Unmarshal([]byte(raw), &d); err != nil {
+		t.Fatalf("charts: %v: %s", err, raw)
+	}
+	if strings.Contains(d.HTML, "NaN") || strings.Contains(d.HTML, "undefined") || d.ViewBox != "0 0 640 190" {
+		t.Errorf("charts: viewBox %q, markup with NaN or undefined:\n%s", d.ViewBox, d.HTML)
+	}
+	if d.Bars < 3 || !d.BarsInside || d.BucketMax < 1 || d.OutYTop < float64(d.BucketMax) {
+		t.Errorf("outcome bars: %d bars, inside %v, fullest bucket %d, y axis up to %v", d.Bars, d.BarsInside, d.BucketMax, d.OutYTop)
+	}
+	for _, tt := range d.Titles {
+		if !strings.Contains(tt, "committed") && !strings.Contains(tt, "rolled back") && !strings.Contains(tt, "failed") {
+			t.Errorf("outcome bar title %q names no outcome", tt)
+		}
+	}
+	if len(d.OutY) < 2 || d.OutY[0] != "0" || strings.Join(d.OutX, "|") != "−5 min|−2.5 min|now" {
+		t.Errorf("outcome axes: y %q, x %q", d.OutY, d.OutX)
+	}
+	if wantSum := fmt.Sprintf("%d committed, %d rolled back, %d failed in the last 5 min", want["committed"], want["rolled_back"], want["failed"]); !strings.HasPrefix(d.OutSum, wantSum) {
+		t.Errorf("outcome summary %q, want %q…", d.OutSum, wantSum)
+	}
+	top := int64(0)
+	for _, v := range d.MaxPts {
+		top = max(top, v)
+	}
+	if len(d.MaxPts) == 0 || len(d.MaxPts) != len(d.MedPts) || top != slowest {
+		t.Errorf("latency points: slowest %v, median %v; want the slowest to be %d ms", d.MaxPts, d.MedPts, slowest)
+	}
+	for i := range d.MedPts {
+		if d.MedPts[i] < 0 || d.MedPts[i] > d.MaxPts[i] {
+			t.Errorf("latency bucket %d: median %d ms above its slowest %d ms", i, d.MedPts[i], d.MaxPts[i])
+		}
+	}
+	if len(d.Lines) != 3 || d.LatYTop < float64(slowest) || len(d.LatY) < 2 || d.LatY[0] != "0 ms" {
+		t.Errorf("latency chart: lines %q, y labels %q (top %v), slowest %d ms", d.Lines, d.LatY, d.LatYTop, slowest)
+	}
+	if wantSum := fmt.Sprintf("%d finished: median ", finished); !strings.HasPrefix(d.LatSum, wantSum) {
+		t.Errorf("latency summary %q, want %q…", d.LatSum, wantSum)
+	}
+}
+
+// checkTimeline asserts the open detail's timeline against the transaction's record: the
+// created, decided and finished entries with their times (in that order), one vote per
+// participant at the decision with its vote, the NACK reason where one was given, and one
+// phase-two entry per participant, acknowledged.
+func checkTimeline(t *testing.T, b *browser, v view) {
+	t.Helper()
+	raw := b.eval(`JSON.stringify([...document.querySelectorAll("#txn-timeline li")].map((li) => ({
+		kind: li.dataset.kind, t: li.dataset.t ? Number(li.dataset.t) : 0, vote: li.dataset.vote || "",
+		p: li.dataset.participant === undefined ? -1 : Number(li.dataset.participant), text: li.innerText,
+	})))`)
+	var items []struct {
+		Kind, Vote, Text string
+		T                int64
+		P                int
+	}
+	if err := json.Unmarshal([]byte(raw), &items); err != nil {
+		t.Fatalf("timeline: %v: %s", err, raw)
+	}
+	at := map[string]int64{}
+	var kinds []string
+	votes, acks := 0, 0
+	for _, it := range items {
+		kinds = append(kinds, it.Kind)
+		switch it.Kind {
+		case "created", "decided", "finished":
+			at[it.Kind] = it.T
+		case "vote":
+			votes++
+			p := v.Participants[it.P]
+			wantVote := p.Vote
+			if wantVote == "" {
+				wantVote = "none"
+			}
+			if it.Vote != wantVote || it.T != ms(t, v.DecidedAt) || !strings.Contains(it.Text, "by ") {
+				t.Errorf("timeline vote of %s: %q (vote %q at %d), want %s at the decision %d", p.Prepare, it.Text, it.Vote, it.T, wantVote, ms(t, v.DecidedAt))
+			}
+			if p.Reason != "" && !strings.Contains(it.Text, p.Reason) {
+				t.Errorf("timeline vote of %s: %q lacks the reason %q", p.Prepare, it.Text, p.Reason)
+			}
+			if p.Vote == "NACK" && !strings.Contains(it.Text, "Voted NACK") {
+				t.Errorf("timeline vote of %s: %q, want it to say NACK", p.Prepare, it.Text)
+			}
+		case "phase-two":
+			if strings.Contains(it.Text, "acknowledged by") && !strings.Contains(it.Text, "not acknowledged") {
+				acks++
+			}
+		}
+	}
+	if at["created"] != ms(t, v.CreatedAt) || at["decided"] != ms(t, v.DecidedAt) || at["finished"] != ms(t, v.FinishedAt) ||
+		!(at["created"] <= at["decided"] && at["decided"] <= at["finished"]) {
+		t.Errorf("timeline times %v, want created %s, decided %s, finished %s", at, v.CreatedAt, v.DecidedAt, v.FinishedAt)
+	}
+	n := len(v.Participants)
+	if votes != n || acks != n || len(kinds) == 0 || kinds[0] != "created" || kinds[len(kinds)-1] != "finished" {
+		t.Errorf("timeline %q: %d votes and %d acknowledgements, want %d each, from created to finished", kinds, votes, acks, n)
+	}
+	if v.Status == "rolled_back" {
+		nacked := false
+		for _, p := range v.Participants {
+			nacked = nacked || (p.Vote == "NACK" && p.Reason != "")
+		}
+		if !nacked {
+			t.Errorf("rolled-back transaction %s has no NACK with a reason in its record: %+v", v.TransactionID, v.Participants)
+		}
+		if !strings.Contains(items[len(items)-1].Text, "Rolled back") {
+			t.Errorf("timeline ends with %q, want Rolled back", items[len(items)-1].Text)
+		}
 	}
 }

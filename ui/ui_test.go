@@ -61,6 +61,8 @@ func TestPageServesHTML(t *testing.T) {
 	for _, want := range []string{
 		`<html lang="en">`, `<main id="main"`, `<h1`,
 		`id="members-body"`, `id="stuck-list"`, `id="inflight-body"`, `id="recent-body"`,
+		`id="chart-outcomes-svg"`, `id="chart-latency-svg"`, `id="chart-window"`,
+		`role="search"`, `id="search-by"`, `id="search-text"`, `id="history-body"`, `id="page-prev"`, `id="page-next"`,
 		`<dialog id="action-dialog"`, `id="action-note"`, `id="action-submit"`, `id="pause"`,
 		`role="alert"`, `aria-live="polite"`,
 		`<script src="app.js" defer></script>`, `<link rel="stylesheet" href="style.css">`,

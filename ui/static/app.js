@@ -66,6 +66,8 @@
       cursors: [""], // after= of each page visited; cursors[page]
       page: 0,
       seq: 0,
+      busy: false,
+      found: 0, // transactions on the page shown
       loaded: false,
     },
   };
@@ -138,7 +140,8 @@
       trimRecent();
       render(cluster, stuck.transactions, inflight, inflightMore);
       if (!st.chart.coveredFrom || st.chart.coveredFrom > Date.now() - st.chart.windowMs) backfill();
-      if (!st.hist.loaded) { st.hist.loaded = true; search(true); }
+      // The first page of the search is live: read again with every refresh.
+      if (!st.hist.loaded) { st.hist.loaded = true; search(true); } else if (st.hist.page === 0 && !st.hist.busy && !(st.hist.q.by === "id" && st.hist.q.text && !st.hist.found)) search(false, true);
       st.lastOk = Date.now();
       showSignin(false);
       setBanner(cluster.leaderId ? "" : "No leader is known to this node: the cluster cannot run transactions or operator actions until one is elected (election in progress or no quorum).");
@@ -623,7 +626,7 @@
     });
     const outSum = sums.committed + " committed, " + sums.rolled_back + " rolled back, " + sums.failed + " failed in the last " + windowLabel(st.chart.windowMs) + " (per " + B / 1000 + " s)";
     setText("chart-outcomes-sum", outSum);
-    $("chart-outcomes-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Outcomes: " + outSum, class: "chart-plot", preserveAspectRatio: "none" },
+    $("chart-outcomes-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Outcomes: " + outSum, class: "chart-plot" },
       frame(yMax, (v) => (Number.isInteger(v) ? String(v) : null), B, n), bars));
 
     // Latency: slowest and median begin-to-end, median phase one, per bucket.
@@ -654,8 +657,8 @@
     });
     const latSum = all.length ? all.length + " finished: median " + duration(median(all)) + ", slowest " + duration(Math.max(...all)) : "no transaction finished in the window";
     setText("chart-latency-sum", latSum);
-    $("chart-latency-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Latency: " + latSum, class: "chart-plot", preserveAspectRatio: "none" },
-      frame(lMax, (v) => duration(Math.round(v)), B, n), lines, pts));
+    $("chart-latency-svg").replaceChildren(s("svg", { viewBox: "0 0 " + CW + " " + CH, role: "img", "aria-label": "Latency: " + latSum, class: "chart-plot" },
+      frame(lMax, (v) => (Number.isInteger(v) ? duration(v) : null), B, n), lines, pts));
   }
 
   // ---------- search and history ----------
@@ -706,7 +709,8 @@
   }
 
   // search shows a page of the search: the first of a new one (reset), else st.hist.page.
-  async function search(reset) {
+  // live: the refresh of the first page; it leaves the error line alone.
+  async function search(reset, live) {
     const hs = st.hist;
     if (reset) {
       const q = readSearch();
@@ -717,9 +721,8 @@
     }
     const q = hs.q;
     const seq = ++hs.seq;
-    searchError("");
-    $("search-submit").disabled = true;
-    $("history").setAttribute("aria-busy", "true");
+    hs.busy = true;
+    if (!live) { searchError(""); $("history").setAttribute("aria-busy", "true"); }
     let list, next = "";
     try {
       if (q.by === "id" && q.text) {
@@ -735,18 +738,19 @@
         next = page.next;
       }
     } catch (e) {
-      if (seq !== hs.seq) return;
+      if (seq !== hs.seq || live) return;
       searchError((e.status ? "The node refused the search (HTTP " + e.status + "): " : "Not searched: ") + e.message);
       setText("search-result", "");
+      setText("search-when", "");
       return;
     } finally {
-      if (seq === hs.seq) { $("search-submit").disabled = false; $("history").removeAttribute("aria-busy"); }
+      if (seq === hs.seq) { hs.busy = false; $("history").removeAttribute("aria-busy"); }
     }
     if (seq !== hs.seq) return;
     for (const t of list) observe(t);
     hs.cursors.length = hs.page + 1;
     if (next) hs.cursors.push(next);
-    renderHistory(q, list, next);
+    renderHistory(q, list, next, live);
   }
 
   function describeSearch(q) {
@@ -760,7 +764,7 @@
     return parts.length ? parts.join(", ") : "all transactions";
   }
 
-  function renderHistory(q, list, next) {
+  function renderHistory(q, list, next, live) {
     const hs = st.hist;
     const byId = q.by === "id" && q.text;
     const asc = q.order === "asc" && !byId;
@@ -780,7 +784,9 @@
     else if (list.length === 0 && next) msg = "Page " + (hs.page + 1) + " of " + describeSearch(q) + ": none on this page (a participant search examines a bounded number of records per request); " + (asc ? "Newer" : "Older") + " continues";
     else if (list.length === 0) msg = hs.page === 0 ? "No transaction matches: " + describeSearch(q) : "No more transactions: " + describeSearch(q);
     else msg = "Page " + (hs.page + 1) + " of " + describeSearch(q) + ", " + (asc ? "oldest" : "newest") + " first: " + list.length + (list.length === 1 ? " transaction" : " transactions") + (next ? "; more on the next page" : "; no more");
-    setText("search-result", msg + " · read at " + clock(Date.now()));
+    hs.found = list.length;
+    setText("search-result", msg);
+    setText("search-when", (hs.page === 0 ? "live, updated " : "read at ") + clock(Date.now()));
     setText("history-sub", describeSearch(q) === "all transactions" ? "Every transaction the cluster keeps, one page per request" : "Search: " + describeSearch(q));
     sync($("history-body"), list, (t) => t.transactionId, historyRow);
     tickTimes();
