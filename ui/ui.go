@@ -1,6 +1,8 @@
-// Package ui is the operator's web page, served by every node at /ui/: cluster members and
-// roles, transactions in flight, recent outcomes, stuck transactions with their
-// per-participant errors and attempt counts, and the operator actions (retry, resolve).
+// Package ui is the operator's web page, served by every node at /ui/: outcomes and latency
+// over the last minutes (inline SVG charts), stuck transactions with their per-participant
+// errors and attempt counts, the operator actions (retry, resolve), transactions in flight,
+// recent outcomes, search and paging through the history, each transaction's timeline, and
+// the cluster's members and roles (docs/ui.md).
 //
 // The page is plain HTML, CSS and JavaScript embedded in the binary: no build step, no
 // external fonts or scripts. It reads the public HTTP API of the node that serves it
