@@ -907,6 +907,8 @@
         ["Idempotency key", t.idempotencyKey || "–"], ["Raft index of last change", String(t.index)],
         ["Operator note", t.note || "–"],
       ];
+      // A transaction pruned from the state is answered from the node's archive.
+      if (t.archived) rows.push(["Archived", "yes: pruned from the replicated state, read from this node's archive"]);
       body.replaceChildren(...[
         h("dl", { class: "detail-grid" }, rows.map(([k, v]) => [h("dt", { "data-row": k }, k), h("dd", null, v)])),
         h("h3", null, "Timeline"),
