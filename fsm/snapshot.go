@@ -37,8 +37,10 @@ import (
 //
 //   - Version 1 (769af25 up to 56df141^): the header has no nEndpoints, level or lastTs;
 //     then txns (participants inline), keys, members.
+//
 //   - Version 2, layout "v2a" (56df141 to 9b29729): header with nEndpoints; txns
 //     (participants inline), keys, members, then the endpoint records last.
+//
 //   - Version 2, layout "v2b" (fa7ed3c to 2bbc0cb): header with nEndpoints; the endpoint
 //     records first, then txns (participants the table holds named by index), keys, members.
 //
