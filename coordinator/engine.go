@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,6 +283,11 @@ type Request struct {
 	Participants []fsm.Participant
 	Timeout      time.Duration // phase one's bound, > 0
 	Key          string        // idempotency key, "" for none
+	// Payloads, when non-nil, has one compact JSON text per participant ("" for none),
+	// sent as "payload" in its Prepare. A request with payloads logs a Begin of command
+	// type 13, which needs cluster feature level 2 (Log.Apply refuses it before that);
+	// without, the Begin every build reads.
+	Payloads []string
 }
 
 // Submit logs Begin for a new transaction and starts driving it; it returns the logged
@@ -315,6 +321,9 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		Deadline:     now.Add(r.Timeout).UnixMilli(),
 		Participants: r.Participants,
 		Refs:         refs,
+	}
+	if slices.ContainsFunc(r.Payloads, func(p string) bool { return p != "" }) {
+		begin.Payloads = r.Payloads
 	}
 	res, err := e.log.Apply(ctx, begin)
 	if err != nil {
@@ -350,6 +359,13 @@ func sameRequest(txn *fsm.Txn, r Request) (*fsm.Txn, error) {
 	same := len(txn.Participants) == len(r.Participants) && txn.Deadline-txn.CreatedAt == r.Timeout.Milliseconds()
 	for i := 0; same && i < len(r.Participants); i++ {
 		same = txn.Participants[i] == r.Participants[i]
+		if txn.Status == fsm.StatusPreparing { // payloads are kept until the decision only
+			var want string
+			if i < len(r.Payloads) {
+				want = r.Payloads[i]
+			}
+			same = same && txn.Payload(i) == want
+		}
 	}
 	if !same {
 		return nil, fmt.Errorf("%w by transaction %s, with other participants or another timeout", ErrKeyReused, txn.ID)

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -30,6 +31,10 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 	answers := make(chan answer, n)
 	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
 	for i, p := range txn.Participants {
+		req := req
+		if pl := txn.Payload(i); pl != "" {
+			req.Payload = json.RawMessage(pl)
+		}
 		go func(i int, url string) {
 			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
 			var ce *participant.CallError

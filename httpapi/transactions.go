@@ -29,14 +29,24 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return writeError(c, aerr)
 	}
 	// Validate on the node that took the request, so bad input never travels or logs.
-	parts, timeout, aerr := s.parseRequest(body)
+	req, aerr := s.parseTxnRequest(body)
 	if aerr != nil {
 		return writeError(c, aerr)
 	}
+	timeout := req.timeout
 	if !s.node.LeaderReady() {
 		return s.forward(c, body, key, timeout)
 	}
-	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: parts, Timeout: timeout, Key: key})
+	if req.payloads != nil {
+		// Before anything is logged: a Begin with payloads is a command type servers on an
+		// earlier build cannot apply (feature level 2).
+		if fe, ok := s.node.(featureGate); ok {
+			if err := fe.FeatureError(2, "participant payloads"); err != nil {
+				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + "; send the request without payloads meanwhile"})
+			}
+		}
+	}
+	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key})
 	switch {
 	case err == nil:
 		return s.answer(c, txn)
@@ -54,6 +64,12 @@ func (s *Server) postTransaction(c echo.Context) error {
 		s.lg.Error("submit failed", "error", err)
 	}
 	return writeError(c, ae)
+}
+
+// featureGate is implemented by *cluster.Node: FeatureError says why a feature level is not
+// enabled yet (wrapping cluster.ErrFeatureUnavailable), nil once it is.
+type featureGate interface {
+	FeatureError(need uint32, what string) error
 }
 
 // waitBound is when POST stops waiting for a transaction: phase one's deadline plus
