@@ -182,7 +182,7 @@ type Engine struct {
 	nudges  map[string]chan struct{} // closed to cut a phase-two backoff short
 	settled map[string]chan struct{} // closed when phase two is acknowledged by all
 
-	live    map[string]*phaseTwoRun  // phase-two progress of the transactions being driven
+	live map[string]*phaseTwoRun // phase-two progress of the transactions being driven
 
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
