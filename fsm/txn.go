@@ -155,6 +155,21 @@ type Txn struct {
 // the operator's last Retry if later. 0 before the decision.
 func (t *Txn) PhaseTwoSince() int64 { return max(t.DecidedAt, t.RetriedAt) }
 
+// Stuck reports whether t needs attention at now (unix ms): it is failed, or it is still
+// unfinished after ms past the start of its current phase (phase two: PhaseTwoSince;
+// phase one: CreatedAt).
+func (t *Txn) Stuck(now int64, after int64) bool {
+	switch t.Status {
+	case StatusFailed:
+		return true
+	case StatusPreparing:
+		return now-t.CreatedAt >= after
+	case StatusCommitting, StatusRollingBack:
+		return now-t.PhaseTwoSince() >= after
+	}
+	return false
+}
+
 // Payload returns participant i's payload ("" for none, or once the decision is logged).
 func (t *Txn) Payload(i int) string {
 	if i < len(t.Payloads) {

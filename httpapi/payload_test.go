@@ -1,14 +1,19 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/fsm"
 )
 
 // gatedNode is a fakeNode whose cluster runs at a feature level below or at 2.
@@ -100,3 +105,39 @@ func TestPost_PayloadsNeedLevel2(t *testing.T) {
 		t.Fatalf("without payloads at level 1: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestStuckAfterCountsFromTheDecision (issue 14, item 2): /v1/stuck lists a transaction
+// whose phase two is unfinished StuckAfter after its decision, with the participant's last
+// error, and not one decided just now.
+func TestStuckAfterCountsFromTheDecision(t *testing.T) {
+	e := newEnv(t, Config{StuckAfter: 50 * time.Millisecond})
+	e.srv = New(Config{StuckAfter: 50 * time.Millisecond}, e.node, e.fsm, opSubmitter{e.sub})
+	mk := func(decidedAgo time.Duration) string {
+		now := time.Now()
+		id := uuid.Must(uuid.NewV7()).String()
+		ps := []fsm.Participant{{Prepare: "http://a/prepare", Commit: "http://a/commit", Rollback: "http://a/rollback"}}
+		e.apply(&fsm.Begin{ID: id, CreatedAt: now.Add(-time.Hour).UnixMilli(), Deadline: now.Add(-time.Hour + time.Second).UnixMilli(), Participants: ps})
+		e.apply(&fsm.Decide{ID: id, Decision: fsm.DecisionCommit, At: now.Add(-decidedAgo).UnixMilli(), Votes: []fsm.Vote{fsm.VoteYes}, Reasons: []string{""}})
+		e.apply(&fsm.Progress{ID: id, Reports: []fsm.Report{{Attempts: 7, Error: "HTTP 500: ledger down"}}})
+		return id
+	}
+	old, fresh := mk(time.Minute), mk(0)
+	rec := e.do(http.MethodGet, "/v1/stuck", nil)
+	var out StuckList
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if len(out.Transactions) != 1 || out.Transactions[0].TransactionID != old {
+		t.Fatalf("stuck %+v, want only %s (not %s)", out.Transactions, old, fresh)
+	}
+	if p := out.Transactions[0].Participants[0]; p.LastError != "HTTP 500: ledger down" || p.Attempts != 7 {
+		t.Fatalf("participant %+v", p)
+	}
+}
+
+// opSubmitter adds the Operator methods (unused here) so that the operator routes,
+// /v1/stuck among them, are served.
+type opSubmitter struct{ *fakeSubmitter }
+
+func (opSubmitter) Retry(context.Context, string, string) (*fsm.Txn, error)   { return nil, nil }
+func (opSubmitter) Resolve(context.Context, string, string) (*fsm.Txn, error) { return nil, nil }

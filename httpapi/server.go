@@ -69,6 +69,9 @@ type Config struct {
 	MaxServices int
 	// MaxBodyBytes bounds a request body [1 MiB].
 	MaxBodyBytes int64
+	// StuckAfter is how long a transaction's current phase may stay unfinished before
+	// /v1/stuck lists it (phase two counted from the decision) [1m]; failed ones always are.
+	StuckAfter time.Duration
 	// MaxPayloadBytes bounds one participant's payload, as compact JSON [8 KiB]; a larger
 	// one is a 400 naming the limit.
 	MaxPayloadBytes int
@@ -117,6 +120,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxServices <= 0 {
 		c.MaxServices = 32
+	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = time.Minute
 	}
 	if c.MaxPayloadBytes <= 0 {
 		c.MaxPayloadBytes = 8 << 10

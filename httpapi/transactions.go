@@ -172,3 +172,40 @@ func (s *Server) answerIndeterminate(c echo.Context, id, key string, timeout tim
 	return writeError(c, &apiError{Code: codeIndeterminate, TransactionID: id, retryAfter: "1",
 		Detail: fmt.Sprintf("%v; %s", cause, strings.Join(how, "; "))})
 }
+
+// LiveProgress is optionally implemented by the Submitter (*coordinator.Engine does): Live
+// returns the phase-two progress of a transaction this node drives, ahead of the log.
+type LiveProgress interface {
+	Live(id string) ([]fsm.Report, bool)
+}
+
+// liveView is viewOf(t) with, on the leader, each participant's phase-two progress as the
+// engine knows it now: an acknowledgement shows as soon as it arrives, not only once the
+// next log entry records it.
+func (s *Server) liveView(t *fsm.Txn) TransactionView {
+	v := viewOf(t)
+	lp, ok := s.sub.(LiveProgress)
+	if !ok || t.Status.Terminal() {
+		return v
+	}
+	reports, ok := lp.Live(t.ID)
+	if !ok {
+		return v
+	}
+	for i := range v.Participants {
+		if i >= len(reports) {
+			break
+		}
+		p, r := &v.Participants[i], reports[i]
+		if r.Acked && !p.Acknowledged {
+			p.Acknowledged, p.LastError = true, ""
+		}
+		if r.Attempts > p.Attempts {
+			p.Attempts = r.Attempts
+			if !p.Acknowledged {
+				p.LastError = r.Error
+			}
+		}
+	}
+	return v
+}
