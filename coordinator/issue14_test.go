@@ -307,3 +307,21 @@ func TestPausedLeaderSendsNothing(t *testing.T) {
 	counts(t, fps[0], 1, 1, 0)
 	counts(t, fps[1], 1, 1, 0)
 }
+
+// TestFenceAfterDeadlineStillDecides: a new leader that resumes a transaction past its
+// deadline, with fencing on, gets the calls' own timeouts (not fence refusals) and rolls
+// the transaction back.
+func TestFenceAfterDeadlineStillDecides(t *testing.T) {
+	fps := newFPs(t, 2)
+	r := newRig(t)
+	now := time.Now()
+	r.log.preload(t, &fsm.Begin{ID: "late-1", CreatedAt: now.Add(-time.Minute).UnixMilli(), Deadline: now.Add(-59 * time.Second).UnixMilli(), Participants: parts(fps...)})
+	cfg := fastCfg()
+	cfg.VerifyLeader = func(context.Context) error { return nil }
+	cfg.FenceLease = time.Nanosecond
+	r.lead(cfg, nil)
+	got := r.waitTerminal(t, "late-1")
+	if got.Status != fsm.StatusRolledBack {
+		t.Fatalf("got %s, want rolled_back", describe(got))
+	}
+}

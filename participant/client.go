@@ -128,6 +128,12 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 	}
 	if fence := fenceOf(ctx); fence != nil {
 		if err := fence(ctx); err != nil {
+			if ctx.Err() != nil {
+				// The call's own deadline or cancellation, not the fence's verdict.
+				ce := classify(ctx, err)
+				ce.NotSent = true
+				return Reply{}, ce
+			}
 			return Reply{}, &CallError{Kind: KindFenced, Msg: "not sent: " + err.Error(), Err: err, NotSent: true}
 		}
 	}
