@@ -55,16 +55,20 @@ func Terminal(status string) bool { return Final(status) || status == StatusFail
 
 // Service is one participant of a TransactionRequest. With only Prepare set it travels as
 // the prepare URL string (commit and rollback URLs are derived by replacing the last path
-// segment "prepare"); with all three as {"prepare","commit","rollback"}.
+// segment "prepare"); otherwise as {"prepare","commit","rollback","payload"}, where commit
+// and rollback are given together or both left out (derived), and Payload, any JSON value,
+// is sent to the participant in its Prepare (at most 8 KiB per participant and 64 KiB per
+// transaction by default; the cluster needs feature level 2, else 409 feature_unavailable).
 type Service struct {
-	Prepare  string `json:"prepare"`
-	Commit   string `json:"commit,omitempty"`
-	Rollback string `json:"rollback,omitempty"`
+	Prepare  string          `json:"prepare"`
+	Commit   string          `json:"commit,omitempty"`
+	Rollback string          `json:"rollback,omitempty"`
+	Payload  json.RawMessage `json:"payload,omitempty"`
 }
 
-// MarshalJSON writes the string form when Commit and Rollback are empty.
+// MarshalJSON writes the string form when Commit, Rollback and Payload are empty.
 func (s Service) MarshalJSON() ([]byte, error) {
-	if s.Commit == "" && s.Rollback == "" {
+	if s.Commit == "" && s.Rollback == "" && len(s.Payload) == 0 {
 		return json.Marshal(s.Prepare)
 	}
 	type plain Service
@@ -112,6 +116,9 @@ type ParticipantView struct {
 	Acknowledged bool   `json:"acknowledged"`     // phase two acknowledged
 	Attempts     uint32 `json:"attempts"`         // phase-two calls made
 	LastError    string `json:"lastError,omitempty"`
+	// Payload is the participant's payload while the transaction prepares; the coordinator
+	// drops payloads once the decision is logged (the participant keeps its own copy).
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 // TransactionView is GET /v1/transactions/{id} (and an element of the lists). Times are

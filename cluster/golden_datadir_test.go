@@ -113,7 +113,7 @@ func extractTarGz(t *testing.T, file, dir string) {
 // snapshot must restore and the log replay on top of it to the state the old build
 // reported. The node runs no leader work (no 2PC engine), so nothing calls the (dead)
 // participants and every status stays exactly as it was. Then the current build snapshots
-// (version 3) and the node restarts from that.
+// (version 4) and the node restarts from that.
 func TestGoldenDataDirs(t *testing.T) {
 	for _, build := range []string{"9b29729", "2bbc0cb"} {
 		t.Run(build, func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestGoldenDataDirs(t *testing.T) {
 				t.Errorf("LastTimestamp %d after replaying the log", lastTs)
 			}
 
-			// The current build snapshots (version 3); a restart restores that.
+			// The current build snapshots (version 4); a restart restores that.
 			if err := n.Raft.Snapshot().Error(); err != nil {
 				t.Fatalf("snapshot: %v", err)
 			}
@@ -189,16 +189,16 @@ func TestGoldenDataDirs(t *testing.T) {
 			states, _ = filepath.Glob(filepath.Join(data, "snapshots", "*", "state.bin"))
 			newest := ""
 			for _, s := range states {
-				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == 3 {
+				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == 4 {
 					newest = s
 				}
 			}
 			if newest == "" {
-				t.Fatalf("no version 3 snapshot among %v", states)
+				t.Fatalf("no version 4 snapshot among %v", states)
 			}
 			check(n)
 			if n.FSM.FeatureLevel() != level || n.FSM.LastTimestamp() != lastTs {
-				t.Errorf("after the v3 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
+				t.Errorf("after the v4 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
 			}
 		})
 	}

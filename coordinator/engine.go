@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,14 +76,28 @@ type Config struct {
 	// MaxInFlight bounds transactions between Begin and a terminal status that this leader
 	// accepted [1024]. Resumed transactions always run but count against it.
 	MaxInFlight int
-	// PhaseTwoMaxAttempts is how many Commit or Rollback calls one participant may refuse or
-	// fail before the transaction becomes failed (a heuristic outcome) [30].
+	// PhaseTwoRetryFor is how long phase two keeps retrying a participant that refuses or
+	// fails Commit or Rollback, counted from the decision (or an operator's Retry), before
+	// the transaction becomes failed (a heuristic outcome that needs an operator)
+	// [24h; negative: forever].
+	PhaseTwoRetryFor time.Duration
+	// PhaseTwoMaxAttempts, when positive, also caps the Commit or Rollback calls to one
+	// participant: reaching it makes the transaction failed too [0: no cap, time alone].
 	PhaseTwoMaxAttempts int
-	// RetryInitial and RetryMax bound the phase-two backoff [50ms, 5s]; RetryAfterMax caps a
-	// participant's Retry-After [60s].
+	// RetryInitial and RetryMax bound the phase-two backoff, exponential with jitter
+	// [50ms, 1m]; RetryAfterMax caps a participant's Retry-After [60s].
 	RetryInitial, RetryMax, RetryAfterMax time.Duration
 	// CallTimeout bounds one phase-two call [10s]. Phase-one calls end at the deadline.
 	CallTimeout time.Duration
+	// VerifyLeader, when set, confirms that this node still leads (a round of heartbeats
+	// to a quorum: raft.VerifyLeader); nil means no fencing. Before each participant call
+	// the engine makes sure leadership was confirmed, by a committed entry or by
+	// VerifyLeader, within FenceLease; a call it cannot confirm is not sent.
+	VerifyLeader func(ctx context.Context) error
+	// FenceLease is how old a confirmation of leadership may be for a call to go out
+	// [250ms]. Keep it below Raft's heartbeat timeout: no other leader can be elected
+	// sooner than that after a quorum last heard from this one.
+	FenceLease time.Duration
 	// ProgressEvery: after the first failed phase-two attempt of one participant, and every
 	// this many after, the leader logs a Progress entry so the stuck transaction is visible
 	// on every node [3].
@@ -107,14 +122,23 @@ func (c *Config) defaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 1024
 	}
-	if c.PhaseTwoMaxAttempts <= 0 {
-		c.PhaseTwoMaxAttempts = 30
+	switch {
+	case c.PhaseTwoRetryFor == 0:
+		c.PhaseTwoRetryFor = 24 * time.Hour
+	case c.PhaseTwoRetryFor < 0:
+		c.PhaseTwoRetryFor = 0 // forever
+	}
+	if c.PhaseTwoMaxAttempts < 0 {
+		c.PhaseTwoMaxAttempts = 0
 	}
 	if c.RetryInitial <= 0 {
 		c.RetryInitial = 50 * time.Millisecond
 	}
 	if c.RetryMax <= 0 {
-		c.RetryMax = 5 * time.Second
+		c.RetryMax = time.Minute
+	}
+	if c.FenceLease <= 0 {
+		c.FenceLease = 250 * time.Millisecond
 	}
 	if c.RetryAfterMax <= 0 {
 		c.RetryAfterMax = 60 * time.Second
@@ -158,9 +182,19 @@ type Engine struct {
 	nudges  map[string]chan struct{} // closed to cut a phase-two backoff short
 	settled map[string]chan struct{} // closed when phase two is acknowledged by all
 
+	live map[string]*phaseTwoRun // phase-two progress of the transactions being driven
+
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
 	hooks *Hooks
+
+	// Fencing (fence.go): epoch is the engine's start on cfg.Now's clock, confirmed the
+	// latest time (since epoch) leadership is known to have held, verifying the
+	// VerifyLeader round in flight.
+	epoch     time.Time
+	confirmed atomic.Int64
+	vmu       sync.Mutex
+	verifying *verifyFlight
 }
 
 // Hooks are test seams called at protocol steps; any may be nil.
@@ -183,7 +217,8 @@ type term struct {
 func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
 	caller = observedCaller{Caller: caller, obs: cfg.Observer}
-	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{}}
+	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{},
+		live: map[string]*phaseTwoRun{}, epoch: cfg.Now()}
 }
 
 // SetHooks installs test hooks; call before Lead.
@@ -194,6 +229,7 @@ func (e *Engine) SetHooks(h *Hooks) { e.hooks = h }
 // all that earlier leaders committed), accepts Submit calls, and when ctx ends waits for
 // every driver to stop before it returns. After Lead returns this node sends nothing more.
 func (e *Engine) Lead(ctx context.Context) {
+	ctx = participant.WithFence(ctx, e.fence)
 	t := &term{ctx: ctx, completions: make(chan completionReq, maxCompleteBatch)}
 	t.wg.Add(1)
 	go func() {
@@ -209,7 +245,7 @@ func (e *Engine) Lead(ctx context.Context) {
 			continue
 		}
 		e.inflight.Add(1)
-		e.startDriver(t, txn.ID)
+		e.startDriver(t, txn.ID, false)
 	}
 	if len(active) > 0 {
 		e.lg.Info("resumed in-flight transactions", "count", len(active))
@@ -243,7 +279,10 @@ func (e *Engine) InFlight() int64 { return e.inflight.Load() }
 // nothing. The transaction is not stranded: if this node leads again, the new term's
 // barrier comes after the Begin in the log, so the Begin is applied before Lead scans the
 // FSM and the new term drives it; if another node leads, that node's scan does.
-func (e *Engine) startDriver(t *term, id string) {
+//
+// fresh says that this term logged the transaction's Begin (Submit): no earlier leader can
+// have sent it a Prepare, so a participant this leader never reached holds nothing.
+func (e *Engine) startDriver(t *term, id string, fresh bool) {
 	e.mu.Lock()
 	if _, ok := e.driving[id]; ok || e.lead != t {
 		e.mu.Unlock()
@@ -259,11 +298,12 @@ func (e *Engine) startDriver(t *term, id string) {
 			delete(e.driving, id)
 			delete(e.nudges, id)
 			delete(e.settled, id) // waiters fall back to the FSM, which is terminal or moves on
+			delete(e.live, id)
 			e.mu.Unlock()
 			e.inflight.Add(-1)
 			t.wg.Done()
 		}()
-		e.drive(t.ctx, id)
+		e.drive(t.ctx, id, fresh)
 	}()
 }
 
@@ -282,6 +322,11 @@ type Request struct {
 	Participants []fsm.Participant
 	Timeout      time.Duration // phase one's bound, > 0
 	Key          string        // idempotency key, "" for none
+	// Payloads, when non-nil, has one compact JSON text per participant ("" for none),
+	// sent as "payload" in its Prepare. A request with payloads logs a Begin of command
+	// type 13, which needs cluster feature level 2 (Log.Apply refuses it before that);
+	// without, the Begin every build reads.
+	Payloads []string
 }
 
 // Submit logs Begin for a new transaction and starts driving it; it returns the logged
@@ -316,7 +361,14 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		Participants: r.Participants,
 		Refs:         refs,
 	}
+	if slices.ContainsFunc(r.Payloads, func(p string) bool { return p != "" }) {
+		begin.Payloads = r.Payloads
+	}
+	applyStart := e.cfg.Now()
 	res, err := e.log.Apply(ctx, begin)
+	if err == nil {
+		e.markConfirmed(applyStart)
+	}
 	if err != nil {
 		e.inflight.Add(-1)
 		if errors.Is(err, raft.ErrLeadershipLost) {
@@ -340,7 +392,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		e.inflight.Add(-1)
 		return nil, res.Err
 	}
-	e.startDriver(t, begin.ID)
+	e.startDriver(t, begin.ID, true)
 	return res.Txn, nil
 }
 
@@ -350,6 +402,13 @@ func sameRequest(txn *fsm.Txn, r Request) (*fsm.Txn, error) {
 	same := len(txn.Participants) == len(r.Participants) && txn.Deadline-txn.CreatedAt == r.Timeout.Milliseconds()
 	for i := 0; same && i < len(r.Participants); i++ {
 		same = txn.Participants[i] == r.Participants[i]
+		if txn.Status == fsm.StatusPreparing { // payloads are kept until the decision only
+			var want string
+			if i < len(r.Payloads) {
+				want = r.Payloads[i]
+			}
+			same = same && txn.Payload(i) == want
+		}
 	}
 	if !same {
 		return nil, fmt.Errorf("%w by transaction %s, with other participants or another timeout", ErrKeyReused, txn.ID)
@@ -364,8 +423,15 @@ func isNotLeader(err error) bool {
 // errStop ends a driver without an error worth logging: leadership ended.
 var errStop = errors.New("leadership ended")
 
-// drive runs the step function until the transaction is terminal or this term ends.
-func (e *Engine) drive(ctx context.Context, id string) {
+// drive runs the step function until the transaction is terminal or this term ends. A
+// step whose calls the fence refused (leadership could not be confirmed) is run again after
+// a pause: a node that no longer leads sends nothing until its term ends, and one that
+// still does goes on.
+func (e *Engine) drive(ctx context.Context, id string, fresh bool) {
+	// reached[i]: participant i may have received a call of this transaction. Known only
+	// for a fresh transaction (nil otherwise: assume every participant may have).
+	var reached []bool
+	fenceWait := e.cfg.RetryInitial
 	for stepped := false; ctx.Err() == nil; stepped = true {
 		txn, ok := e.state.Get(id)
 		if !ok || txn.Status.Terminal() {
@@ -377,9 +443,23 @@ func (e *Engine) drive(ctx context.Context, id string) {
 		var err error
 		switch txn.Status {
 		case fsm.StatusPreparing:
-			err = e.phaseOne(ctx, txn)
+			if fresh && reached == nil {
+				reached = make([]bool, len(txn.Participants))
+			}
+			err = e.phaseOne(ctx, txn, reached)
 		case fsm.StatusCommitting, fsm.StatusRollingBack:
-			err = e.phaseTwo(ctx, txn)
+			err = e.phaseTwo(ctx, txn, reached)
+		}
+		if errors.Is(err, errFenced) {
+			e.lg.Warn("leadership not confirmed: participant calls held back", "txn", id, "wait", fenceWait)
+			timer := time.NewTimer(fenceWait)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
+			timer.Stop()
+			fenceWait = min(2*fenceWait, time.Second)
+			continue
 		}
 		if err != nil {
 			if !errors.Is(err, errStop) {
@@ -400,8 +480,10 @@ func (e *Engine) drive(ctx context.Context, id string) {
 func (e *Engine) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 	wait := e.cfg.RetryInitial
 	for {
+		start := e.cfg.Now()
 		res, err := e.log.Apply(ctx, cmd)
 		if err == nil {
+			e.markConfirmed(start)
 			return res, nil
 		}
 		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || isNotLeader(err) || errors.Is(err, raft.ErrRaftShutdown) {

@@ -45,7 +45,7 @@ func (e *Engine) Retry(ctx context.Context, id, note string) (*fsm.Txn, error) {
 	}
 	e.lg.Info("operator retry", "txn", id, "note", note)
 	e.inflight.Add(1)
-	e.startDriver(t, id)
+	e.startDriver(t, id, false)
 	return res.Txn, nil
 }
 

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,7 +14,15 @@ import (
 // phaseOne sends Prepare to every participant in parallel and logs the decision. A new
 // leader runs it again for a transaction still preparing: participants answer a repeated
 // Prepare with the same vote, and past the logged deadline every missing vote is a no.
-func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
+// An ACK that reaches the leader at or after the logged deadline is no vote either: the
+// participant was told the deadline, and the decision must not depend on how loaded the
+// leader was when it read the reply.
+//
+// reached, when non-nil (a transaction this term began), has one flag per participant,
+// set once a Prepare may have been written to it; a participant whose every Prepare failed
+// before a connection was made holds nothing, needs no Rollback, and its reason says so.
+// Returns errFenced, deciding nothing, when the fence held a Prepare back.
+func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) error {
 	deadline := time.UnixMilli(txn.Deadline)
 	pctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -26,30 +35,51 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 		vote     fsm.Vote
 		reason   string
 		canceled bool // the call was canceled (by cancel below, or leadership ending)
+		notSent  bool // provably never written (CallError.NotSent)
+		fenced   bool // held back by the fence
 	}
 	answers := make(chan answer, n)
 	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
 	for i, p := range txn.Participants {
+		req := req
+		if pl := txn.Payload(i); pl != "" {
+			req.Payload = json.RawMessage(pl)
+		}
 		go func(i int, url string) {
 			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
 			var ce *participant.CallError
 			switch {
 			case err == nil && reply.Status == participant.ACK:
+				if late := e.cfg.Now().Sub(deadline); late >= 0 {
+					answers <- answer{i: i, vote: fsm.VoteNone, reason: fmt.Sprintf("ACK arrived %d ms after the deadline: no vote", late.Milliseconds())}
+					return
+				}
 				answers <- answer{i: i, vote: fsm.VoteYes}
 			case err == nil:
 				answers <- answer{i: i, vote: fsm.VoteNo, reason: reply.Reason}
 			default:
-				canceled := errors.Is(err, context.Canceled) || errors.As(err, &ce) && ce.Kind == participant.KindCanceled
-				answers <- answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled}
+				isCE := errors.As(err, &ce)
+				canceled := errors.Is(err, context.Canceled) || isCE && ce.Kind == participant.KindCanceled
+				answers <- answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled,
+					// Only a call that ended in its own failure to connect proves the
+					// participant holds nothing; a canceled one is counted as reached.
+					notSent: isCE && ce.NotSent && !canceled && ce.Kind == participant.KindTransport,
+					fenced:  isCE && ce.Kind == participant.KindFenced}
 			}
 		}(i, p.Prepare)
 	}
 	yes := 0
-	cutShort := false
+	cutShort, fenced := false, false
 	for got := 0; got < n; got++ {
 		a := <-answers
-		if ctx.Err() != nil {
-			// Leadership ended: drain the rest and decide nothing; the next leader will.
+		if reached != nil && !a.notSent {
+			reached[a.i] = true
+		}
+		if a.fenced {
+			fenced = true
+		}
+		if ctx.Err() != nil || fenced {
+			// Leadership ended or cannot be confirmed: drain the rest and decide nothing.
 			continue
 		}
 		if cutShort && a.canceled {
@@ -69,6 +99,14 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn) error {
 	}
 	if ctx.Err() != nil {
 		return errStop
+	}
+	if fenced {
+		return errFenced
+	}
+	for i := range reasons {
+		if reached != nil && !reached[i] && votes[i] == fsm.VoteError {
+			reasons[i] += " (never delivered: no rollback needed)"
+		}
 	}
 	decision := fsm.DecisionAbort
 	if yes == n {

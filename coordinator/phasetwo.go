@@ -14,10 +14,15 @@ import (
 )
 
 // phaseTwo sends the logged outcome to every participant that has not acknowledged it,
-// until each does, and logs completion; or, when one exhausts PhaseTwoMaxAttempts, logs
-// the transaction as failed. The decision never changes: a NACK or an error in phase two is
-// retried, never treated as a vote.
-func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
+// until each does, and logs completion; or, when one is still refusing once the retry
+// window (PhaseTwoRetryFor from PhaseTwoSince) has passed or PhaseTwoMaxAttempts is
+// reached, logs the transaction as failed. The decision never changes: a NACK or an error
+// in phase two is retried, never treated as a vote.
+//
+// reached (see phaseOne) spares a Rollback to a participant no call ever reached: it
+// holds nothing, and is recorded as acknowledged with no attempt. Returns errFenced when
+// the fence held a call back.
+func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool) error {
 	phase := participant.PhaseCommit
 	if txn.Decision == fsm.DecisionAbort {
 		phase = participant.PhaseRollback
@@ -31,27 +36,41 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
 	}
 	var pending []int
 	for i := range txn.Participants {
-		if !txn.States[i].Acked {
+		switch {
+		case txn.States[i].Acked:
+		case phase == participant.PhaseRollback && reached != nil && !reached[i]:
+			p2.reports[i].Acked = true // never reached: nothing to roll back
+		default:
 			pending = append(pending, i)
 		}
+	}
+	e.mu.Lock()
+	e.live[txn.ID] = p2
+	e.mu.Unlock()
+	until := time.Time{}
+	if e.cfg.PhaseTwoRetryFor > 0 {
+		until = time.UnixMilli(txn.PhaseTwoSince()).Add(e.cfg.PhaseTwoRetryFor)
 	}
 	// In parallel, the last one on this goroutine: one goroutine fewer per transaction.
 	var wg sync.WaitGroup
 	for k, i := range pending {
 		url := urlFor(txn.Participants[i], phase)
 		if k == len(pending)-1 {
-			e.deliver(ctx, txn.ID, i, url, phase, req, p2)
+			e.deliver(ctx, txn.ID, i, url, phase, req, p2, until)
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.deliver(ctx, txn.ID, i, url, phase, req, p2)
+			e.deliver(ctx, txn.ID, i, url, phase, req, p2, until)
 		}()
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return errStop
+	}
+	if p2.isFenced() {
+		return errFenced
 	}
 	reports := p2.snapshot()
 	if p2.allAcked() {
@@ -79,6 +98,45 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn) error {
 type phaseTwoRun struct {
 	mu      sync.Mutex
 	reports []fsm.Report
+	fenced  bool // a call was held back by the fence
+}
+
+func (p *phaseTwoRun) setFenced() {
+	p.mu.Lock()
+	p.fenced = true
+	p.mu.Unlock()
+}
+
+func (p *phaseTwoRun) isFenced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fenced
+}
+
+// troubled reports whether a participant other than i has failed an attempt and not
+// acknowledged yet: a transaction whose progress is worth logging.
+func (p *phaseTwoRun) troubled(i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for j, r := range p.reports {
+		if j != i && !r.Acked && r.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Live returns the phase-two progress of id as this leader knows it now, one report per
+// participant (acknowledgements, attempts, last errors), ahead of what the log records;
+// ok false when this node is not running phase two of id. GET on the leader shows it.
+func (e *Engine) Live(id string) (reports []fsm.Report, ok bool) {
+	e.mu.Lock()
+	p2 := e.live[id]
+	e.mu.Unlock()
+	if p2 == nil {
+		return nil, false
+	}
+	return p2.snapshot(), true
 }
 
 func (p *phaseTwoRun) set(i int, r fsm.Report) []fsm.Report {
@@ -105,11 +163,13 @@ func (p *phaseTwoRun) allAcked() bool {
 	return true
 }
 
-// deliver calls one participant until it acknowledges, the attempt limit is reached or
-// ctx ends. Waits between attempts grow exponentially with jitter up to RetryMax, and a
-// participant's Retry-After (429, 503) is honoured up to RetryAfterMax, so a refusing
-// participant sees a bounded request rate (case C08).
-func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun) {
+// deliver calls one participant until it acknowledges, the retry window ends (until; zero
+// for none), the attempt cap is reached or ctx ends. Waits between attempts grow
+// exponentially with jitter up to RetryMax, and a participant's Retry-After (429, 503) is
+// honoured up to RetryAfterMax, so a refusing participant sees a bounded request rate (case
+// C08). Every attempt counted is exactly one request written (the client never replays);
+// a call the fence held back is not an attempt and ends the pass (errFenced).
+func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun, until time.Time) {
 	// Retry state is made on the first failure: almost every call succeeds at once, and
 	// this runs once per participant per transaction.
 	var (
@@ -129,10 +189,21 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		if ctx.Err() != nil {
 			return
 		}
+		if isFenced(err) {
+			p2.setFenced()
+			return
+		}
 		rep.Attempts++
 		if err == nil && reply.Status == participant.ACK {
 			rep.Acked, rep.Error = true, ""
-			p2.set(i, rep)
+			all := p2.set(i, rep)
+			if p2.troubled(i) {
+				// Another participant is failing: log this acknowledgement now, so that every
+				// node shows it while the transaction is stuck, not only once it ends.
+				if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
+					e.lg.Debug("logging progress failed", "txn", id, "error", err)
+				}
+			}
 			return
 		}
 		var wait time.Duration
@@ -152,7 +223,10 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		}
 		all := p2.set(i, rep)
 		e.lg.Warn("phase-two call refused; will retry", "txn", id, "participant", url, "attempt", rep.Attempts, "error", rep.Error)
-		if int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
+		if e.cfg.PhaseTwoMaxAttempts > 0 && int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
+			return
+		}
+		if !until.IsZero() && !e.cfg.Now().Before(until) {
 			return
 		}
 		e.cfg.Observer.Retry(hostOf(url), string(phase))
@@ -173,6 +247,10 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			timer = time.NewTimer(time.Hour)
 		}
 		wait = max(wait, bo.NextBackOff())
+		if !until.IsZero() {
+			// One last attempt at the window's end rather than a wait past it.
+			wait = max(min(wait, until.Sub(e.cfg.Now())), 0)
+		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():

@@ -34,6 +34,10 @@ func (c *Begin) apply(f *FSM, index uint64) (Result, []string) {
 		States:       make([]ParticipantState, len(c.Participants)),
 		Status:       StatusPreparing, Index: index,
 	}
+	if c.Payloads != nil {
+		t.Payloads = make([]string, len(c.Participants))
+		copy(t.Payloads, c.Payloads)
+	}
 	f.put(t)
 	if c.Key != "" {
 		f.keys[c.Key] = keyEntry{ID: c.ID, CreatedAt: c.CreatedAt}
@@ -76,6 +80,7 @@ func (c *Decide) apply(f *FSM, index uint64) (Result, []string) {
 	f.observe(c.At)
 	t := old.clone()
 	t.Decision, t.DecidedAt, t.Index = c.Decision, c.At, index
+	t.Payloads = nil // participants keep theirs with their vote; the FSM stays bounded
 	for i := range t.States {
 		t.States[i].Vote = c.Votes[i]
 		if i < len(c.Reasons) {
@@ -139,7 +144,7 @@ func (c *Progress) apply(f *FSM, index uint64) (Result, []string) {
 func (c *Retry) apply(f *FSM, index uint64) (Result, []string) {
 	return f.applyOperator(index, c.ID, func(t *Txn) {
 		f.observe(c.At)
-		t.Note, t.FinishedAt = c.Note, 0
+		t.Note, t.FinishedAt, t.RetriedAt = c.Note, 0, c.At
 		t.Status = StatusCommitting
 		if t.Decision == DecisionAbort {
 			t.Status = StatusRollingBack

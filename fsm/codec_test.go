@@ -58,6 +58,12 @@ var goldens = []struct {
 	}}, "0a01001d687474703a2f2f3132372e302e302e313a393030312f70726570617265"},
 	{"DecideCommit", &fsm.DecideCommit{ID: goldenID, AfterMs: 120}, "0b010190a8e27b3c7def8123456789abcdeff001"},
 	{"SetFeatures", &fsm.SetFeatures{Level: 1, At: t0 + 3000}, "0c01f0ceabfef962"},
+	{"BeginPayloads", &fsm.Begin{
+		ID: goldenID, Key: "order-43", CreatedAt: t0, Deadline: t0 + 5000,
+		Participants: []fsm.Participant{{}, {Prepare: "http://127.0.0.1:9002/prepare", Commit: "http://127.0.0.1:9002/commit", Rollback: "http://127.0.0.1:9002/rollback"}},
+		Refs:         []int32{0, -1},
+		Payloads:     []string{`{"seats":2,"flight":"LH400"}`, ""},
+	}, "0d010190a8e27b3c7def8123456789abcdef086f726465722d343380a0abfef962904e020200001d687474703a2f2f3132372e302e302e313a393030322f707265706172651c7b227365617473223a322c22666c69676874223a224c48343030227d00"},
 	{"Begin/refs", &fsm.Begin{
 		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
 		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},
@@ -75,7 +81,7 @@ func TestGoldenEncoding(t *testing.T) {
 		}
 		seen[g.cmd.Type()] = true
 	}
-	for ct := fsm.CmdBegin; ct <= fsm.CmdDecideCommit; ct++ {
+	for ct := fsm.CmdBegin; ct <= fsm.CmdBeginPayloads; ct++ {
 		if !seen[ct] {
 			t.Errorf("no golden for command type %d", ct)
 		}

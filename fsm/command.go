@@ -29,10 +29,13 @@ const (
 	CmdDefine       CommandType = 10
 	CmdDecideCommit CommandType = 11
 	CmdSetFeatures  CommandType = 12
+	// CmdBeginPayloads is a Begin whose participants carry payloads (feature level 2). A
+	// Begin without payloads keeps type 1, so that it applies on every build.
+	CmdBeginPayloads CommandType = 13
 )
 
 // maxCommandType is the highest type this build knows (for the halt message).
-const maxCommandType = CmdSetFeatures
+const maxCommandType = CmdBeginPayloads
 
 // commandSpec is what Decode and the feature gate know of one command type.
 type commandSpec struct {
@@ -56,6 +59,8 @@ var commandSpecs = map[CommandType]commandSpec{
 	CmdDefine:       {new: func() Command { return new(Define) }},
 	CmdDecideCommit: {new: func() Command { return new(DecideCommit) }},
 	CmdSetFeatures:  {new: func() Command { return new(SetFeatures) }},
+	// Decode gives a type-13 Begin non-nil Payloads, so it encodes as type 13 again.
+	CmdBeginPayloads: {new: func() Command { return &Begin{Payloads: []string{}} }, level: 2},
 }
 
 // RequiredLevel returns the cluster feature level that must be enabled before a command of
@@ -114,6 +119,11 @@ type Begin struct {
 	// (see Define), or -1 to carry its URLs inline. A decoded Begin has the URLs of
 	// referenced participants empty until Apply resolves them.
 	Refs []int32
+	// Payloads, when non-nil, has one entry per participant: the compact JSON text sent as
+	// "payload" in its Prepare ("" for none). A Begin with non-nil Payloads is command type
+	// CmdBeginPayloads (feature level 2); with nil Payloads it is type CmdBegin, the
+	// encoding every build reads. The FSM keeps payloads until the decision is logged.
+	Payloads []string
 }
 
 // Decide records the outcome of phase one with each participant's vote. The first Decide
@@ -221,7 +231,13 @@ type SetMember struct {
 	HTTPAddr string
 }
 
-func (*Begin) Type() CommandType     { return CmdBegin }
+// Type implements Command: CmdBeginPayloads when Payloads is non-nil, else CmdBegin.
+func (c *Begin) Type() CommandType {
+	if c.Payloads != nil {
+		return CmdBeginPayloads
+	}
+	return CmdBegin
+}
 func (*Decide) Type() CommandType    { return CmdDecide }
 func (*Complete) Type() CommandType  { return CmdComplete }
 func (*Fail) Type() CommandType      { return CmdFail }
@@ -278,6 +294,16 @@ func (c *Begin) encode(e *encoder) {
 		}
 		e.participant(p)
 	}
+	if c.Payloads != nil {
+		// One per participant, after them: type 13 is type 1's body plus this.
+		for i := range c.Participants {
+			pl := ""
+			if i < len(c.Payloads) {
+				pl = c.Payloads[i]
+			}
+			e.string(pl)
+		}
+	}
 }
 
 func (c *Begin) decode(d *decoder) {
@@ -308,6 +334,12 @@ func (c *Begin) decode(d *decoder) {
 			c.Refs = append(c.Refs, -1)
 		}
 		c.Participants = append(c.Participants, d.participant())
+	}
+	if c.Payloads != nil { // type 13
+		c.Payloads = make([]string, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			c.Payloads = append(c.Payloads, d.string())
+		}
 	}
 }
 

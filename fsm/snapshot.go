@@ -16,7 +16,9 @@ import (
 )
 
 // Snapshot format: the magic "TXCS", a version byte, then records, each a uvarint length
-// followed by that many bytes. Version 3 (written since this build):
+// followed by that many bytes. Version 4 (written since this build) is version 3 with two
+// fields at the end of every transaction record: retriedAt (varint) and the payloads
+// (uvarint count, 0 or one per participant, then that many strings). Version 3:
 //
 //	header      applied, nTxns, nKeys, nMembers, nEndpoints (uvarints), level (uvarint),
 //	            lastTs (varint)
@@ -31,10 +33,14 @@ import (
 //
 // Earlier versions, all still restored:
 //
+//   - Version 3 (123ead3 to 0ebedb6): as version 4 without retriedAt and payloads.
+//
 //   - Version 1 (769af25 up to 56df141^): the header has no nEndpoints, level or lastTs;
 //     then txns (participants inline), keys, members.
+//
 //   - Version 2, layout "v2a" (56df141 to 9b29729): header with nEndpoints; txns
 //     (participants inline), keys, members, then the endpoint records last.
+//
 //   - Version 2, layout "v2b" (fa7ed3c to 2bbc0cb): header with nEndpoints; the endpoint
 //     records first, then txns (participants the table holds named by index), keys, members.
 //
@@ -49,8 +55,9 @@ import (
 const (
 	snapshotMagic = "TXCS"
 	// snapshotVersion 3 added level and lastTs to the header, and unlike the ambiguous
-	// version 2 has one layout. Restore reads versions 1 to 3.
-	snapshotVersion = 3
+	// version 2 has one layout; version 4 added retriedAt and payloads to each transaction.
+	// Restore reads versions 1 to 4.
+	snapshotVersion = 4
 	// maxRecordBytes bounds one snapshot record; a larger length prefix is corruption.
 	maxRecordBytes = 16 << 20
 )
@@ -63,6 +70,7 @@ const (
 	layoutV2a               // version 2, endpoints last (56df141 to 9b29729)
 	layoutV2b               // version 2, endpoints first (fa7ed3c to 2bbc0cb)
 	layoutV3                // endpoints first, header with level and lastTs
+	layoutV4                // as v3, transactions with retriedAt and payloads
 )
 
 type snapshot struct {
@@ -248,8 +256,10 @@ func readSnapshot(r snapshotReader) (*FSM, error) {
 		}
 		return nil, fmt.Errorf("%w: version 2 snapshot fits neither layout: endpoints first (written by fa7ed3c to 2bbc0cb): %s; endpoints last (written by 56df141 to 9b29729): %s",
 			ErrCorrupt, corruptDetail(errB), corruptDetail(errA))
-	case snapshotVersion:
+	case 3:
 		return readBody(r, layoutV3)
+	case snapshotVersion:
+		return readBody(r, layoutV4)
 	default:
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
 	}
@@ -294,7 +304,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 	if l != layoutV1 {
 		nEndpoints = d.uvarint()
 	}
-	if l == layoutV3 {
+	if l >= layoutV3 {
 		level := d.uvarint()
 		f.lastTs = d.varint()
 		if d.err == nil && level > uint64(version.FeatureLevel) {
@@ -328,7 +338,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		}
 		return nil
 	}
-	if l == layoutV2b || l == layoutV3 {
+	if l == layoutV2b || l >= layoutV3 {
 		if err := readEndpoints(); err != nil {
 			return nil, err
 		}
@@ -343,7 +353,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		if d, err = next(); err != nil {
 			return nil, err
 		}
-		t := decodeTxn(d, f.endpoints, tableOnly)
+		t := decodeTxn(d, f.endpoints, tableOnly, l >= layoutV4)
 		if err := d.end(); err != nil {
 			return nil, err
 		}
@@ -407,11 +417,17 @@ func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 		e.uvarint(uint64(st.Attempts))
 		e.string(st.LastError)
 	}
+	e.varint(t.RetriedAt)
+	e.uvarint(uint64(len(t.Payloads)))
+	for _, pl := range t.Payloads {
+		e.string(pl)
+	}
 }
 
 // decodeTxn reads a transaction record; participantRef indexes into endpoints. With
-// tableOnly set, a participant written inline that tableOnly holds is an error.
-func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32) *Txn {
+// tableOnly set, a participant written inline that tableOnly holds is an error. v4 says
+// the record has retriedAt and payloads (snapshot version 4).
+func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32, v4 bool) *Txn {
 	t := &Txn{ID: d.id(), Key: d.string(), CreatedAt: d.varint()}
 	t.Deadline = t.CreatedAt + d.varint()
 	t.Status = Status(d.byte())
@@ -437,6 +453,18 @@ func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]ui
 			}
 		}
 		t.States[i] = ParticipantState{Vote: Vote(d.byte()), Reason: d.string(), Acked: d.bool(), Attempts: uint32(d.uvarint()), LastError: d.string()}
+	}
+	if v4 {
+		t.RetriedAt = d.varint()
+		if m := d.count(1); m > 0 {
+			if m != n {
+				d.fail(fmt.Sprintf("%d payloads for %d participants", m, n))
+			}
+			t.Payloads = make([]string, 0, m)
+			for i := 0; i < m && d.err == nil; i++ {
+				t.Payloads = append(t.Payloads, d.string())
+			}
+		}
 	}
 	if d.err == nil && (t.Status < StatusPreparing || t.Status > StatusFailed) {
 		d.fail(fmt.Sprintf("status %d", t.Status))

@@ -233,9 +233,10 @@ func TestRestoreCorrupt(t *testing.T) {
 		"wrong magic":        cat([]byte("TXCZ"), good[4:]),
 		"lower-case magic":   cat([]byte("txcs"), good[4:]),
 		"version 0":          cat([]byte("TXCS\x00"), good[5:]),
-		"version 4":          cat([]byte("TXCS\x04"), good[5:]),
-		"v1 header, v3 body": cat([]byte("TXCS\x01"), good[5:]),
-		"v2 header, v3 body": cat([]byte("TXCS\x02"), good[5:]),
+		"version 5":          cat([]byte("TXCS\x05"), good[5:]),
+		"v1 header, v4 body": cat([]byte("TXCS\x01"), good[5:]),
+		"v2 header, v4 body": cat([]byte("TXCS\x02"), good[5:]),
+		"v3 header, v4 body": cat([]byte("TXCS\x03"), good[5:]),
 		"trailing byte":      cat(good, []byte{0}),
 		"trailing snapshot":  cat(good, good),
 		"huge record":        cat(header, uv(1<<60)),
@@ -403,9 +404,20 @@ func goldenSnapshotState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHex pins the current (version 3) encoding of goldenSnapshotState; its header
+// goldenSnapshotHex pins the current (version 4) encoding of goldenSnapshotState; its header
 // holds level 0 and lastTs t0+300, the Complete's time.
 const goldenSnapshotHex = "" +
+	"54584353040c070201010000d8a4abfef9628f01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
+	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
+	"7265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474" +
+	"703a2f2f7061792f74782f72010001020000005700086c65676163792d3700010006020a120006010110687474703a2f" +
+	"2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c0003" +
+	"084854545020353030000020086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e6f" +
+	"64652d310d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV3 is the same state as written by version 3 (0ebedb6): it must still
+// restore.
+const goldenSnapshotHexV3 = "" +
 	"54584353030c070201010000d8a4abfef9628d01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
 	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
 	"7265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474" +
@@ -442,7 +454,7 @@ func TestGoldenSnapshot(t *testing.T) {
 	if got != goldenSnapshotHex {
 		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
 	}
-	for name, golden := range map[string]string{"v3": goldenSnapshotHex, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
+	for name, golden := range map[string]string{"v4": goldenSnapshotHex, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
 		b, err := hex.DecodeString(golden)
 		if err != nil {
 			t.Fatal(err)
@@ -454,5 +466,61 @@ func TestGoldenSnapshot(t *testing.T) {
 		if tx, ok := r.ByKey("order-42"); !ok || tx.ID != goldenID {
 			t.Fatalf("%s: ByKey(order-42) = %v, %v", name, tx, ok)
 		}
+	}
+}
+
+// goldenPayloadState adds to goldenSnapshotState what version 4 added: a preparing
+// transaction whose participants carry payloads, and a failed one an operator retried.
+func goldenPayloadState(t testing.TB) *node {
+	n := goldenSnapshotState(t)
+	n.must(&fsm.SetFeatures{Level: 2, At: t0 + 400})
+	n.must(&fsm.Begin{ID: "pl-1", CreatedAt: t0 + 500, Deadline: t0 + 1500,
+		Participants: []fsm.Participant{
+			{Prepare: "http://flight/prepare", Commit: "http://flight/commit", Rollback: "http://flight/rollback"},
+			{Prepare: "http://hotel/prepare", Commit: "http://hotel/commit", Rollback: "http://hotel/rollback"},
+		},
+		Payloads: []string{`{"seats":2}`, ""}})
+	n.must(&fsm.Retry{ID: "legacy-7", At: t0 + 600, Note: "dns fixed"})
+	return n
+}
+
+// goldenSnapshotHexV4Payloads pins the version 4 encoding of goldenPayloadState.
+const goldenSnapshotHexV4Payloads = "" +
+	"54584353040c0a0301010002b0a9abfef9628f01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
+	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
+	"7265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474" +
+	"703a2f2f7061792f74782f72010001020000006500086c65676163792d3700010003020a0009646e732066697865640a" +
+	"010110687474703a2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e64" +
+	"6f020466756c6c0000084854545020353030b0a9abfef962005c0004706c2d3100e8a7abfef962d00f01000000000902" +
+	"0015687474703a2f2f666c696768742f7072657061726500000000000014687474703a2f2f686f74656c2f7072657061" +
+	"7265000000000000020b7b227365617473223a327d0020086f726465722d3432010190a8e27b3c7def8123456789abcd" +
+	"ef80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
+
+// TestGoldenSnapshotV4Payloads: payloads and retriedAt survive a version-4 snapshot, in
+// pinned bytes, and the payloads go once the decision is logged.
+func TestGoldenSnapshotV4Payloads(t *testing.T) {
+	n := goldenPayloadState(t)
+	got := hex.EncodeToString(snapBytes(t, n.f))
+	if got != goldenSnapshotHexV4Payloads {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV4Payloads)
+	}
+	b, err := hex.DecodeString(goldenSnapshotHexV4Payloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := restore(t, b)
+	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
+		t.Fatalf("v4 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
+	}
+	pl, _ := r.Get("pl-1")
+	if pl.Payload(0) != `{"seats":2}` || pl.Payload(1) != "" || len(pl.Payloads) != 2 {
+		t.Fatalf("payloads %q", pl.Payloads)
+	}
+	if lg, _ := r.Get("legacy-7"); lg.RetriedAt != t0+600 || lg.PhaseTwoSince() != t0+600 || lg.Status != fsm.StatusRollingBack {
+		t.Fatalf("retried record %+v", lg)
+	}
+	res := r.ApplyCommand(r.AppliedIndex()+1, decideAbort("pl-1", 2))
+	if res.Err != nil || res.Txn.Payloads != nil {
+		t.Fatalf("after the decision: %+v", res)
 	}
 }

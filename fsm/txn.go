@@ -140,6 +140,42 @@ type Txn struct {
 	FinishedAt   int64  // unix ms when the status last became terminal, else 0
 	Note         string // last operator note (Retry, Resolve)
 	Index        uint64 // Raft index of the entry that produced this version
+	// RetriedAt is when an operator last sent a failed transaction back to phase two
+	// (Retry; unix ms, 0 if never). Phase two's retry window runs from
+	// PhaseTwoSince: the later of DecidedAt and RetriedAt.
+	RetriedAt int64
+	// Payloads, while the transaction is preparing, has one entry per participant: the
+	// compact JSON sent as "payload" in its Prepare ("" for none); nil when no participant
+	// has one. Apply drops them when the decision is logged (participants keep theirs with
+	// their vote), so the FSM holds payloads only for transactions in phase one.
+	Payloads []string
+}
+
+// PhaseTwoSince returns when the current phase-two run began (unix ms): the decision, or
+// the operator's last Retry if later. 0 before the decision.
+func (t *Txn) PhaseTwoSince() int64 { return max(t.DecidedAt, t.RetriedAt) }
+
+// Stuck reports whether t needs attention at now (unix ms): it is failed, or it is still
+// unfinished after ms past the start of its current phase (phase two: PhaseTwoSince;
+// phase one: CreatedAt).
+func (t *Txn) Stuck(now int64, after int64) bool {
+	switch t.Status {
+	case StatusFailed:
+		return true
+	case StatusPreparing:
+		return now-t.CreatedAt >= after
+	case StatusCommitting, StatusRollingBack:
+		return now-t.PhaseTwoSince() >= after
+	}
+	return false
+}
+
+// Payload returns participant i's payload ("" for none, or once the decision is logged).
+func (t *Txn) Payload(i int) string {
+	if i < len(t.Payloads) {
+		return t.Payloads[i]
+	}
+	return ""
 }
 
 // clone returns a copy that may be changed without touching t; States is copied too

@@ -105,7 +105,7 @@ func c09Cases() []c09Case {
 		{name: "prepare only in query", body: withServices(`["http://flight.example/x?prepare"]`), status: 400, detail: `last path segment must be "prepare"`},
 		{name: "https and trailing slash", body: withServices(`["https://flight.example/v1/prepare/"]`), status: 200, timeout: ms(1000), parts: 1},
 		{name: "object with three URLs", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r"},"` + hotel + `"]`), status: 200, timeout: ms(1000), parts: 2},
-		{name: "object missing rollback", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c"}]`), status: 400, detail: `must name all of "prepare", "commit" and "rollback"`},
+		{name: "object missing rollback", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c"}]`), status: 400, detail: `must name both "commit" and "rollback", or neither`},
 		{name: "object unknown field", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r","weight":1}]`), status: 400, detail: `unknown field "weight"`},
 		{name: "object field twice", body: withServices(`[{"prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r","prepare":"http://b.example/p"}]`), status: 400, detail: `"prepare" appears twice`},
 		{name: "object field in other case", body: withServices(`[{"Prepare":"http://a.example/p","commit":"http://a.example/c","rollback":"http://a.example/r"}]`), status: 400, detail: `unknown field "Prepare"`},

@@ -110,11 +110,12 @@ func (s *Server) forwardOnce(c echo.Context, path string, body []byte) error {
 // StuckList is GET /v1/stuck (api.StuckList).
 type StuckList = api.StuckList
 
-// listStuck serves GET /v1/stuck?olderThan=MS: failed transactions, and those still in
-// phase two (or phase one) that were created more than olderThan ms ago [30000], with their
-// per-participant errors and attempts.
+// listStuck serves GET /v1/stuck?olderThan=MS: failed transactions, and those whose phase
+// two is unfinished more than olderThan ms after the decision (or an operator's retry), or
+// still preparing that long after they began [Config.StuckAfter], with each participant's
+// attempts and last error (on the leader, as of now: see liveView).
 func (s *Server) listStuck(c echo.Context) error {
-	older := 30 * time.Second
+	older := s.cfg.StuckAfter
 	if v := c.QueryParam("olderThan"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 || ms > int64(365*24*time.Hour/time.Millisecond) {
@@ -122,10 +123,14 @@ func (s *Server) listStuck(c echo.Context) error {
 		}
 		older = time.Duration(ms) * time.Millisecond
 	}
-	cutoff := time.Now().Add(-older).UnixMilli()
+	now := time.Now().UnixMilli()
 	out := StuckList{Transactions: []TransactionView{}}
-	for _, t := range s.state.Stuck(cutoff, 0) {
-		out.Transactions = append(out.Transactions, viewOf(t))
+	// The index scan yields every candidate (a transaction stuck in phase two began before
+	// the cutoff too); Txn.Stuck keeps those whose current phase is overdue.
+	for _, t := range s.state.Stuck(now-older.Milliseconds(), 0) {
+		if t.Stuck(now, older.Milliseconds()) {
+			out.Transactions = append(out.Transactions, s.liveView(t))
+		}
 	}
 	return c.JSON(http.StatusOK, out)
 }

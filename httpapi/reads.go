@@ -301,7 +301,7 @@ func (s *Server) leaderView(t *fsm.Txn) TransactionView {
 			t = t2
 		}
 	}
-	return viewOf(t)
+	return s.liveView(t) // phase-two acknowledgements as the engine knows them now
 }
 
 // catchUp tracks whether this node has caught up since it started: applied a commit index

@@ -17,11 +17,17 @@ import (
 
 // TransactionRequest is the body of POST /v1/transactions:
 //
-//	{"services": ["http://flight/prepare", {"prepare": "...", "commit": "...", "rollback": "..."}],
+//	{"services": ["http://flight/prepare",
+//	              {"prepare": "http://hotel/prepare", "payload": {"nights": 2}},
+//	              {"prepare": "...", "commit": "...", "rollback": "..."}],
 //	 "timeout": 1000}
 //
 // A string entry is a prepare URL whose last path segment is "prepare"; its commit and
-// rollback URLs are derived (participant.Derive). Timeout is phase one's bound in ms.
+// rollback URLs are derived (participant.Derive). An object names "prepare" and optionally
+// "commit" and "rollback" (derived when absent) and "payload", any JSON value sent to the
+// participant as "payload" in its Prepare (at most Config.MaxPayloadBytes compact, and
+// Config.MaxTxnPayloadBytes for all participants together). Timeout is phase one's bound in
+// ms.
 // Field names are matched exactly and each may appear once (parseRequest).
 type TransactionRequest struct {
 	Services []json.RawMessage `json:"services"`
@@ -39,46 +45,77 @@ const maxKeyLen = 200
 // rather than matched case-insensitively or resolved by letting the last one win, as
 // encoding/json alone would.
 func (s *Server) parseRequest(body []byte) ([]fsm.Participant, time.Duration, *apiError) {
+	r, aerr := s.parseTxnRequest(body)
+	return r.parts, r.timeout, aerr
+}
+
+// txnRequest is a validated POST body.
+type txnRequest struct {
+	parts    []fsm.Participant
+	payloads []string // nil when no participant has a payload, else one per participant
+	timeout  time.Duration
+}
+
+// parseTxnRequest is parseRequest with the payloads.
+func (s *Server) parseTxnRequest(body []byte) (txnRequest, *apiError) {
+	parts, payloads, timeout, aerr := s.parseBody(body)
+	return txnRequest{parts: parts, payloads: payloads, timeout: timeout}, aerr
+}
+
+func (s *Server) parseBody(body []byte) ([]fsm.Participant, []string, time.Duration, *apiError) {
 	obj, err := decodeObject(body, "services", "timeout")
 	if err != nil {
-		return nil, 0, badRequest("invalid JSON: " + err.Error())
+		return nil, nil, 0, badRequest("invalid JSON: " + err.Error())
 	}
 	timeout, aerr := s.parseTimeout(obj["timeout"])
 	if aerr != nil {
-		return nil, 0, aerr
+		return nil, nil, 0, aerr
 	}
 	var services []json.RawMessage
 	if raw := bytes.TrimSpace(obj["services"]); len(raw) > 0 {
 		if err := json.Unmarshal(raw, &services); err != nil {
-			return nil, 0, badRequest(`"services" must be a list of prepare URLs or objects with prepare, commit and rollback URLs`)
+			return nil, nil, 0, badRequest(`"services" must be a list of prepare URLs or objects with prepare, commit and rollback URLs`)
 		}
 	}
 	if services == nil {
-		return nil, 0, badRequest(`"services" is required: a list of prepare URLs`)
+		return nil, nil, 0, badRequest(`"services" is required: a list of prepare URLs`)
 	}
 	if len(services) == 0 {
-		return nil, 0, badRequest(`"services" is empty: a transaction needs at least one participant`)
+		return nil, nil, 0, badRequest(`"services" is empty: a transaction needs at least one participant`)
 	}
 	if len(services) > s.cfg.MaxServices {
-		return nil, 0, badRequest(fmt.Sprintf(`"services" has %d entries; the limit is %d`, len(services), s.cfg.MaxServices))
+		return nil, nil, 0, badRequest(fmt.Sprintf(`"services" has %d entries; the limit is %d`, len(services), s.cfg.MaxServices))
 	}
 	parts := make([]fsm.Participant, 0, len(services))
+	payloads := make([]string, 0, len(services))
 	seen := make(map[string]int, len(services))
+	total, any := 0, false
 	for i, raw := range services {
-		ep, err := parseService(raw)
+		ep, payload, err := parseService(raw)
 		if err != nil {
-			return nil, 0, badRequest(fmt.Sprintf("services[%d]: %v", i, err))
+			return nil, nil, 0, badRequest(fmt.Sprintf("services[%d]: %v", i, err))
 		}
+		if len(payload) > s.cfg.MaxPayloadBytes {
+			return nil, nil, 0, badRequest(fmt.Sprintf("services[%d].payload is %d bytes (compact JSON); the limit is %d bytes per participant (--max-payload-bytes)", i, len(payload), s.cfg.MaxPayloadBytes))
+		}
+		if total += len(payload); total > s.cfg.MaxTxnPayloadBytes {
+			return nil, nil, 0, badRequest(fmt.Sprintf("the payloads of services[0..%d] are %d bytes (compact JSON); the limit is %d bytes per transaction (--max-txn-payload-bytes)", i, total, s.cfg.MaxTxnPayloadBytes))
+		}
+		any = any || payload != ""
+		payloads = append(payloads, payload)
 		if j, dup := seen[ep.Prepare]; dup {
-			return nil, 0, badRequest(fmt.Sprintf("services[%d] repeats services[%d] (%s): list each participant once", i, j, ep.Prepare))
+			return nil, nil, 0, badRequest(fmt.Sprintf("services[%d] repeats services[%d] (%s): list each participant once", i, j, ep.Prepare))
 		}
 		seen[ep.Prepare] = i
 		parts = append(parts, fsm.Participant{Prepare: ep.Prepare, Commit: ep.Commit, Rollback: ep.Rollback})
 	}
 	if aerr := s.checkPolicy(parts); aerr != nil {
-		return nil, 0, aerr
+		return nil, nil, 0, aerr
 	}
-	return parts, timeout, nil
+	if !any {
+		payloads = nil
+	}
+	return parts, payloads, timeout, nil
 }
 
 // decodeObject reads raw as exactly one JSON object whose keys are among fields, each
@@ -132,19 +169,23 @@ func cleanJSONError(err error) error {
 	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 }
 
-func parseService(raw json.RawMessage) (participant.Endpoints, error) {
+// parseService reads one "services" entry: a prepare URL, or an object with "prepare" and
+// optionally "commit", "rollback" (derived from prepare when absent) and "payload" (any
+// JSON value, returned compacted; "" when absent or null).
+func parseService(raw json.RawMessage) (participant.Endpoints, string, error) {
 	raw = bytes.TrimSpace(raw)
 	switch {
 	case len(raw) > 0 && raw[0] == '"':
 		var u string
 		if err := json.Unmarshal(raw, &u); err != nil {
-			return participant.Endpoints{}, err
+			return participant.Endpoints{}, "", err
 		}
-		return participant.Derive(u)
+		ep, err := participant.Derive(u)
+		return ep, "", err
 	case len(raw) > 0 && raw[0] == '{':
-		obj, err := decodeObject(raw, "prepare", "commit", "rollback")
+		obj, err := decodeObject(raw, "prepare", "commit", "rollback", "payload")
 		if err != nil {
-			return participant.Endpoints{}, fmt.Errorf("invalid object: %v", err)
+			return participant.Endpoints{}, "", fmt.Errorf("invalid object: %v", err)
 		}
 		var ep participant.Endpoints
 		for _, f := range []struct {
@@ -153,16 +194,33 @@ func parseService(raw json.RawMessage) (participant.Endpoints, error) {
 		}{{"prepare", &ep.Prepare}, {"commit", &ep.Commit}, {"rollback", &ep.Rollback}} {
 			if v, ok := obj[f.name]; ok {
 				if err := json.Unmarshal(v, f.dst); err != nil {
-					return participant.Endpoints{}, fmt.Errorf("invalid object: %q must be a string", f.name)
+					return participant.Endpoints{}, "", fmt.Errorf("invalid object: %q must be a string", f.name)
 				}
 			}
 		}
-		if ep.Prepare == "" || ep.Commit == "" || ep.Rollback == "" {
-			return participant.Endpoints{}, errors.New(`an object must name all of "prepare", "commit" and "rollback"`)
+		payload := ""
+		if v := bytes.TrimSpace(obj["payload"]); len(v) > 0 && string(v) != "null" {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, v); err != nil {
+				return participant.Endpoints{}, "", fmt.Errorf(`invalid "payload": %v`, cleanJSONError(err))
+			}
+			payload = buf.String()
 		}
-		return ep, ep.Validate()
+		switch {
+		case ep.Prepare == "":
+			return participant.Endpoints{}, "", errors.New(`an object must name "prepare" (and may name "commit", "rollback" and "payload")`)
+		case ep.Commit == "" && ep.Rollback == "":
+			d, err := participant.Derive(ep.Prepare)
+			if err != nil {
+				return participant.Endpoints{}, "", fmt.Errorf("%w; or name \"commit\" and \"rollback\" too", err)
+			}
+			return d, payload, nil
+		case ep.Commit == "" || ep.Rollback == "":
+			return participant.Endpoints{}, "", errors.New(`an object must name both "commit" and "rollback", or neither (they are then derived from "prepare")`)
+		}
+		return ep, payload, ep.Validate()
 	default:
-		return participant.Endpoints{}, errors.New("must be a prepare URL string or an object with prepare, commit and rollback URLs")
+		return participant.Endpoints{}, "", errors.New("must be a prepare URL string or an object with a prepare URL (and optionally commit, rollback and payload)")
 	}
 }
 

@@ -69,6 +69,16 @@ type Config struct {
 	MaxServices int
 	// MaxBodyBytes bounds a request body [1 MiB].
 	MaxBodyBytes int64
+	// StuckAfter is how long a transaction's current phase may stay unfinished before
+	// /v1/stuck lists it (phase two counted from the decision) [1m]; failed ones always are.
+	StuckAfter time.Duration
+	// MaxPayloadBytes bounds one participant's payload, as compact JSON [8 KiB]; a larger
+	// one is a 400 naming the limit.
+	MaxPayloadBytes int
+	// MaxTxnPayloadBytes bounds the payloads of one transaction together, as compact JSON
+	// [64 KiB]. The FSM holds payloads only while a transaction prepares, so they take at
+	// most this times the leader's in-flight limit of memory on each node.
+	MaxTxnPayloadBytes int
 	// ForwardWait is how long a follower keeps trying to hand a POST to the leader, on top
 	// of the time the transaction itself may take (its timeout and the phase-two wait)
 	// [10 s]. When it runs out the client gets 503 no_leader, or 503 indeterminate if an
@@ -110,6 +120,15 @@ func (c *Config) defaults() {
 	}
 	if c.MaxServices <= 0 {
 		c.MaxServices = 32
+	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = time.Minute
+	}
+	if c.MaxPayloadBytes <= 0 {
+		c.MaxPayloadBytes = 8 << 10
+	}
+	if c.MaxTxnPayloadBytes <= 0 {
+		c.MaxTxnPayloadBytes = 64 << 10
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20

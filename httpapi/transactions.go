@@ -29,14 +29,24 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return writeError(c, aerr)
 	}
 	// Validate on the node that took the request, so bad input never travels or logs.
-	parts, timeout, aerr := s.parseRequest(body)
+	req, aerr := s.parseTxnRequest(body)
 	if aerr != nil {
 		return writeError(c, aerr)
 	}
+	timeout := req.timeout
 	if !s.node.LeaderReady() {
 		return s.forward(c, body, key, timeout)
 	}
-	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: parts, Timeout: timeout, Key: key})
+	if req.payloads != nil {
+		// Before anything is logged: a Begin with payloads is a command type servers on an
+		// earlier build cannot apply (feature level 2).
+		if fe, ok := s.node.(featureGate); ok {
+			if err := fe.FeatureError(2, "participant payloads"); err != nil {
+				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + "; send the request without payloads meanwhile"})
+			}
+		}
+	}
+	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key})
 	switch {
 	case err == nil:
 		return s.answer(c, txn)
@@ -54,6 +64,12 @@ func (s *Server) postTransaction(c echo.Context) error {
 		s.lg.Error("submit failed", "error", err)
 	}
 	return writeError(c, ae)
+}
+
+// featureGate is implemented by *cluster.Node: FeatureError says why a feature level is not
+// enabled yet (wrapping cluster.ErrFeatureUnavailable), nil once it is.
+type featureGate interface {
+	FeatureError(need uint32, what string) error
 }
 
 // waitBound is when POST stops waiting for a transaction: phase one's deadline plus
@@ -155,4 +171,41 @@ func (s *Server) answerIndeterminate(c echo.Context, id, key string, timeout tim
 	}
 	return writeError(c, &apiError{Code: codeIndeterminate, TransactionID: id, retryAfter: "1",
 		Detail: fmt.Sprintf("%v; %s", cause, strings.Join(how, "; "))})
+}
+
+// LiveProgress is optionally implemented by the Submitter (*coordinator.Engine does): Live
+// returns the phase-two progress of a transaction this node drives, ahead of the log.
+type LiveProgress interface {
+	Live(id string) ([]fsm.Report, bool)
+}
+
+// liveView is viewOf(t) with, on the leader, each participant's phase-two progress as the
+// engine knows it now: an acknowledgement shows as soon as it arrives, not only once the
+// next log entry records it.
+func (s *Server) liveView(t *fsm.Txn) TransactionView {
+	v := viewOf(t)
+	lp, ok := s.sub.(LiveProgress)
+	if !ok || t.Status.Terminal() {
+		return v
+	}
+	reports, ok := lp.Live(t.ID)
+	if !ok {
+		return v
+	}
+	for i := range v.Participants {
+		if i >= len(reports) {
+			break
+		}
+		p, r := &v.Participants[i], reports[i]
+		if r.Acked && !p.Acknowledged {
+			p.Acknowledged, p.LastError = true, ""
+		}
+		if r.Attempts > p.Attempts {
+			p.Attempts = r.Attempts
+			if !p.Acknowledged {
+				p.LastError = r.Error
+			}
+		}
+	}
+	return v
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/txcoord/txcoord/api"
@@ -53,6 +54,9 @@ func viewOf(t *fsm.Txn) TransactionView {
 		v.Participants[i] = ParticipantView{
 			Prepare: p.Prepare, Commit: p.Commit, Rollback: p.Rollback,
 			Vote: st.Vote.String(), Reason: st.Reason, Acknowledged: st.Acked, Attempts: st.Attempts, LastError: st.LastError,
+		}
+		if pl := t.Payload(i); pl != "" {
+			v.Participants[i].Payload = json.RawMessage(pl)
 		}
 	}
 	return v

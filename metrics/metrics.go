@@ -26,8 +26,8 @@ import (
 type Sources struct {
 	Node     *cluster.Node
 	InFlight func() int64
-	// StuckAfter: a transaction still not terminal this long after it began counts as
-	// stuck [30s].
+	// StuckAfter: a transaction whose current phase is unfinished this long after it began
+	// (phase two: after the decision) counts as stuck, as do failed ones [1m].
 	StuckAfter time.Duration
 }
 
@@ -53,7 +53,7 @@ var buckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2
 // New builds the registry for one node.
 func New(src Sources) *Metrics {
 	if src.StuckAfter <= 0 {
-		src.StuckAfter = 30 * time.Second
+		src.StuckAfter = time.Minute
 	}
 	m := &Metrics{reg: prometheus.NewRegistry(), src: src, raftGather: raftRegistry(), hosts: map[string]struct{}{}}
 	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_transactions_finished_total", Help: "Transactions that reached a terminal status under this node's leadership, by status."}, []string{"status"})
@@ -135,7 +135,7 @@ type stateCollector struct{ m *Metrics }
 var (
 	descInFlight  = prometheus.NewDesc("txcoord_inflight_transactions", "Transactions this leader is driving now.", nil, nil)
 	descByStatus  = prometheus.NewDesc("txcoord_transactions", "Transactions held in the FSM, by status.", []string{"status"}, nil)
-	descStuck     = prometheus.NewDesc("txcoord_stuck_transactions", "Failed transactions, plus those not terminal this long after they began (see StuckAfter).", nil, nil)
+	descStuck     = prometheus.NewDesc("txcoord_stuck_transactions", "Failed transactions, plus those whose current phase is unfinished past --stuck-after (phase two counted from the decision).", nil, nil)
 	descRaftState = prometheus.NewDesc("txcoord_raft_state", "1 for this node's current Raft role.", []string{"role"}, nil)
 	descTerm      = prometheus.NewDesc("txcoord_raft_term", "Current Raft term.", nil, nil)
 	descCommit    = prometheus.NewDesc("txcoord_raft_commit_index", "Raft commit index known to this node.", nil, nil)
@@ -172,9 +172,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descByStatus, prometheus.GaugeValue, float64(counts[st]), st.String())
 	}
 	stuck := counts[fsm.StatusFailed]
-	cutoff := time.Now().Add(-src.StuckAfter).UnixMilli()
+	now := time.Now().UnixMilli()
 	for _, t := range n.FSM.Active() {
-		if t.CreatedAt <= cutoff {
+		if t.Stuck(now, src.StuckAfter.Milliseconds()) {
 			stuck++
 		}
 	}

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +27,7 @@ const (
 	KindStatus    ErrorKind = "status"    // an HTTP status other than 200 (redirects included)
 	KindReply     ErrorKind = "reply"     // 200 with a body that is not a valid Reply
 	KindCanceled  ErrorKind = "canceled"  // the caller gave up (e.g. leadership was lost)
+	KindFenced    ErrorKind = "fenced"    // the fence (WithFence) refused: this node may no longer lead; nothing was sent
 )
 
 // CallError is the error Client.Call returns when the participant's answer was neither ACK
@@ -36,6 +39,11 @@ type CallError struct {
 	RetryAfter time.Duration // from a Retry-After header on 429 or 503, else 0
 	Msg        string
 	Err        error // the underlying error, if any
+	// NotSent is true when the call provably never reached the participant: no connection
+	// was obtained (DNS failure, connection refused, dial timeout, a policy refusal) or the
+	// fence (WithFence) refused it, so not one byte of the request was written. A participant whose
+	// every call of a transaction was NotSent holds nothing for it.
+	NotSent bool
 }
 
 func (e *CallError) Error() string { return e.Msg }
@@ -92,12 +100,23 @@ func NewClient(o ClientOptions) *Client {
 // Call POSTs req to url as phase p and returns the participant's Reply (ACK or NACK). The
 // call ends with ctx; give ctx the deadline the call must meet. Any other outcome is a
 // *CallError.
+//
+// Each Call writes the request at most once: the transport never replays it on another
+// connection (net/http would, for a POST with an Idempotency-Key header and a rewindable
+// body, whenever a reused keep-alive connection fails), so every request a participant
+// sees is one the caller counts. A Call whose request was never written has
+// CallError.NotSent set.
 func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Reply, error) {
 	body, _ := json.Marshal(req)
+	var gotConn atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return Reply{}, &CallError{Kind: KindTransport, Msg: "bad request: " + err.Error(), Err: err}
+		return Reply{}, &CallError{Kind: KindTransport, Msg: "bad request: " + err.Error(), Err: err, NotSent: true}
 	}
+	// No GetBody: the transport cannot rewind the body, so it never sends the request a
+	// second time (http.Transport retries only requests it can replay).
+	hreq.GetBody = nil
 	for k, vs := range c.header {
 		hreq.Header[k] = vs
 	}
@@ -107,9 +126,22 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 		hreq.Header.Set(NodeHeader, o.node)
 		hreq.Header.Set(TermHeader, o.term)
 	}
+	if fence := fenceOf(ctx); fence != nil {
+		if err := fence(ctx); err != nil {
+			if ctx.Err() != nil {
+				// The call's own deadline or cancellation, not the fence's verdict.
+				ce := classify(ctx, err)
+				ce.NotSent = true
+				return Reply{}, ce
+			}
+			return Reply{}, &CallError{Kind: KindFenced, Msg: "not sent: " + err.Error(), Err: err, NotSent: true}
+		}
+	}
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
-		return Reply{}, classify(ctx, err)
+		ce := classify(ctx, err)
+		ce.NotSent = !gotConn.Load()
+		return Reply{}, ce
 	}
 	defer resp.Body.Close()
 	buf := replyBufs.Get().(*bytes.Buffer)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -43,6 +44,43 @@ const MaxTransactionIDBytes = 256
 // ErrBadRequest is wrapped by the errors Handler.Do returns for an invalid request (missing
 // or too long transaction id, malformed deadline, unknown phase). ServeHTTP answers it with 400.
 var ErrBadRequest = errors.New("bad request")
+
+// ErrStaleTerm is wrapped by the error Handler.Do returns for a call whose Request.Term
+// (the Txcoord-Term header) is lower than the highest term this participant has recorded for
+// the transaction: it comes from a coordinator that has since been replaced (fencing
+// tokens). Nothing runs and nothing is recorded. ServeHTTP answers it with HTTP 409
+// {"error":"stale_term","detail":"..."}; the coordinator treats that as a failed call.
+var ErrStaleTerm = errors.New("stale coordinator term")
+
+type payloadKey struct{}
+
+// Payload returns the payload of the transaction a callback runs for: in Prepare the one
+// the request carried, in Commit and Rollback the one kept with the vote. It returns nil
+// when the client gave this participant none.
+func Payload(ctx context.Context) json.RawMessage {
+	p, _ := ctx.Value(payloadKey{}).(json.RawMessage)
+	return p
+}
+
+// DecodePayload unmarshals Payload(ctx) into v. It returns an error when there is no
+// payload or it does not fit v.
+func DecodePayload(ctx context.Context, v any) error {
+	p := Payload(ctx)
+	if len(p) == 0 {
+		return errors.New("the transaction carries no payload for this participant")
+	}
+	if err := json.Unmarshal(p, v); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	return nil
+}
+
+func withPayload(ctx context.Context, p json.RawMessage) context.Context {
+	if len(p) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, payloadKey{}, p)
+}
 
 // Reasons the Handler gives in its NACK replies. Tests and dashboards may match on them.
 const (
@@ -149,10 +187,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, p Phase) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s %q does not match transaction %q and phase %q", IdempotencyKeyHeader, key, req.TransactionID, p))
 		return
 	}
+	if v := r.Header.Get(TermHeader); v != "" {
+		term, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s %q is not a term number", TermHeader, v))
+			return
+		}
+		req.Term = term
+	}
 	reply, err := h.Do(r.Context(), p, req)
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, reply)
+	case errors.Is(err, ErrStaleTerm):
+		writeError(w, http.StatusConflict, "stale_term", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case r.Context().Err() != nil:
@@ -193,14 +241,38 @@ func (h *Handler) Do(ctx context.Context, p Phase, req Request) (Reply, error) {
 		return Reply{}, fmt.Errorf("participant: read record of %q: %w", id, err)
 	}
 	log := h.log.With("txn", id, "phase", string(p))
+	if req.Term > 0 && found {
+		switch {
+		case req.Term < rec.Term:
+			log.Warn("refusing a call from an earlier coordinator term", "term", req.Term, "seen", rec.Term)
+			return Reply{}, fmt.Errorf("%w: call of %s from term %d; this participant has seen term %d for transaction %q", ErrStaleTerm, p, req.Term, rec.Term, id)
+		case req.Term > rec.Term:
+			// Remember the new term before acting, so that no call of an earlier one can
+			// follow this one (a record that only moves forward: same state, higher term).
+			rec.Term = req.Term
+			if err := h.store.Put(ctx, rec, nil); err != nil {
+				return Reply{}, fmt.Errorf("participant: record term of %q: %w", id, err)
+			}
+		}
+	}
+	term := max(req.Term, rec.Term)
 	switch p {
 	case PhasePrepare:
-		return h.prepare(ctx, log, id, deadline, rec, found)
+		return h.prepare(withPayload(ctx, req.Payload), log, id, deadline, req.Payload, term, rec, found)
 	case PhaseCommit:
-		return h.commit(ctx, log, id, rec, found)
+		return h.commit(withPayload(ctx, payloadOf(rec, req)), log, id, rec, found)
 	default:
-		return h.rollback(ctx, log, id, rec, found)
+		return h.rollback(withPayload(ctx, payloadOf(rec, req)), log, id, term, rec, found)
 	}
+}
+
+// payloadOf is the payload a commit or rollback callback gets: the one kept with the vote,
+// else one the request carries.
+func payloadOf(rec Record, req Request) json.RawMessage {
+	if len(rec.Payload) > 0 {
+		return rec.Payload
+	}
+	return req.Payload
 }
 
 // callbackError marks an error that came from a callback, not from the store.
@@ -219,7 +291,7 @@ func runCallback(fn func(ctx context.Context) error) func(ctx context.Context) e
 	}
 }
 
-func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, deadline time.Time, rec Record, found bool) (Reply, error) {
+func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, deadline time.Time, payload json.RawMessage, term uint64, rec Record, found bool) (Reply, error) {
 	if found {
 		switch rec.State {
 		case StatePrepared, StateCommitted:
@@ -234,7 +306,7 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 	now := h.now()
 	if !deadline.IsZero() && !now.Before(deadline) {
 		log.Warn("refusing prepare that arrived after its deadline", "deadline", deadline)
-		return h.refuse(ctx, id, deadline, ReasonDeadlinePassed)
+		return h.refuse(ctx, id, deadline, term, ReasonDeadlinePassed)
 	}
 	cctx := ctx
 	if !deadline.IsZero() {
@@ -243,10 +315,10 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 		defer cancel()
 	}
 	effect := runCallback(func(ctx context.Context) error { return h.cb.Prepare(ctx, id, deadline) })
-	err := h.store.Put(cctx, Record{TransactionID: id, State: StatePrepared, Deadline: deadline, Updated: now}, effect)
+	err := h.store.Put(cctx, Record{TransactionID: id, State: StatePrepared, Deadline: deadline, Updated: now, Payload: payload, Term: term}, effect)
 	if cbErr := (callbackError{}); errors.As(err, &cbErr) {
 		log.Info("prepare callback voted NACK", "reason", cbErr.err)
-		return h.refuse(ctx, id, deadline, cbErr.err.Error())
+		return h.refuse(ctx, id, deadline, term, cbErr.err.Error())
 	}
 	if err != nil {
 		return Reply{}, fmt.Errorf("participant: record prepare of %q: %w", id, err)
@@ -255,8 +327,8 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 }
 
 // refuse records a NACK vote and returns it.
-func (h *Handler) refuse(ctx context.Context, id string, deadline time.Time, reason string) (Reply, error) {
-	rec := Record{TransactionID: id, State: StateRefused, Reason: reason, Deadline: deadline, Updated: h.now()}
+func (h *Handler) refuse(ctx context.Context, id string, deadline time.Time, term uint64, reason string) (Reply, error) {
+	rec := Record{TransactionID: id, State: StateRefused, Reason: reason, Deadline: deadline, Updated: h.now(), Term: term}
 	if err := h.store.Put(context.WithoutCancel(ctx), rec, nil); err != nil {
 		return Reply{}, fmt.Errorf("participant: record NACK vote of %q: %w", id, err)
 	}
@@ -288,8 +360,8 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, id string, rec R
 	return ack(), nil
 }
 
-func (h *Handler) rollback(ctx context.Context, log *slog.Logger, id string, rec Record, found bool) (Reply, error) {
-	next := Record{TransactionID: id, State: StateRolledBack, Tombstone: !found, Updated: h.now()}
+func (h *Handler) rollback(ctx context.Context, log *slog.Logger, id string, term uint64, rec Record, found bool) (Reply, error) {
+	next := Record{TransactionID: id, State: StateRolledBack, Tombstone: !found, Updated: h.now(), Term: term}
 	var effect func(context.Context) error
 	if found {
 		switch rec.State {
@@ -301,7 +373,7 @@ func (h *Handler) rollback(ctx context.Context, log *slog.Logger, id string, rec
 		case StatePrepared:
 			effect = runCallback(func(ctx context.Context) error { return h.cb.Rollback(ctx, id) })
 		}
-		next.Reason, next.Deadline = rec.Reason, rec.Deadline
+		next.Reason, next.Deadline, next.Payload = rec.Reason, rec.Deadline, rec.Payload
 	} else {
 		log.Info("rollback of a transaction never prepared here: recording a tombstone")
 	}

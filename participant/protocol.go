@@ -13,6 +13,7 @@
 package participant
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -51,12 +52,20 @@ const DeadlineFormat = "2006-01-02T15:04:05.000Z07:00"
 // body is an error: a participant has no reason to send more than a short JSON object.
 const MaxReplyBytes = 64 << 10
 
-// Request is the JSON body of every call: {"transactionId": "...", "deadline": "..."}.
-// Deadline is the absolute end of phase one (RFC 3339, ms, UTC); a participant should not hold
-// its prepare callback past it.
+// Request is the JSON body of every call:
+// {"transactionId": "...", "deadline": "...", "payload": <any JSON value>}.
+// Deadline is the absolute end of phase one (RFC 3339, ms, UTC); a participant should not
+// hold its prepare callback past it. Payload is what the client gave this participant for
+// this transaction (absent when none); the coordinator sends it in Prepare only, and a
+// participant keeps it with its vote for its commit or rollback (the Handler does).
 type Request struct {
-	TransactionID string `json:"transactionId"`
-	Deadline      string `json:"deadline"`
+	TransactionID string          `json:"transactionId"`
+	Deadline      string          `json:"deadline"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	// Term is the sender's Raft term from the Txcoord-Term header (0 when absent). It is
+	// not part of the body: Handler.ServeHTTP fills it in, Client.Call sends the header
+	// from the context (WithOrigin).
+	Term uint64 `json:"-"`
 }
 
 // Reply is the JSON body of a participant's answer: {"status":"ACK"} or

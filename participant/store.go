@@ -44,6 +44,7 @@ package participant
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"sync"
 	"time"
@@ -87,6 +88,13 @@ type Record struct {
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Updated is when the record was last written (the handler's clock).
 	Updated time.Time `json:"updated"`
+	// Payload is the "payload" the Prepare carried (absent when none), kept with the vote
+	// so that the commit and rollback callbacks get it too (Payload(ctx)).
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Term is the highest coordinator term (the Txcoord-Term header) seen for this
+	// transaction; a call from a lower term is refused (ErrStaleTerm), so a deposed leader
+	// that resumes after a pause cannot act after its successor did.
+	Term uint64 `json:"term,omitempty"`
 }
 
 // Final reports whether the record is in a state that no later call can change.

@@ -36,6 +36,9 @@ type Config struct {
 	HTTPBind string
 	// Listener replaces HTTPBind with an already open listener.
 	Listener net.Listener
+	// StuckAfter is what the txcoord_stuck_transactions metric counts as stuck (see
+	// metrics.Sources) [1m]; httpapi.Config.StuckAfter is /v1/stuck's.
+	StuckAfter time.Duration
 	// TLS, when set, serves the API over HTTPS (tlsutil.Server: the certificate is
 	// re-read when its files change).
 	TLS *tls.Config
@@ -107,8 +110,12 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Engine.ClockBound == nil {
 		cfg.Engine.ClockBound = node.ClockBound
 	}
+	if cfg.Engine.VerifyLeader == nil {
+		// The fence: before a participant call, leadership confirmed within the lease.
+		cfg.Engine.VerifyLeader = func(context.Context) error { return node.Raft.VerifyLeader().Error() }
+	}
 	var eng *coordinator.Engine
-	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }})
+	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter})
 	cfg.Engine.Observer = m
 	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger

@@ -24,7 +24,8 @@ var Commit = ""
 // command types that need it.
 //
 //	1: SetFeatures (type 12) itself; the cluster's level is logged and snapshotted.
-const FeatureLevel uint32 = 1
+//	2: Begin with participant payloads (type 13); snapshot version 4 (payloads, retriedAt).
+const FeatureLevel uint32 = 2
 
 // String returns "VERSION (COMMIT)" or just VERSION when the commit is unknown.
 func String() string {

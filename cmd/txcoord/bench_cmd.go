@@ -34,6 +34,7 @@ type benchFlags struct {
 	duration, warmup, timeout  time.Duration
 	count, sample              int
 	keys, floor, asJSON, quiet bool
+	payloadBytes               int
 	noLogSize                  bool
 	floorTime                  time.Duration
 	floorConc                  int
@@ -127,6 +128,7 @@ func newBenchCmd() *cobra.Command {
 	f.DurationVar(&fl.warmup, "warmup", time.Second, "load sent before each measurement and not counted")
 	f.DurationVar(&fl.timeout, "timeout", 5*time.Second, `the transactions' "timeout" (phase one's bound)`)
 	f.BoolVar(&fl.keys, "idempotency-keys", false, "send a unique Idempotency-Key with every transaction")
+	f.IntVar(&fl.payloadBytes, "payload-bytes", 0, "give every participant a payload of about this many bytes of compact JSON (0: none; needs feature level 2)")
 	f.IntVar(&fl.sample, "sample", 20, "external participants: read back every Nth committed transaction for phase times (0: never)")
 	f.BoolVar(&fl.floor, "floor", false, "measure the Raft and HTTP floor first and print ratios to it (own cluster only)")
 	f.DurationVar(&fl.floorTime, "floor-time", 2*time.Second, "length of each floor measurement")
@@ -194,7 +196,7 @@ func runBench(out, errOut io.Writer, fl *benchFlags) error {
 	cfg := bench.Config{
 		Nodes: fl.nodes, Target: fl.target, Participants: fl.participants, NumParticipants: fl.numParticipants,
 		NackRate: fl.nackRate, Delay: fl.delay, Concurrency: fl.concurrency, Duration: fl.duration, Count: fl.count,
-		Warmup: fl.warmup, Timeout: fl.timeout, Keys: fl.keys, Sample: fl.sample,
+		Warmup: fl.warmup, Timeout: fl.timeout, Keys: fl.keys, Sample: fl.sample, PayloadBytes: fl.payloadBytes,
 		Floor: fl.floor, FloorTime: fl.floorTime, FloorConc: fl.floorConc, MeasureLog: !fl.noLogSize,
 		DataDir: fl.dataDir, Logger: lg,
 		Tune: func(_ int, c *server.Config) { fl.tuning.apply(c) },

@@ -188,6 +188,11 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	if err := waitForLeader(nodes, 30*time.Second); err != nil {
 		return err
 	}
+	// Payloads need feature level 2, which the leader enables once it has seen every
+	// node's build (a moment after the election).
+	if err := waitForLevel(nodes, 2, 30*time.Second); err != nil {
+		return err
+	}
 	entry := nodes[0].URL()
 	for _, n := range nodes {
 		if !n.Node.LeaderReady() {
@@ -228,6 +233,26 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
+	return nil
+}
+
+// waitForLevel waits until every node's FSM has feature level lv enabled.
+func waitForLevel(nodes []*server.Server, lv uint32, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		ok := true
+		for _, n := range nodes {
+			ok = ok && n.Node.FSM.FeatureLevel() >= lv
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("feature level %d not enabled within %s", lv, within)
+		}
+	}
 	return nil
 }
 
@@ -275,7 +300,17 @@ func runScenario(out io.Writer, name, entry string, prepares []string, svcs []*d
 		}
 		defer func() { _ = svcs[2].SetFaults(restore) }()
 	}
-	body, _ := json.Marshal(map[string]any{"services": prepares, "timeout": timeout})
+	// Each demo service takes its order from its payload: seats on a flight, nights at a
+	// hotel, an amount to charge (in cents).
+	orders := []string{`{"flight":"LH400","seats":2}`, `{"hotel":"Ritz","nights":3}`, `{"amount":42500,"currency":"EUR"}`}
+	services := make([]any, len(prepares))
+	for i, p := range prepares {
+		services[i] = p
+		if i < len(orders) {
+			services[i] = map[string]any{"prepare": p, "payload": json.RawMessage(orders[i])}
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": timeout})
 	fmt.Fprintf(out, "Sample transaction (%s) to %s:\n  POST /v1/transactions %s\n", name, entry, body)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Duration(timeout)*time.Millisecond+30*time.Second)
 	defer cancel()

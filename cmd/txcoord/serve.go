@@ -35,6 +35,9 @@ type tuning struct {
 	memoryLimitMiB                                 int
 	maxClockOffset                                 time.Duration
 	archive                                        archiveFlags // history_cmd.go
+	phaseTwoRetryFor, phaseTwoRetryMax, stuckAfter time.Duration
+	callTimeout                                    time.Duration
+	maxPayloadBytes, maxTxnPayloadBytes            int
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -44,7 +47,13 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.DurationVar(&t.phaseTwoWait, "phase-two-wait", 0, "how long POST waits for phase two before answering 202 (0: the transaction's timeout)")
 	f.IntVar(&t.maxServices, "max-services", 32, "most participants in one transaction")
 	f.IntVar(&t.maxInFlight, "max-inflight", 1024, "most transactions the leader drives at once; beyond it POST gets 503")
-	f.IntVar(&t.phaseTwoMaxAttempts, "phase-two-max-attempts", 30, "Commit/Rollback calls one participant may refuse before the transaction is failed (heuristic)")
+	f.IntVar(&t.phaseTwoMaxAttempts, "phase-two-max-attempts", 0, "optional cap on the Commit/Rollback calls to one participant before the transaction is failed (heuristic); 0: none, --phase-two-retry-for alone decides")
+	f.DurationVar(&t.phaseTwoRetryFor, "phase-two-retry-for", 24*time.Hour, "how long phase two retries a participant that refuses Commit/Rollback, from the decision, before the transaction is failed (heuristic, operator needed); 0: forever")
+	f.DurationVar(&t.phaseTwoRetryMax, "phase-two-retry-max", time.Minute, "cap on the wait between phase-two attempts to one participant (exponential backoff with jitter from 50ms)")
+	f.DurationVar(&t.stuckAfter, "stuck-after", time.Minute, "a transaction whose phase two is unfinished this long after the decision (or phase one this long after it began) is stuck: listed by /v1/stuck, counted in txcoord_stuck_transactions")
+	f.DurationVar(&t.callTimeout, "call-timeout", 10*time.Second, "bound on one Commit or Rollback call to a participant (Prepare calls end at the transaction's deadline)")
+	f.IntVar(&t.maxPayloadBytes, "max-payload-bytes", 8<<10, "largest payload one participant of a transaction may carry, in bytes of compact JSON")
+	f.IntVar(&t.maxTxnPayloadBytes, "max-txn-payload-bytes", 64<<10, "largest sum of the payloads of one transaction, in bytes of compact JSON (the FSM holds payloads until the decision: at most this times --max-inflight)")
 	f.DurationVar(&t.heartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout: a follower that hears nothing for this long starts an election")
 	f.DurationVar(&t.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	f.DurationVar(&t.leaderLease, "leader-lease-timeout", 500*time.Millisecond, "Raft leader lease: a leader that cannot reach a quorum for this long steps down")
@@ -60,8 +69,24 @@ func (t *tuning) validate() error {
 		return fmt.Errorf("--default-timeout and --max-timeout must be positive")
 	case t.defaultTimeout > t.maxTimeout:
 		return fmt.Errorf("--default-timeout (%s) exceeds --max-timeout (%s)", t.defaultTimeout, t.maxTimeout)
-	case t.maxServices < 1 || t.maxInFlight < 1 || t.phaseTwoMaxAttempts < 1:
-		return fmt.Errorf("--max-services, --max-inflight and --phase-two-max-attempts must be at least 1")
+	case t.maxServices < 1 || t.maxInFlight < 1:
+		return fmt.Errorf("--max-services and --max-inflight must be at least 1")
+	case t.phaseTwoMaxAttempts < 0:
+		return fmt.Errorf("--phase-two-max-attempts must not be negative (0: no cap)")
+	case t.phaseTwoRetryFor < 0:
+		return fmt.Errorf("--phase-two-retry-for must not be negative (0: retry forever)")
+	case t.phaseTwoRetryMax < 50*time.Millisecond:
+		return fmt.Errorf("--phase-two-retry-max (%s) must be at least 50ms", t.phaseTwoRetryMax)
+	case t.stuckAfter <= 0:
+		return fmt.Errorf("--stuck-after must be positive")
+	case t.callTimeout < time.Millisecond || t.callTimeout > 10*time.Minute:
+		return fmt.Errorf("--call-timeout (%s) must be from 1ms to 10m", t.callTimeout)
+	case t.maxPayloadBytes < 1 || t.maxTxnPayloadBytes < 1:
+		return fmt.Errorf("--max-payload-bytes and --max-txn-payload-bytes must be at least 1")
+	case t.maxPayloadBytes > t.maxTxnPayloadBytes:
+		return fmt.Errorf("--max-payload-bytes (%d) exceeds --max-txn-payload-bytes (%d)", t.maxPayloadBytes, t.maxTxnPayloadBytes)
+	case t.maxTxnPayloadBytes > 512<<10:
+		return fmt.Errorf("--max-txn-payload-bytes (%d) is over 512 KiB: every payload is in the Raft log, the FSM and every Prepare", t.maxTxnPayloadBytes)
 	case t.memoryLimitMiB < 0:
 		return fmt.Errorf("--memory-limit-mib must not be negative")
 	case t.phaseTwoWait < 0:
@@ -83,6 +108,14 @@ func (t *tuning) apply(c *server.Config) {
 	c.API.DefaultTimeout, c.API.MaxTimeout, c.API.PhaseTwoWait = t.defaultTimeout, t.maxTimeout, t.phaseTwoWait
 	c.API.MaxServices = t.maxServices
 	c.Engine.MaxInFlight, c.Engine.PhaseTwoMaxAttempts = t.maxInFlight, t.phaseTwoMaxAttempts
+	c.Engine.PhaseTwoRetryFor = t.phaseTwoRetryFor
+	if t.phaseTwoRetryFor == 0 {
+		c.Engine.PhaseTwoRetryFor = -1 // coordinator.Config: negative is "forever", 0 the default
+	}
+	c.Engine.RetryMax, c.Engine.CallTimeout = t.phaseTwoRetryMax, t.callTimeout
+	c.Engine.FenceLease = t.leaderLease // below the heartbeat timeout (validated): no other leader sooner
+	c.API.StuckAfter, c.StuckAfter = t.stuckAfter, t.stuckAfter
+	c.API.MaxPayloadBytes, c.API.MaxTxnPayloadBytes = t.maxPayloadBytes, t.maxTxnPayloadBytes
 	c.Cluster.HeartbeatTimeout, c.Cluster.ElectionTimeout, c.Cluster.LeaderLeaseTimeout = t.heartbeatTimeout, t.electionTimeout, t.leaderLease
 	c.Cluster.SnapshotThreshold = t.snapshotThreshold
 	t.archive.apply(c)

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +22,8 @@ func newSubmitCmd() *cobra.Command {
 	var (
 		cf        connFlags
 		key       string
+		payloads  []string
+		bodyFile  string
 		timeoutMs int
 		wait      time.Duration
 	)
@@ -29,10 +35,22 @@ func newSubmitCmd() *cobra.Command {
 fresh one), retrying unreachable nodes and 503 answers with the same key until the
 outcome or --wait, so a retry never starts a second transaction (the Go SDK's Submit).
 
+
+--payload PREPARE_URL=JSON gives that participant a payload (repeatable); --body FILE
+("-": standard input) reads the services and timeout from a JSON request body instead.
+
 ` + exitCodesHelp,
 		Example: `  txcoord submit --node http://127.0.0.1:8081 --timeout 1000 \
     http://127.0.0.1:9001/prepare http://127.0.0.1:9002/prepare`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if bodyFile != "" {
+				if len(args) > 0 || len(payloads) > 0 {
+					return usageErrorf("--body gives the whole request: no PREPARE_URL arguments or --payload with it")
+				}
+				return nil
+			}
+			return cobra.MinimumNArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeoutMs < 1 {
 				return failed(cmd, usageErrorf("--timeout must be at least 1 ms"))
@@ -50,7 +68,11 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 			}
 			ctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			out, err := c.Submit(ctx, client.Transaction{Services: client.Services(args...), Timeout: time.Duration(timeoutMs) * time.Millisecond, IdempotencyKey: key})
+			services, timeout, err := submitServices(cmd.InOrStdin(), bodyFile, args, payloads, time.Duration(timeoutMs)*time.Millisecond)
+			if err != nil {
+				return failed(cmd, usageErrorf("%v", err))
+			}
+			out, err := c.Submit(ctx, client.Transaction{Services: services, Timeout: timeout, IdempotencyKey: key})
 			var inc *client.IncompleteError
 			if errors.As(err, &inc) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "txcoord:", err)
@@ -80,6 +102,49 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 	f := cmd.Flags()
 	f.IntVar(&timeoutMs, "timeout", 5000, "phase-one timeout in ms (the server's default)")
 	f.StringVar(&key, "key", "", "Idempotency-Key: a retry with the same key returns the same transaction (default: a fresh one)")
+	f.StringArrayVar(&payloads, "payload", nil, "PREPARE_URL=JSON: the payload sent to that participant in its Prepare (repeatable)")
+	f.StringVar(&bodyFile, "body", "", `file holding a JSON request body {"services": [...], "timeout": MS} ("-": standard input)`)
 	f.DurationVar(&wait, "wait", 0, "give up after this long (default: twice --timeout plus 30s)")
 	return cmd
+}
+
+// submitServices returns the services and timeout of the transaction to submit: from the
+// --body file, or the PREPARE_URL arguments, each with its --payload if any.
+func submitServices(stdin io.Reader, bodyFile string, urls, payloads []string, timeout time.Duration) ([]api.Service, time.Duration, error) {
+	if bodyFile != "" {
+		var raw []byte
+		var err error
+		if bodyFile == "-" {
+			raw, err = io.ReadAll(io.LimitReader(stdin, 4<<20))
+		} else {
+			raw, err = os.ReadFile(bodyFile)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("--body: %w", err)
+		}
+		var req api.TransactionRequest
+		if err := json.Unmarshal(raw, &req); err != nil {
+			return nil, 0, fmt.Errorf("--body %s: %v", bodyFile, err)
+		}
+		if req.TimeoutMs != nil {
+			timeout = time.Duration(*req.TimeoutMs) * time.Millisecond
+		}
+		return req.Services, timeout, nil
+	}
+	services := client.Services(urls...)
+	for _, p := range payloads {
+		u, js, ok := strings.Cut(p, "=")
+		if !ok || u == "" {
+			return nil, 0, fmt.Errorf("--payload %q: want PREPARE_URL=JSON", p)
+		}
+		if !json.Valid([]byte(js)) {
+			return nil, 0, fmt.Errorf("--payload for %s: %q is not valid JSON", u, js)
+		}
+		i := slices.Index(urls, u)
+		if i < 0 {
+			return nil, 0, fmt.Errorf("--payload for %s: not one of the PREPARE_URL arguments", u)
+		}
+		services[i].Payload = json.RawMessage(js)
+	}
+	return services, timeout, nil
 }

@@ -49,6 +49,8 @@ type Config struct {
 	Timeout     time.Duration // the transactions' phase-one timeout [5s]
 	Keys        bool
 	Sample      int // see LoadConfig.Sample
+	// PayloadBytes gives every participant a payload of about this size (LoadConfig).
+	PayloadBytes int
 
 	Floor      bool          // measure the floor first and print ratios
 	FloorTime  time.Duration // per floor measurement [2s]
@@ -230,6 +232,7 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 		lc := LoadConfig{
 			Entry: entry, PrepareURLs: prepares, Concurrency: conc, Duration: c.Duration, Count: c.Count,
 			Timeout: c.Timeout, Keys: c.Keys, Rec: rec, Sample: c.Sample, HTTP: hc, Progress: c.Progress,
+			PayloadBytes: c.PayloadBytes,
 		}
 		if c.Warmup > 0 {
 			c.note("concurrency %d: warming up for %s", conc, c.Warmup)

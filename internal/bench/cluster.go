@@ -16,6 +16,7 @@ import (
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/server"
+	"github.com/txcoord/txcoord/version"
 )
 
 // Cluster is an in-process txcoord cluster on loopback TCP, started the way `txcoord dev`
@@ -115,13 +116,14 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 	return c, nil
 }
 
-// WaitReady waits until every node is ready and one leads.
+// WaitReady waits until every node is ready, one leads, and every node has this build's
+// feature level enabled (payloads need level 2).
 func (c *Cluster) WaitReady(within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
 		ready, leader := 0, false
 		for _, n := range c.Nodes {
-			if n.Node.Ready() {
+			if n.Node.Ready() && n.Node.FSM.FeatureLevel() >= version.FeatureLevel {
 				ready++
 			}
 			if n.Node.LeaderReady() {

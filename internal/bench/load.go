@@ -34,6 +34,9 @@ type LoadConfig struct {
 	// timeout plus as long again for phase two].
 	RequestTimeout time.Duration
 	Keys           bool // send a unique Idempotency-Key with every transaction
+	// PayloadBytes, when positive, gives every participant a payload of about this many
+	// bytes of compact JSON ({"pad":"xxx..."}); the cluster needs feature level 2.
+	PayloadBytes int
 	// Rec, when the built-in participants run in this process, gives each transaction's
 	// phase timings as the participants saw them (sub-millisecond).
 	Rec *Recorder
@@ -145,7 +148,16 @@ func RunLoad(ctx context.Context, c LoadConfig) (*RunResult, error) {
 	if c.HTTP == nil {
 		c.HTTP = NewHTTPClient(c.Concurrency)
 	}
-	body, _ := json.Marshal(map[string]any{"services": c.PrepareURLs, "timeout": c.Timeout.Milliseconds()})
+	var services any = c.PrepareURLs
+	if c.PayloadBytes > 0 {
+		pad := strings.Repeat("x", max(c.PayloadBytes-len(`{"pad":""}`), 0))
+		objs := make([]any, len(c.PrepareURLs))
+		for i, u := range c.PrepareURLs {
+			objs[i] = map[string]any{"prepare": u, "payload": map[string]string{"pad": pad}}
+		}
+		services = objs
+	}
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": c.Timeout.Milliseconds()})
 	if c.Warmup > 0 {
 		w := c
 		w.Duration, w.Count, w.Progress = c.Warmup, 0, nil

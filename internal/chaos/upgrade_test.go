@@ -25,7 +25,7 @@ import (
 const UpgradeFrom = "2bbc0cb"
 
 // The feature level the new build raises the cluster to once every server runs it.
-const upgradeFeatureLevel = 1
+const upgradeFeatureLevel = 2
 
 // inCI reports whether this runs in CI (CI=true, or any value but false/0).
 func inCI() bool {

@@ -285,10 +285,16 @@ func checkParticipant(u string, st demo.State, known map[string]string, opts Opt
 			add(KindHold, id, u, "still holds %d units of %s (coordinator status %q)", h.Units, h.Pool, statusOrUnknown(known, id))
 		}
 	}
+	var committedUnits int64
 	for id, s := range st.Ledger {
 		switch s {
 		case participant.StateCommitted:
 			committed++
+			if n, ok := st.Units[id]; ok {
+				committedUnits += n
+			} else {
+				committedUnits += st.Unit
+			}
 			if _, ok := known[id]; !ok && !opts.Pruned {
 				add(KindAgreement, id, u, "participant committed a transaction the coordinator does not know")
 			}
@@ -301,12 +307,12 @@ func checkParticipant(u string, st demo.State, known map[string]string, opts Opt
 	if held != heldByHolds {
 		add(KindConservation, "", u, "pools hold %d units but the holds add up to %d", held, heldByHolds)
 	}
-	if want := committed * st.Unit; sold != want {
+	if want := committedUnits; sold != want {
 		what := "sold"
 		if st.Kind == demo.KindPayment {
 			what = "charged (balances went down by)"
 		}
-		add(KindConservation, "", u, "%s %d units, but %d committed transactions x unit %d = %d", what, sold, committed, st.Unit, want)
+		add(KindConservation, "", u, "%s %d units, but %d committed transactions ordered %d (payload units, else unit %d)", what, sold, committed, want, st.Unit)
 	}
 }
 

@@ -99,10 +99,54 @@ func (s *Service) initDB() error {
 
 var errInjectedNACK = errors.New("injected NACK")
 
-// prepare reserves one unit (Config.Unit) of the transaction's pool: free -> held.
+// Order is what a demo service reads from a transaction's payload (participant.Payload):
+// {"seats": 2} for a flight, {"nights": 3} for a hotel, {"amount": 4250} (cents) for a
+// payment; other fields (a flight number, a guest name) are kept with the vote but not
+// read. Without a payload the order is one Unit.
+type Order struct {
+	Seats  int64 `json:"seats,omitempty"`
+	Nights int64 `json:"nights,omitempty"`
+	Amount int64 `json:"amount,omitempty"`
+}
+
+// orderField is the payload field a kind reads.
+func orderField(kind string) string {
+	switch kind {
+	case KindFlight:
+		return "seats"
+	case KindHotel:
+		return "nights"
+	default:
+		return "amount"
+	}
+}
+
+// unitsOf returns the units a payload orders from a service of kind (unit when there is
+// no payload), or an error that the prepare callback turns into a NACK.
+func unitsOf(kind string, unit int64, payload json.RawMessage) (int64, error) {
+	if len(payload) == 0 {
+		return unit, nil
+	}
+	var o Order
+	if err := json.Unmarshal(payload, &o); err != nil {
+		return 0, fmt.Errorf("bad order: payload is not an object with %q: %v", orderField(kind), err)
+	}
+	n := map[string]int64{KindFlight: o.Seats, KindHotel: o.Nights, KindPayment: o.Amount}[kind]
+	if n <= 0 {
+		return 0, fmt.Errorf("bad order: payload needs a positive %q", orderField(kind))
+	}
+	return n, nil
+}
+
+// prepare reserves what the order in the payload asks (one Config.Unit without a payload)
+// of the transaction's pool: free -> held.
 func (s *Service) prepare(ctx context.Context, txID string, _ time.Time) error {
 	if s.roll(func(f Faults) float64 { return f.NackRate }) {
 		return errInjectedNACK
+	}
+	units, err := unitsOf(s.cfg.Kind, s.unit, participant.Payload(ctx))
+	if err != nil {
+		return err
 	}
 	tx := participant.BoltTx(ctx)
 	pool := s.poolFor(txID)
@@ -110,15 +154,15 @@ func (s *Service) prepare(ctx context.Context, txID string, _ time.Time) error {
 	if err := getJSON(tx, poolsBucket, pool, &inv); err != nil {
 		return err
 	}
-	if inv.Free < s.unit {
-		return fmt.Errorf("%s in %s (free %d, need %d)", s.outOf, pool, inv.Free, s.unit)
+	if inv.Free < units {
+		return fmt.Errorf("%s in %s (free %d, need %d)", s.outOf, pool, inv.Free, units)
 	}
-	inv.Free -= s.unit
-	inv.Held += s.unit
+	inv.Free -= units
+	inv.Held += units
 	if err := putJSON(tx, poolsBucket, pool, inv); err != nil {
 		return err
 	}
-	return putJSON(tx, holdsBucket, txID, Hold{Pool: pool, Units: s.unit})
+	return putJSON(tx, holdsBucket, txID, Hold{Pool: pool, Units: units})
 }
 
 // commit sells what prepare held: held -> sold.
@@ -185,11 +229,14 @@ type State struct {
 	// Ledger maps every transaction id this service has a record of to its state:
 	// "prepared", "refused" (voted NACK), "committed" or "rolled_back".
 	Ledger map[string]participant.State `json:"ledger"`
+	// Units maps each transaction whose Prepare carried a payload to the units it ordered
+	// (see Order); the others ordered Unit.
+	Units map[string]int64 `json:"units,omitempty"`
 }
 
 // State reads the service's current State.
 func (s *Service) State() (State, error) {
-	st := State{Kind: s.cfg.Kind, Unit: s.unit, Inventory: map[string]Inventory{}, Holds: map[string]Hold{}, Ledger: map[string]participant.State{}}
+	st := State{Kind: s.cfg.Kind, Unit: s.unit, Inventory: map[string]Inventory{}, Holds: map[string]Hold{}, Ledger: map[string]participant.State{}, Units: map[string]int64{}}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket([]byte(poolsBucket)).ForEach(func(k, v []byte) error {
 			var inv Inventory
@@ -211,6 +258,9 @@ func (s *Service) State() (State, error) {
 		}
 		return s.store.ForEach(tx, func(r participant.Record) error {
 			st.Ledger[r.TransactionID] = r.State
+			if n, err := unitsOf(s.cfg.Kind, s.unit, r.Payload); err == nil && len(r.Payload) > 0 {
+				st.Units[r.TransactionID] = n
+			}
 			return nil
 		})
 	})

@@ -22,10 +22,10 @@
 // held) can be checked at the end of a test. Wait blocks until a condition over the FP holds,
 // re-checking it whenever a call arrives or finishes.
 //
-// The server speaks HTTP/1.1 only. Note that net/http's Transport treats a POST that carries
-// an Idempotency-Key header as idempotent: when a reused keep-alive connection breaks before
-// any reply, it may send the request once more on a new connection, so a dropped call can
-// show up twice in the log.
+// The server speaks HTTP/1.1 only. participant.Client never lets net/http re-send a request
+// on another connection, so each call the coordinator makes shows up once in the log (a bare
+// http.Transport would re-send a POST with an Idempotency-Key whose reused keep-alive
+// connection broke before any reply).
 package participanttest
 
 import (
