@@ -34,17 +34,19 @@ func (s *Server) postTransaction(c echo.Context) error {
 		return writeError(c, aerr)
 	}
 	timeout := req.timeout
-	if !s.node.LeaderReady() {
-		return s.forward(c, body, key, timeout)
-	}
 	if req.payloads != nil {
-		// Before anything is logged: a Begin with payloads is a command type servers on an
-		// earlier build cannot apply (feature level 2).
+		// Before anything is logged or forwarded (every node knows the cluster's level from
+		// the log, and a leader on an earlier build would not understand the request): a
+		// Begin with payloads is a command type servers on an earlier build cannot apply
+		// (feature level 2).
 		if fe, ok := s.node.(featureGate); ok {
 			if err := fe.FeatureError(2, "participant payloads"); err != nil {
 				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + "; send the request without payloads meanwhile"})
 			}
 		}
+	}
+	if !s.node.LeaderReady() {
+		return s.forward(c, body, key, timeout)
 	}
 	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key})
 	switch {

@@ -1,9 +1,13 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -229,6 +233,65 @@ func (u *upgradeRun) featureWatch(stop <-chan struct{}, done chan<- struct{}) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// checkPayloads POSTs a transaction whose first participant carries a payload (a level-2
+// feature) to every node on the new build. Before the last node is upgraded each must
+// refuse it with 409 feature_unavailable naming the nodes on the earlier build, never a
+// 400 from an old leader or a transaction that old nodes could not apply; afterwards each
+// must commit it.
+func (u *upgradeRun) checkPayloads(enabled bool) {
+	urls := u.c.PrepareURLs()
+	services := []any{map[string]any{"prepare": urls[0], "payload": map[string]any{"seats": 1}}}
+	for _, p := range urls[1:] {
+		services = append(services, p)
+	}
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": 5000})
+	for _, n := range u.c.Nodes {
+		if u.c.BinaryOf(n) != u.newBin || !u.c.Running(n) {
+			continue
+		}
+		code, out, err := u.postOnce(n.URL, body)
+		switch {
+		case err != nil:
+			u.violate("payload POST to %s: %v", n.ID, err)
+		case !enabled && (code != http.StatusConflict || !strings.Contains(out, "feature_unavailable")):
+			u.violate("payload POST to %s before the last upgrade: %d %s, want 409 feature_unavailable", n.ID, code, out)
+		case enabled && (code != http.StatusOK || !strings.Contains(out, `"committed"`)):
+			u.violate("payload POST to %s after the upgrade: %d %s, want 200 committed", n.ID, code, out)
+		default:
+			u.ev.printf("feature gating: payload POST to %s answered %d (%s)", n.ID, code, map[bool]string{false: "refused until every node runs the new build", true: "accepted"}[enabled])
+		}
+	}
+}
+
+// postOnce sends one POST /v1/transactions; 503s (a leader change) are retried a few times.
+func (u *upgradeRun) postOnce(base string, body []byte) (int, string, error) {
+	var last error
+	for attempt := 0; attempt < 20; attempt++ {
+		ctx, cancel := context.WithTimeout(u.ctx, 15*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/transactions", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			cancel()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return resp.StatusCode, string(b), nil
+			}
+			last = fmt.Errorf("503 %s", b)
+		} else {
+			cancel()
+			last = err
+		}
+		select {
+		case <-u.ctx.Done():
+			return 0, "", u.ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return 0, "", last
 }
 
 // checkNoFeatures fails the run if any live node reports the new feature level.
@@ -463,6 +526,9 @@ func TestRollingUpgrade(t *testing.T) {
 		if step == 1 {
 			u.leaderKill()
 		}
+		if step == len(c.Nodes)-1 {
+			u.checkPayloads(false) // one old node left: the level-2 feature is refused
+		}
 	}
 	for _, n := range c.Nodes {
 		if n.Bin != newBin {
@@ -470,6 +536,7 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 	}
 	u.awaitFeatures(u.lastStart, 30*time.Second)
+	u.checkPayloads(true)
 	u.progress("load on the new build", 30, 60*time.Second)
 
 	ev.printf("upgrade done; stopping the load")
