@@ -51,6 +51,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,11 @@ type PeerInfo struct {
 	Version       string `json:"version,omitempty"`
 	FeatureLevel  uint32 `json:"featureLevel,omitempty"`
 	TimeUnixMicro int64  `json:"timeUnixMicro,omitempty"`
+	// LastLogTerm is the term of the node's last log entry; LastContactUs how long ago it
+	// last heard from a leader (µs; 0 on the leader, -1 when it never did). The leader's
+	// autopilot measures health from them.
+	LastLogTerm   uint64 `json:"lastLogTerm,omitempty"`
+	LastContactUs int64  `json:"lastContactUs,omitempty"`
 }
 
 type discoveryRequest struct {
@@ -132,6 +138,8 @@ type discoveryRequest struct {
 	From      ViewEntry `json:"from"`
 	LastIndex uint64    `json:"lastIndex,omitempty"`
 	ID        string    `json:"id,omitempty"` // remove: the node to remove
+	// HTTPAddr is the joining node's API address (join), recorded by the leader.
+	HTTPAddr string `json:"httpAddr,omitempty"`
 }
 
 type discoveryReply struct {
@@ -267,15 +275,11 @@ func (d *Discovery) maintain(ctx context.Context, n *Node) {
 		case string(addr) == d.raftAddr:
 			return
 		default:
-			if i%10 == 0 {
-				d.lg.Info("configuration holds an old raft address for this node: asking the leader to update it", "old", addr, "new", d.raftAddr)
-			}
-			infos := d.probeAll(ctx, d.targets(ctx))
-			for _, pi := range infos {
-				if pi.ID != d.id && pi.HasState && d.join(ctx, n, pi) {
-					break
-				}
-			}
+			// Re-addressing a member is refused on every path (Node.Join): the old address
+			// would count in the quorum until it is removed.
+			d.lg.Error("the cluster configuration holds another raft address for this node: it is not re-addressed by itself; remove it (txcoord cluster remove "+d.id+"), wipe its data directory and restart it to join at the new address",
+				"configured", addr, "advertised", d.raftAddr)
+			return
 		}
 	}
 }
@@ -493,22 +497,32 @@ func (d *Discovery) join(ctx context.Context, n *Node, pi PeerInfo) bool {
 		target = pi.LeaderRaftAddr
 	}
 	for hop := 0; hop < 3; hop++ {
-		rep, err := call(ctx, d.dial, target, discoveryRequest{Op: "join", From: ViewEntry{ID: d.id, RaftAddr: d.raftAddr}, LastIndex: n.Raft.LastIndex()}, 3*d.cfg.ProbeTimeout)
-		switch {
-		case err != nil:
-			d.lg.Info("join request failed", "via", target, "error", err)
-			return false
-		case rep.Joined:
-			d.lg.Info("joined the cluster", "leader", target)
-			return true
-		case rep.Leader != "" && rep.Leader != target:
-			target = rep.Leader
-		default:
-			d.lg.Info("join refused", "via", target, "reason", rep.Error)
-			return false
+		ok, next := askToJoin(ctx, d.dial, d.lg, target, discoveryRequest{Op: "join", From: ViewEntry{ID: d.id, RaftAddr: d.raftAddr}, HTTPAddr: d.httpAddr, LastIndex: n.Raft.LastIndex()})
+		if ok || next == "" {
+			return ok
 		}
+		target = next
 	}
 	return false
+}
+
+// askToJoin sends one join request to target. It reports whether the node was added, or
+// else the leader to ask next ("" when there is none: the request failed or was refused).
+func askToJoin(ctx context.Context, dial func(context.Context, string) (net.Conn, error), lg hclog.Logger, target string, req discoveryRequest) (bool, string) {
+	rep, err := call(ctx, dial, target, req, membershipCallTimeout)
+	switch {
+	case err != nil:
+		lg.Info("join request failed", "via", target, "error", err)
+		return false, ""
+	case rep.Joined:
+		lg.Info("the leader added this node to the cluster", "leader", target)
+		return true, ""
+	case rep.Leader != "" && rep.Leader != target:
+		return false, rep.Leader
+	default:
+		lg.Info("join refused", "via", target, "reason", rep.Error)
+		return false, ""
+	}
 }
 
 // RemovePeer asks the cluster, through the node whose Raft port is at addr (a follower
@@ -519,7 +533,7 @@ func RemovePeer(ctx context.Context, addr, id string, timeout time.Duration) err
 	dial := func(ctx context.Context, a string) (net.Conn, error) { return dl.DialContext(ctx, "tcp", a) }
 	target := addr
 	for hop := 0; hop < 3; hop++ {
-		rep, err := call(ctx, dial, target, discoveryRequest{Op: "remove", ID: id}, timeout)
+		rep, err := call(ctx, dial, target, discoveryRequest{Op: "remove", ID: id}, max(timeout, membershipCallTimeout))
 		switch {
 		case err != nil:
 			return err
@@ -534,8 +548,8 @@ func RemovePeer(ctx context.Context, addr, id string, timeout time.Duration) err
 	return fmt.Errorf("remove %s: no leader reached from %s", id, addr)
 }
 
-// handleRemove removes req.ID from the configuration when this node leads ("joined" in the
-// reply means done).
+// handleRemove removes req.ID through Node.Remove when this node leads ("joined" in the
+// reply means done); a follower points the caller at the leader.
 func (d *Discovery) handleRemove(req discoveryRequest) discoveryReply {
 	n := d.node.Load()
 	if n == nil {
@@ -547,21 +561,11 @@ func (d *Discovery) handleRemove(req discoveryRequest) discoveryReply {
 	if rep, ok := redirectToLeader(n); !ok {
 		return rep
 	}
-	f := n.Raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return discoveryReply{Error: err.Error()}
+	ctx, cancel := context.WithTimeout(context.Background(), membershipCallTimeout)
+	defer cancel()
+	if err := n.Remove(ctx, req.ID); err != nil {
+		return discoveryReply{Error: "remove: " + err.Error()}
 	}
-	member := false
-	for _, s := range f.Configuration().Servers {
-		member = member || string(s.ID) == req.ID
-	}
-	if !member {
-		return discoveryReply{Joined: true}
-	}
-	if err := n.Raft.RemoveServer(raft.ServerID(req.ID), 0, 5*time.Second).Error(); err != nil {
-		return discoveryReply{Error: "removing: " + err.Error()}
-	}
-	d.lg.Info("removed a server from the configuration", "peer", req.ID)
 	return discoveryReply{Joined: true}
 }
 
@@ -611,6 +615,9 @@ func (d *Discovery) serve(c net.Conn) {
 	var req discoveryRequest
 	if err := json.NewDecoder(io.LimitReader(c, 64<<10)).Decode(&req); err != nil {
 		return
+	}
+	if req.Op == "join" || req.Op == "remove" {
+		_ = c.SetDeadline(time.Now().Add(membershipCallTimeout))
 	}
 	var rep discoveryReply
 	switch req.Op {
@@ -662,48 +669,51 @@ func (d *Discovery) Info() PeerInfo {
 		pi.Members = len(f.Configuration().Servers)
 	}
 	pi.HasState = pi.LastIndex > 0 || pi.Members > 0 || d.bootstrapped
+	pi.LastLogTerm, _ = strconv.ParseUint(r.Stats()["last_log_term"], 10, 64)
+	if r.State() != raft.Leader {
+		pi.LastContactUs = -1
+		if lc := r.LastContact(); !lc.IsZero() {
+			pi.LastContactUs = max(time.Since(lc).Microseconds(), 1)
+		}
+	}
 	return pi
 }
 
-// handleJoin adds the caller as a voter when this node leads.
+// handleJoin adds the caller through Node.Join (the rules every membership change
+// follows) when this node leads; a follower points the caller at the leader.
 func (d *Discovery) handleJoin(req discoveryRequest) discoveryReply {
 	n := d.node.Load()
 	if n == nil {
 		return discoveryReply{Error: "node is starting"}
 	}
-	id, addr := req.From.ID, req.From.RaftAddr
-	if id == "" {
+	if req.From.ID == "" {
 		return discoveryReply{Error: "join: no node id"}
-	}
-	if err := CheckAdvertise(addr); err != nil {
-		return discoveryReply{Error: "join: " + err.Error()}
 	}
 	if rep, ok := redirectToLeader(n); !ok {
 		return rep
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), membershipCallTimeout)
+	defer cancel()
+	if err := n.Join(ctx, JoinRequest{ID: req.From.ID, RaftAddr: req.From.RaftAddr, HTTPAddr: req.HTTPAddr}); err != nil {
+		return discoveryReply{Error: "join: " + err.Error()}
+	}
+	if req.LastIndex == 0 && isVoter(n, req.From.ID) {
+		d.lg.Warn("a voter asked to join with an empty log (its data was lost?); it catches up from this leader", "peer", req.From.ID)
+	}
+	return discoveryReply{Joined: true}
+}
+
+func isVoter(n *Node, id string) bool {
 	f := n.Raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return discoveryReply{Error: err.Error()}
+	if f.Error() != nil {
+		return false
 	}
 	for _, s := range f.Configuration().Servers {
-		switch {
-		case string(s.ID) == id && string(s.Address) == addr && s.Suffrage == raft.Voter:
-			if req.LastIndex == 0 {
-				d.lg.Warn("a voter asked to join with an empty log (its data was lost?); it catches up from this leader", "peer", id)
-			}
-			return discoveryReply{Joined: true}
-		case string(s.ID) != id && string(s.Address) == addr:
-			return discoveryReply{Error: fmt.Sprintf("address %s belongs to node %s: remove that node first", addr, s.ID)}
+		if string(s.ID) == id {
+			return s.Suffrage == raft.Voter
 		}
 	}
-	if err := n.checkJoiner(context.Background(), addr); err != nil {
-		return discoveryReply{Error: err.Error()}
-	}
-	if err := n.Raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 5*time.Second).Error(); err != nil {
-		return discoveryReply{Error: "adding voter: " + err.Error()}
-	}
-	d.lg.Info("added a voter", "peer", id, "raft_addr", addr)
-	return discoveryReply{Joined: true}
+	return false
 }
 
 // redirectToLeader returns ok on the leader; elsewhere the reply that points the caller at

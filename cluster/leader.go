@@ -181,8 +181,10 @@ func (n *Node) establishAndLead(ctx context.Context, lead func(context.Context))
 	}
 	n.lg.Info("leadership established", "term", term, "index", n.Raft.AppliedIndex(), "took", time.Since(start))
 	n.setReady(true, term)
+	stopPilot := n.startAutopilot(ctx)
 	started := time.Now()
 	err := n.serve(ctx, lead)
+	stopPilot()
 	return time.Since(started), err
 }
 

@@ -63,10 +63,15 @@ type Config struct {
 	// HTTPAdvertise is this node's API address as other nodes reach it, "host:port".
 	HTTPAdvertise string
 	DataDir       string
-	// Peers is the static initial configuration, including this node. A node with no Raft
-	// state bootstraps with exactly this list; every node must be given the same list.
-	// Empty means "do not bootstrap" (join an existing cluster).
+	// Peers is the static initial configuration, including this node; every node must be
+	// given the same list. A node with no Raft state first asks the listed peers
+	// (bootstrap.go): if any has state or a leader it asks that cluster to add it and never
+	// bootstraps; it bootstraps with exactly this list only once every listed peer answered
+	// with no state. Empty means "do not bootstrap" (join an existing cluster).
 	Peers []Peer
+	// StaticBootstrapInterval is the pause between two rounds of asking the listed peers
+	// [1s].
+	StaticBootstrapInterval time.Duration
 
 	// HeartbeatTimeout [1s], ElectionTimeout [1s] and LeaderLeaseTimeout [500ms] set how
 	// fast a dead leader is replaced; see docs/failover.md for the trade-off.
@@ -117,6 +122,8 @@ type Config struct {
 	// node's history, package archive). It is attached before Raft restores or replays
 	// anything.
 	Archiver fsm.Archiver
+	// Autopilot tunes how joined servers are promoted and dead ones cleaned up (autopilot.go).
+	Autopilot AutopilotConfig
 
 	// Probe replaces how a peer's PeerInfo is fetched (tests on raft's in-memory transport);
 	// by default the discovery protocol on the Raft port.
@@ -165,6 +172,8 @@ func (c *Config) defaults() error {
 		c.Clock = time.Now
 	}
 	def(&c.ProbeInterval, time.Second)
+	def(&c.StaticBootstrapInterval, staticInterval)
+	c.Autopilot.defaults(c.HeartbeatTimeout, c.ProbeInterval)
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = 500 * time.Millisecond
 	}
@@ -216,6 +225,8 @@ type Node struct {
 	logClockMu   sync.Mutex
 	logClock     logClockSample
 	haltErr      atomic.Pointer[fsm.HaltError]
+	pilot        *pilot
+	dial         func(ctx context.Context, addr string) (net.Conn, error) // the discovery protocol's dialer, nil on test transports
 }
 
 // Open creates or reopens a node's stores, starts Raft and, for a node without state that
@@ -338,11 +349,15 @@ func Open(cfg Config) (*Node, error) {
 
 	n.snaps = snaps
 	n.probe = cfg.Probe
-	if tr, ok := trans.(*Transport); ok && n.probe == nil {
-		n.probe = func(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {
-			return probeWith(ctx, tr.Stream.DialContext, addr, timeout)
+	if tr, ok := trans.(*Transport); ok {
+		n.dial = tr.Stream.DialContext
+		if n.probe == nil {
+			n.probe = func(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {
+				return probeWith(ctx, tr.Stream.DialContext, addr, timeout)
+			}
 		}
 	}
+	n.cfg.RaftAdvertise = string(trans.LocalAddr())
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		n.closeStores()
@@ -354,22 +369,23 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
 	n.Raft = r
+	n.pilot = n.newPilot()
 	if disc != nil {
 		disc.Attach(n)
 	}
-	if !existing && len(cfg.Peers) > 0 {
-		conf := raft.Configuration{}
-		for _, p := range cfg.Peers {
-			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
-		}
-		// Every node runs this with the same list; raft accepts identical bootstraps and
-		// a node that already has state skips it, so a restart never forms a second cluster.
-		if err := r.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+	switch {
+	case existing || len(cfg.Peers) == 0:
+	case n.probe == nil:
+		// A test transport without Config.Probe cannot ask the peers: bootstrap with the
+		// list at once, as every node of such a test cluster is started empty.
+		if err := n.bootstrapStatic(); err != nil {
 			_ = r.Shutdown().Error()
 			n.closeStores()
-			return nil, fmt.Errorf("bootstrap: %w", err)
+			return nil, err
 		}
-		n.lg.Info("bootstrapped cluster", "peers", len(cfg.Peers))
+	default:
+		n.lg.Info("no raft state: asking the listed peers whether a cluster exists before bootstrapping", "peers", len(cfg.Peers))
+		go n.formStatic()
 	}
 	go n.runPeerMonitor()
 	return n, nil

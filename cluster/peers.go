@@ -49,7 +49,10 @@ type PeerStatus struct {
 
 type peerEntry struct {
 	PeerStatus
-	seenMono time.Time // monotonic time of the last clock reading
+	seenMono  time.Time // monotonic time of the last clock reading
+	okMono    time.Time // monotonic time of the last answer
+	firstMono time.Time // monotonic time of the first probe at this address
+	httpAddr  string    // the HTTP address the peer last advertised
 }
 
 type peerMonitor struct {
@@ -97,6 +100,34 @@ func (n *Node) probeRound(ctx context.Context) {
 	n.checkClock()
 	if n.LeaderReady() {
 		n.raiseFeatureLevel(ctx, servers)
+		n.recordAdvertisedAddrs(ctx, servers)
+	}
+}
+
+// recordAdvertisedAddrs (the leader only) records in the log the HTTP address each member
+// advertised in its last answer, when the log holds none or another: members that formed
+// the cluster together (discovery's bootstrap, --peers without HTTP addresses) never
+// joined through Node.Join, and a member restarted with a new --http-advertise says so.
+func (n *Node) recordAdvertisedAddrs(ctx context.Context, servers []raft.Server) {
+	inConf := map[string]bool{}
+	for _, s := range servers {
+		inConf[string(s.ID)] = true
+	}
+	have := n.FSM.Members()
+	var todo [][2]string
+	n.peerMon.mu.Lock()
+	for id, e := range n.peerMon.peers {
+		if inConf[id] && e.Error == "" && e.httpAddr != "" && have[id] != e.httpAddr {
+			todo = append(todo, [2]string{id, e.httpAddr})
+		}
+	}
+	n.peerMon.mu.Unlock()
+	for _, t := range todo {
+		if err := n.recordMember(ctx, t[0], t[1]); err != nil {
+			n.lg.Warn("recording a member's HTTP address failed", "id", t[0], "http", t[1], "error", err)
+			return
+		}
+		n.lg.Info("recorded a member's HTTP address", "id", t[0], "http", t[1])
 	}
 }
 
@@ -127,7 +158,7 @@ func (n *Node) probeOne(ctx context.Context, id, addr string) {
 	defer n.peerMon.mu.Unlock()
 	e := n.peerMon.peers[id]
 	if e == nil || e.RaftAddr != addr {
-		e = &peerEntry{PeerStatus: PeerStatus{ID: id, RaftAddr: addr}}
+		e = &peerEntry{PeerStatus: PeerStatus{ID: id, RaftAddr: addr}, firstMono: start}
 		n.peerMon.peers[id] = e
 	}
 	if err != nil {
@@ -139,6 +170,7 @@ func (n *Node) probeOne(ctx context.Context, id, addr string) {
 		return
 	}
 	e.Error = ""
+	e.okMono, e.httpAddr = time.Now(), info.HTTPAddr
 	e.Reached, e.Version, e.FeatureLevel = true, info.Version, info.FeatureLevel
 	if info.TimeUnixMicro != 0 {
 		mid := sent.Add(rtt / 2)

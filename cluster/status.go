@@ -22,6 +22,9 @@ type Member struct {
 	// ClockOffsetMs is the member's wall clock minus this node's, as last measured (ms;
 	// absent for itself and while unknown).
 	ClockOffsetMs *float64 `json:"clockOffsetMs,omitempty"`
+	// Health is the member's health as the leader's autopilot measures it; only the
+	// leader's answer carries it (txcoord cluster status asks the leader).
+	Health *MemberHealth `json:"health,omitempty"`
 }
 
 // Status is this node's view of the cluster.
@@ -46,6 +49,8 @@ type Status struct {
 	ClockOffsetMs    float64  `json:"clockOffsetMs"`
 	MaxClockOffsetMs float64  `json:"maxClockOffsetMs"`
 	Members          []Member `json:"members"`
+	// Autopilot is the cluster's health on the leader (absent elsewhere).
+	Autopilot *AutopilotStatus `json:"autopilot,omitempty"`
 }
 
 // Status returns this node's view of the cluster. The member list comes from the latest
@@ -79,6 +84,12 @@ func (n *Node) Status() Status {
 			st.LastContact = lc.UTC().Format(time.RFC3339Nano)
 		}
 	}
+	ap := n.autopilotState()
+	if ap != nil {
+		c := n.cfg.Autopilot
+		st.Autopilot = &AutopilotStatus{Healthy: ap.Healthy, FailureTolerance: ap.FailureTolerance,
+			StabilizationMs: ms(c.ServerStabilizationTime), CleanupDeadServers: c.CleanupDeadServers, DeadServerAfterMs: ms(c.DeadServerAfter)}
+	}
 	httpAddrs := n.FSM.Members()
 	if f := n.Raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
@@ -96,6 +107,9 @@ func (n *Node) Status() Status {
 					v := ms(p.Offset)
 					m.ClockOffsetMs = &v
 				}
+			}
+			if ap != nil {
+				m.Health = memberHealth(ap, id, st.LastIndex)
 			}
 			st.Members = append(st.Members, m)
 		}

@@ -26,7 +26,7 @@ func errorOf(err error, fallback api.Code) *apiError {
 	case errors.Is(err, coordinator.ErrNoteRequired), errors.Is(err, cluster.ErrInvalidMember):
 		e.Code = codeBadRequest
 	case errors.Is(err, fsm.ErrBadTransition), errors.Is(err, coordinator.ErrKeyReused),
-		errors.Is(err, cluster.ErrMemberConflict), errors.Is(err, cluster.ErrBuildTooOld):
+		errors.Is(err, cluster.ErrMemberConflict), errors.Is(err, cluster.ErrBuildTooOld), errors.Is(err, cluster.ErrUnreachable):
 		e.Code = codeConflict
 	case errors.Is(err, cluster.ErrFeatureUnavailable):
 		e.Code = codeFeature

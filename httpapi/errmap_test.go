@@ -27,6 +27,7 @@ func TestErrorOf(t *testing.T) {
 		{coordinator.ErrKeyReused, codeInternal, codeConflict},
 		{cluster.ErrMemberConflict, codeUnavailable, codeConflict},
 		{cluster.ErrBuildTooOld, codeUnavailable, codeConflict},
+		{cluster.ErrUnreachable, codeUnavailable, codeConflict},
 		{cluster.ErrFeatureUnavailable, codeInternal, codeFeature},
 		{coordinator.ErrNotLeader, codeInternal, codeNoLeader},
 		{cluster.ErrNotLeader, codeUnavailable, codeNoLeader},

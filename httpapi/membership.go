@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/txcoord/txcoord/api"
+	"github.com/txcoord/txcoord/cluster"
 )
 
 // Membership is the cluster side of membership changes (*cluster.Node implements it).
@@ -17,10 +19,13 @@ import (
 //	POST /v1/cluster/transfer-leadership {"to"}  ("" or absent: any up-to-date voter)
 //
 // Each goes to the leader (a follower passes it on once) and answers the new
-// GET /v1/cluster view. Join and remove are idempotent.
+// GET /v1/cluster view. Join and remove are idempotent and follow the same rules as the
+// discovery protocol's (cluster.Node.Join, cluster.Node.Remove): a joined server starts
+// as a non-voter that autopilot promotes once healthy and stable, and a join of a server
+// the leader cannot reach is refused (409 conflict).
 type Membership interface {
-	AddVoter(id, raftAddr, httpAddr string) error
-	RemoveServer(id string) error
+	Join(ctx context.Context, req cluster.JoinRequest) error
+	Remove(ctx context.Context, id string) error
 	TransferLeadership(to string) error
 }
 
@@ -32,24 +37,24 @@ func (s *Server) membershipRoutes() {
 	if !ok {
 		return
 	}
-	s.echo.POST("/v1/cluster/join", s.membershipAction("join", func(r MembershipRequest) error {
+	s.echo.POST("/v1/cluster/join", s.membershipAction("join", func(ctx context.Context, r MembershipRequest) error {
 		if r.ID == "" || r.RaftAddr == "" {
 			return badRequest(`"id" and "raftAddr" are required`)
 		}
-		return m.AddVoter(r.ID, r.RaftAddr, r.HTTPAddr)
+		return m.Join(ctx, cluster.JoinRequest{ID: r.ID, RaftAddr: r.RaftAddr, HTTPAddr: r.HTTPAddr})
 	}))
-	s.echo.POST("/v1/cluster/remove", s.membershipAction("remove", func(r MembershipRequest) error {
+	s.echo.POST("/v1/cluster/remove", s.membershipAction("remove", func(ctx context.Context, r MembershipRequest) error {
 		if r.ID == "" {
 			return badRequest(`"id" is required`)
 		}
-		return m.RemoveServer(r.ID)
+		return m.Remove(ctx, r.ID)
 	}))
-	s.echo.POST("/v1/cluster/transfer-leadership", s.membershipAction("transfer-leadership", func(r MembershipRequest) error {
+	s.echo.POST("/v1/cluster/transfer-leadership", s.membershipAction("transfer-leadership", func(_ context.Context, r MembershipRequest) error {
 		return m.TransferLeadership(r.To)
 	}))
 }
 
-func (s *Server) membershipAction(name string, do func(MembershipRequest) error) echo.HandlerFunc {
+func (s *Server) membershipAction(name string, do func(context.Context, MembershipRequest) error) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, aerr := s.readBody(c.Request())
 		if aerr != nil {
@@ -64,7 +69,7 @@ func (s *Server) membershipAction(name string, do func(MembershipRequest) error)
 		if !s.node.LeaderReady() {
 			return s.forwardOnce(c, "/v1/cluster/"+name, body)
 		}
-		if err := do(req); err != nil {
+		if err := do(c.Request().Context(), req); err != nil {
 			ae := errorOf(err, codeUnavailable)
 			if ae.Code == codeUnavailable {
 				ae.Detail = name + ": " + ae.Detail
