@@ -55,9 +55,14 @@ func (n *Node) bootstrapStatic() error {
 	if err := n.Raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
+	n.bootstrapped.Store(true)
 	n.lg.Info("bootstrapped a new cluster: every listed peer answered with no state", "peers", len(n.cfg.Peers))
 	return nil
 }
+
+// Bootstrapped reports whether this process bootstrapped a new cluster from the static
+// peer list (Config.Peers); formation by discovery counts in Discovery.Bootstraps.
+func (n *Node) Bootstrapped() bool { return n.bootstrapped.Load() }
 
 // formStatic runs the rounds of the package doc above until this node has state or stops.
 func (n *Node) formStatic() {

@@ -109,6 +109,8 @@ func (f *formation) start(id, dir, bind, adv string, dc DiscoveryConfig) *fnode 
 		f.t.Fatalf("open %s: %v", id, err)
 	}
 	d.Start(n)
+	// The leader loop, as serve runs it: establishment, and autopilot on the leader.
+	go n.Run(context.Background(), func(ctx context.Context) { <-ctx.Done() })
 	fn := &fnode{id: id, dir: dir, bind: bind, adv: tr.Stream.Addr().String(), tr: tr, n: n, d: d}
 	f.mu.Lock()
 	f.nodes[id] = fn

@@ -38,6 +38,7 @@ type tuning struct {
 	phaseTwoRetryFor, phaseTwoRetryMax, stuckAfter time.Duration
 	callTimeout                                    time.Duration
 	maxPayloadBytes, maxTxnPayloadBytes            int
+	autopilot                                      cluster.AutopilotConfig
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -60,6 +61,9 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.Uint64Var(&t.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	f.DurationVar(&t.maxClockOffset, "max-clock-offset", 500*time.Millisecond, "largest wall-clock offset from the cluster a node tolerates: past half it warns, past it the node will not lead, and retention never prunes past the log's own clock by more (0: no check; see docs/failover.md)")
 	t.archive.register(cmd)
+	f.DurationVar(&t.autopilot.ServerStabilizationTime, "server-stabilization-time", 10*time.Second, "autopilot: how long a joined server must stay healthy (reachable, caught up) before it is promoted from non-voter to voter")
+	f.BoolVar(&t.autopilot.CleanupDeadServers, "cleanup-dead-servers", false, "autopilot: remove servers the leader has not reached for --dead-server-after (never more than keeps a quorum); off: remove them with txcoord cluster remove")
+	f.DurationVar(&t.autopilot.DeadServerAfter, "dead-server-after", 5*time.Minute, "autopilot: how long a server must be unreachable before --cleanup-dead-servers removes it")
 	f.IntVar(&t.memoryLimitMiB, "memory-limit-mib", 224, "soft limit on the Go heap in MiB, so the GC works harder before memory grows past it (0: none; GOMEMLIMIT, when set, wins)")
 }
 
@@ -93,6 +97,8 @@ func (t *tuning) validate() error {
 		return fmt.Errorf("--phase-two-wait must not be negative")
 	case t.archive.validate() != nil:
 		return t.archive.validate()
+	case t.autopilot.ServerStabilizationTime < 0 || t.autopilot.DeadServerAfter <= 0:
+		return fmt.Errorf("--server-stabilization-time must not be negative and --dead-server-after must be positive")
 	case t.maxClockOffset < 0:
 		return fmt.Errorf("--max-clock-offset must not be negative (0 turns the check off)")
 	case t.leaderLease > t.heartbeatTimeout:
@@ -120,6 +126,10 @@ func (t *tuning) apply(c *server.Config) {
 	c.Cluster.SnapshotThreshold = t.snapshotThreshold
 	t.archive.apply(c)
 	c.Cluster.MaxClockOffset = t.maxClockOffset
+	c.Cluster.Autopilot = t.autopilot
+	if t.autopilot.ServerStabilizationTime == 0 {
+		c.Cluster.Autopilot.ServerStabilizationTime = time.Nanosecond // 0 on the command line: promote once healthy
+	}
 	if t.maxClockOffset == 0 {
 		c.Cluster.MaxClockOffset = -1 // cluster.Config: negative is "no check", 0 the default
 	}

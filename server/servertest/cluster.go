@@ -121,6 +121,12 @@ func (c *Cluster) Node(i int) *server.Server {
 	return c.nodes[i]
 }
 
+// Peer returns node i's id and addresses (its entry of the static peer list).
+func (c *Cluster) Peer(i int) cluster.Peer { return c.peers[i] }
+
+// DataDir returns node i's data directory.
+func (c *Cluster) DataDir(i int) string { return c.dirs[i] }
+
 // Len returns the number of nodes, up or down.
 func (c *Cluster) Len() int { return len(c.nodes) }
 
