@@ -226,7 +226,7 @@ type Node struct {
 	logClock     logClockSample
 	haltErr      atomic.Pointer[fsm.HaltError]
 	pilot        *pilot
-	bootstrapped atomic.Bool // this process bootstrapped a static configuration
+	bootstrapped atomic.Bool                                              // this process bootstrapped a static configuration
 	dial         func(ctx context.Context, addr string) (net.Conn, error) // the discovery protocol's dialer, nil on test transports
 }
 
