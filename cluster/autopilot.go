@@ -181,7 +181,7 @@ func (d *apDelegate) KnownServers() map[raft.ServerID]*autopilot.Server {
 	for _, s := range f.Configuration().Servers {
 		status, _ := n.peerLiveness(string(s.ID))
 		out[s.ID] = &autopilot.Server{ID: s.ID, Name: string(s.ID), Address: s.Address, NodeStatus: status,
-			RaftVersion: raft.ProtocolVersionMax, IsLeader: string(s.ID) == n.cfg.NodeID}
+			RaftVersion: raft.ProtocolVersionMax, IsLeader: string(s.ID) == n.cfg.NodeID, NodeType: autopilot.NodeVoter}
 	}
 	return out
 }

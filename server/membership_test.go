@@ -104,9 +104,13 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 			t.Fatalf("join #%d: HTTP %d, %d members", i+1, code, len(st.Members))
 		}
 	}
-	if err := c.Eventually(10*time.Second, func() error {
+	// n4 joined as a non-voter; autopilot promotes it once it is caught up and stable.
+	if err := c.Eventually(30*time.Second, func() error {
 		if !n4.Node.Ready() {
 			return fmt.Errorf("n4 not ready")
+		}
+		if got := voters(t, n4); len(got) != 4 {
+			return fmt.Errorf("voters %v", got)
 		}
 		return nil
 	}); err != nil {
