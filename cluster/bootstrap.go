@@ -24,12 +24,14 @@ package cluster
 // So a node never bootstraps while a listed peer is down or unreachable: a new cluster
 // forms only when all its listed nodes are up and empty (Consul's bootstrap_expect with
 // the whole list). Why no second cluster forms: a node bootstraps only after every other
-// listed node answered "no state, no leader"; a node that has state (a survivor, a
-// recovered node) answers "state" as long as it runs, and one that is down stops every
-// bootstrap until it is back. The hole left is a listed node that has state but is down
-// while all the others are wiped at once: then nothing of the old cluster is reachable,
-// and the empty nodes cannot tell it from a first start (see docs/operations.md, section 9:
-// restart the survivor first).
+// listed node answered "no state, no leader" in that round. A node with state (a survivor,
+// a recovered node) answers "state" as long as it runs, and while it is down it answers
+// nothing, which stops every bootstrap until it is back; so an empty node can bootstrap
+// only when no listed node has state, i.e. when no cluster of these nodes exists. Nodes
+// that bootstrap together write the same configuration. What this cannot catch is lists
+// that differ between nodes (a misconfiguration): every node must get the same --peers.
+// Peers that run a build without the discovery protocol never answer, so an empty node
+// waits for them; add it with txcoord cluster join instead.
 
 import (
 	"context"

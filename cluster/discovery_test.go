@@ -99,9 +99,9 @@ func (f *formation) start(id, dir, bind, adv string, dc DiscoveryConfig) *fnode 
 	if f.dial != nil {
 		tr.Stream.SetDialer(f.dial)
 	}
-	d := NewDiscovery(tr, id, "", dc)
+	d := NewDiscovery(tr, id, fakeHTTP(id), dc)
 	n, err := Open(Config{
-		NodeID: id, RaftBind: bind, DataDir: dir, Transport: tr, Logger: lg,
+		NodeID: id, RaftBind: bind, DataDir: dir, Transport: tr, Logger: lg, HTTPAdvertise: fakeHTTP(id),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
 	})
 	if err != nil {
@@ -117,6 +117,9 @@ func (f *formation) start(id, dir, bind, adv string, dc DiscoveryConfig) *fnode 
 	f.mu.Unlock()
 	return fn
 }
+
+// fakeHTTP is the HTTP address a formation node advertises (nothing listens there).
+func fakeHTTP(id string) string { return id + ".api.test:8080" }
 
 func (f *formation) stop(n *fnode) {
 	if n.stopped {
