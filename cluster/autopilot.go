@@ -301,8 +301,13 @@ func (n *Node) peerLiveness(id string) (status autopilot.NodeStatus, down time.D
 	}
 }
 
-// memberHealth converts autopilot's view of one server.
-func memberHealth(st *autopilot.State, id string, leaderIndex uint64) *MemberHealth {
+// memberHealth converts autopilot's view of one server. Lag is measured against the
+// leader's last index of the same update, so that entries written since do not count.
+func memberHealth(st *autopilot.State, id string) *MemberHealth {
+	var leaderIndex uint64
+	if l, ok := st.Servers[st.Leader]; ok {
+		leaderIndex = l.Stats.LastIndex
+	}
 	s, ok := st.Servers[raft.ServerID(id)]
 	if !ok {
 		return nil

@@ -6,7 +6,9 @@ package cluster
 // byte is discoveryMagic carries one JSON request and one JSON reply): "info" returns the
 // node's id, advertised Raft address, whether it has Raft state, its leader and term, and
 // its view (every node it has found so far, itself included); "join" asks the leader to add
-// the caller as a voter (a follower answers with the leader's address instead).
+// the caller, and "remove" to remove a node, through Node.Join and Node.Remove, the same
+// implementation and rules as the HTTP API's (a follower answers with the leader's address
+// instead). A joined node is a non-voter until autopilot promotes it (autopilot.go).
 //
 // A node that has Raft state (a log, a snapshot or a configuration) never bootstraps: it is
 // already a member, and restarts need nothing else. A node without state runs rounds, every
@@ -40,7 +42,9 @@ package cluster
 //
 // Nodes that start after the cluster formed (scale-up) take step 2. A node with state whose
 // advertised Raft address differs from the one in the configuration (an IP that changed)
-// asks the leader to update it the same way.
+// is not re-addressed (Node.Join refuses that on every path, since the old address would
+// count in the quorum): it logs what to do, remove it and bring it back empty. Advertise
+// DNS names (as the Compose file and the StatefulSet do) so that addresses do not change.
 
 import (
 	"context"

@@ -109,7 +109,7 @@ func (n *Node) Status() Status {
 				}
 			}
 			if ap != nil {
-				m.Health = memberHealth(ap, id, st.LastIndex)
+				m.Health = memberHealth(ap, id)
 			}
 			st.Members = append(st.Members, m)
 		}
