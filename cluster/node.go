@@ -351,6 +351,11 @@ func Open(cfg Config) (*Node, error) {
 	n.snaps = snaps
 	n.probe = cfg.Probe
 	if tr, ok := trans.(*Transport); ok {
+		if disc == nil && !tr.Stream.hasDiscoveryHandler() {
+			// A transport given without a responder (a test's TLS transport): the peers'
+			// probes, the static bootstrap's questions and joins must still be answered.
+			disc = NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger})
+		}
 		n.dial = tr.Stream.DialContext
 		if n.probe == nil {
 			n.probe = func(ctx context.Context, addr string, timeout time.Duration) (PeerInfo, error) {

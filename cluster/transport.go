@@ -183,6 +183,13 @@ func (s *StreamLayer) SetDiscoveryHandler(h func(net.Conn)) {
 	s.mu.Unlock()
 }
 
+// hasDiscoveryHandler reports whether a discovery handler is installed.
+func (s *StreamLayer) hasDiscoveryHandler() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handler != nil
+}
+
 // ListenAddr is the address actually bound (useful with port 0).
 func (s *StreamLayer) ListenAddr() net.Addr { return s.ln.Addr() }
 
