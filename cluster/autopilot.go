@@ -195,7 +195,9 @@ func (d *apDelegate) FetchServerStats(ctx context.Context, servers map[raft.Serv
 	for id, s := range servers {
 		if string(id) == n.cfg.NodeID {
 			term, _ := strconv.ParseUint(n.Raft.Stats()["last_log_term"], 10, 64)
+			mu.Lock()
 			out[id] = &autopilot.ServerStats{LastTerm: term, LastIndex: n.Raft.LastIndex()}
+			mu.Unlock()
 			continue
 		}
 		if n.probe == nil {
