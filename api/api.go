@@ -219,6 +219,36 @@ type Member struct {
 	// ClockOffsetMs is the member's wall clock minus the answering node's (ms; absent for
 	// itself and while unknown).
 	ClockOffsetMs *float64 `json:"clockOffsetMs,omitempty"`
+	// Health is the member's health as the leader's autopilot measures it; only the
+	// leader's answer carries it.
+	Health *MemberHealth `json:"health,omitempty"`
+}
+
+// MemberHealth is a member's health as the leader's autopilot last measured it.
+type MemberHealth struct {
+	// Healthy: reachable, on the leader's term, heard from the leader recently enough and
+	// not too far behind (docs/operations.md, "Joining and autopilot").
+	Healthy bool `json:"healthy"`
+	// Status is "alive" (the leader's probes are answered), "failed" or "unknown".
+	Status string `json:"status"`
+	// StableSince is when Healthy last changed (RFC 3339).
+	StableSince string `json:"stableSince,omitempty"`
+	// LastContactMs is how long ago the member last heard from the leader (ms; 0 for the
+	// leader, -1 when it never did).
+	LastContactMs float64 `json:"lastContactMs"`
+	LastTerm      uint64  `json:"lastTerm"`
+	LastIndex     uint64  `json:"lastIndex"`
+	// Lag is how many entries the member is behind the leader.
+	Lag uint64 `json:"lag"`
+}
+
+// AutopilotStatus is the cluster's health as the leader's autopilot sees it.
+type AutopilotStatus struct {
+	Healthy            bool    `json:"healthy"`          // every voter is healthy
+	FailureTolerance   int     `json:"failureTolerance"` // voters that may fail with a quorum left
+	StabilizationMs    float64 `json:"stabilizationMs"`
+	CleanupDeadServers bool    `json:"cleanupDeadServers"`
+	DeadServerAfterMs  float64 `json:"deadServerAfterMs"`
 }
 
 // ClusterStatus is GET /v1/cluster: the answering node's view of the cluster.
@@ -243,4 +273,6 @@ type ClusterStatus struct {
 	ClockOffsetMs    float64  `json:"clockOffsetMs"`
 	MaxClockOffsetMs float64  `json:"maxClockOffsetMs"`
 	Members          []Member `json:"members"`
+	// Autopilot is the cluster's health on the leader (absent elsewhere).
+	Autopilot *AutopilotStatus `json:"autopilot,omitempty"`
 }
