@@ -34,12 +34,14 @@ func TestDiscoveryMembershipFollowsTheOneSetOfRules(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, 5*time.Second, func() bool { return follower.n.Status().Members[0].HTTPAddr != "" }, "records replicated")
-	for _, m := range follower.n.Status().Members {
-		if m.HTTPAddr != fakeHTTP(m.ID) {
-			t.Fatalf("follower lists %s with HTTP address %q", m.ID, m.HTTPAddr)
+	waitFor(t, 10*time.Second, func() bool {
+		for _, m := range follower.n.Status().Members {
+			if m.HTTPAddr != fakeHTTP(m.ID) {
+				return false
+			}
 		}
-	}
+		return true
+	}, "a follower lists every member with its HTTP address")
 
 	var dl net.Dialer
 	dial := func(ctx context.Context, a string) (net.Conn, error) { return dl.DialContext(ctx, "tcp", a) }
