@@ -26,6 +26,14 @@ func NewTLSTransport(bind, advertise string, server, client *tls.Config, lg hclo
 		MaxPool: 5,
 		Timeout: 10 * time.Second,
 		Logger:  lg,
+		// 1: no pipelined replication. With raft's default (2) the pipeline's channels are
+		// unbuffered, and a follower that answers an AppendEntries with Success=false (an
+		// empty joiner: "failed to get previous log") can leave the leader's replication
+		// goroutine parked for good: that follower gets no more entries and Raft.Shutdown
+		// never returns (seen here in the --peers recovery test under -race; the same
+		// deadlock is analysed in grafana/pyroscope#5518). raft#541 measured little gain
+		// from pipelining with batching, which txcoord uses.
+		MaxRPCsInFlight: 1,
 	})
 	return &Transport{NetworkTransport: nt, Stream: s}, nil
 }
