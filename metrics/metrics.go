@@ -1,7 +1,9 @@
 // Package metrics exposes a node's Prometheus metrics: the 2PC engine's measurements (it
 // implements coordinator.Observer), gauges read from the FSM, the engine and Raft at scrape
-// time, and hashicorp/raft's own timings (commit, FSM apply, boltdb store and fsync),
-// bridged from go-metrics. Names start with txcoord_; raft's keep their raft_ names.
+// time, the HTTP API's requests (HTTPMiddleware), and hashicorp/raft's own timings
+// (commit, FSM apply, boltdb store and fsync), bridged from go-metrics. Names start with
+// txcoord_; raft's keep their raft_ names, except that raft's per-peer keys
+// (raft_replication_heartbeat_<id>, ...) become one family each with a peer label.
 package metrics
 
 import (
@@ -29,6 +31,10 @@ type Sources struct {
 	// StuckAfter: a transaction whose current phase is unfinished this long after it began
 	// (phase two: after the decision) counts as stuck, as do failed ones [1m].
 	StuckAfter time.Duration
+	// DataDir is the node's data directory, measured at scrape time for
+	// txcoord_data_dir_bytes and the filesystem gauges (empty: not exported, e.g. in
+	// memory).
+	DataDir string
 }
 
 // Metrics is one node's registry.
@@ -39,6 +45,7 @@ type Metrics struct {
 	calls      *prometheus.CounterVec
 	callTime   *prometheus.HistogramVec
 	retries    *prometheus.CounterVec
+	http       *httpMetrics
 	src        Sources
 	raftGather prometheus.Gatherer
 
@@ -55,7 +62,8 @@ func New(src Sources) *Metrics {
 	if src.StuckAfter <= 0 {
 		src.StuckAfter = time.Minute
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), src: src, raftGather: raftRegistry(), hosts: map[string]struct{}{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), src: src, http: newHTTPMetrics(), hosts: map[string]struct{}{}}
+	m.raftGather = peerGatherer{inner: raftRegistry(), peers: src.raftPeers}
 	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_transactions_finished_total", Help: "Transactions that reached a terminal status under this node's leadership, by status."}, []string{"status"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "txcoord_transaction_duration_seconds", Help: "Transaction latency: total (begin to end), phase_one (begin to decision), phase_two (decision to end).", Buckets: buckets}, []string{"phase"})
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_participant_calls_total", Help: "Participant calls by host, phase and result (ack, nack, timeout, transport, status, reply, canceled)."}, []string{"host", "phase", "result"})
@@ -63,6 +71,7 @@ func New(src Sources) *Metrics {
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_phase_two_retries_total", Help: "Phase-two calls scheduled for retry, by participant host and phase."}, []string{"host", "phase"})
 	m.reg.MustRegister(m.finished, m.duration, m.calls, m.callTime, m.retries, &stateCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.http.collectors()...)
 	return m
 }
 
@@ -103,6 +112,23 @@ func (m *Metrics) hostLabel(host string) string {
 	return host
 }
 
+// raftPeers lists the node ids in the node's current Raft configuration (nil without a
+// node or while the configuration cannot be read).
+func (src Sources) raftPeers() []string {
+	if src.Node == nil || src.Node.Raft == nil {
+		return nil
+	}
+	f := src.Node.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var ids []string
+	for _, s := range f.Configuration().Servers {
+		ids = append(ids, string(s.ID))
+	}
+	return ids
+}
+
 // Handler serves the registry and raft's metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, m.raftGather}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
@@ -136,6 +162,10 @@ var (
 	descInFlight  = prometheus.NewDesc("txcoord_inflight_transactions", "Transactions this leader is driving now.", nil, nil)
 	descByStatus  = prometheus.NewDesc("txcoord_transactions", "Transactions held in the FSM, by status.", []string{"status"}, nil)
 	descStuck     = prometheus.NewDesc("txcoord_stuck_transactions", "Failed transactions, plus those whose current phase is unfinished past --stuck-after (phase two counted from the decision).", nil, nil)
+	descOldest    = prometheus.NewDesc("txcoord_oldest_unfinished_transaction_age_seconds", "Age of the oldest transaction held in the FSM that is not terminal yet (0 when there is none).", nil, nil)
+	descDataDir   = prometheus.NewDesc("txcoord_data_dir_bytes", "Total size of the files in the data directory (Raft log store and snapshots).", nil, nil)
+	descFSSize    = prometheus.NewDesc("txcoord_data_dir_filesystem_size_bytes", "Size of the filesystem holding the data directory.", nil, nil)
+	descFSAvail   = prometheus.NewDesc("txcoord_data_dir_filesystem_avail_bytes", "Bytes available to txcoord on the filesystem holding the data directory.", nil, nil)
 	descRaftState = prometheus.NewDesc("txcoord_raft_state", "1 for this node's current Raft role.", []string{"role"}, nil)
 	descTerm      = prometheus.NewDesc("txcoord_raft_term", "Current Raft term.", nil, nil)
 	descCommit    = prometheus.NewDesc("txcoord_raft_commit_index", "Raft commit index known to this node.", nil, nil)
@@ -153,7 +183,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes, descOffset, descOffLeader, descMaxOffset, descFeatures, descBuild} {
+	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descOldest, descDataDir, descFSSize, descFSAvail, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes, descOffset, descOffLeader, descMaxOffset, descFeatures, descBuild} {
 		ch <- d
 	}
 }
@@ -173,12 +203,30 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	stuck := counts[fsm.StatusFailed]
 	now := time.Now().UnixMilli()
+	oldest := int64(0)
 	for _, t := range n.FSM.Active() {
 		if t.Stuck(now, src.StuckAfter.Milliseconds()) {
 			stuck++
 		}
+		if t.CreatedAt > 0 && (oldest == 0 || t.CreatedAt < oldest) {
+			oldest = t.CreatedAt
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descStuck, prometheus.GaugeValue, float64(stuck))
+	age := 0.0
+	if oldest > 0 {
+		age = max(0, float64(now-oldest)/1000)
+	}
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age)
+	if src.DataDir != "" {
+		if b, ok := dirBytes(src.DataDir); ok {
+			ch <- prometheus.MustNewConstMetric(descDataDir, prometheus.GaugeValue, float64(b))
+		}
+		if size, avail, ok := fsSpace(src.DataDir); ok {
+			ch <- prometheus.MustNewConstMetric(descFSSize, prometheus.GaugeValue, float64(size))
+			ch <- prometheus.MustNewConstMetric(descFSAvail, prometheus.GaugeValue, float64(avail))
+		}
+	}
 	st := n.Status()
 	for _, role := range []string{"leader", "follower", "candidate", "shutdown"} {
 		v := 0.0

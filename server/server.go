@@ -115,12 +115,13 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Engine.VerifyLeader = func(context.Context) error { return node.Raft.VerifyLeader().Error() }
 	}
 	var eng *coordinator.Engine
-	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter})
+	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter, DataDir: dataDirOf(cfg.Cluster)})
 	cfg.Engine.Observer = m
 	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger
 	warnInsecure(cfg)
 	api := httpapi.New(cfg.API, node, node.FSM, eng)
+	api.Echo().Pre(m.HTTPMiddleware()) // before routing: counts what auth and the rate limiter refuse too
 	api.Echo().GET("/metrics", echo.WrapHandler(m.Handler()))
 	ui.Register(api.Echo())
 	if cfg.TLS != nil {
@@ -155,6 +156,14 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// dataDirOf is the directory the metrics measure: none for an in-memory node.
+func dataDirOf(c cluster.Config) string {
+	if c.InMemory {
+		return ""
+	}
+	return c.DataDir
 }
 
 // Halted is closed when the node stopped itself on a log entry it cannot apply (see
