@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/txcoord
 PKGS    := ./...
 
-.PHONY: all build run test test-short test-browser lint fmt smoke clean image compose-up compose-down e2e-docker
+.PHONY: all build run test test-short test-browser test-rules lint fmt smoke clean image compose-up compose-down e2e-docker
 
 all: lint test
 
@@ -23,6 +23,12 @@ test:
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
+
+# The alert rules' unit tests (deploy/prometheus; needs promtool, Debian package prometheus).
+PROMTOOL ?= promtool
+test-rules:
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	cd deploy/prometheus && $(PROMTOOL) test rules txcoord-rules.test.yml
 
 # The web page in headless Chromium (Debian's chromium package must be installed).
 test-browser:
