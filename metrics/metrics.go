@@ -2,8 +2,9 @@
 // implements coordinator.Observer), gauges read from the FSM, the engine and Raft at scrape
 // time, the HTTP API's requests (HTTPMiddleware), and hashicorp/raft's own timings
 // (commit, FSM apply, boltdb store and fsync), bridged from go-metrics. Names start with
-// txcoord_; raft's keep their raft_ names, except that raft's per-peer keys
-// (raft_replication_heartbeat_<id>, ...) become one family each with a peer label.
+// txcoord_; raft's keep their raft_ names. raft's per-peer metrics come as one family each
+// with the peer's id in a peer_id label (never in the name), and only for the peers in
+// the node's current configuration.
 package metrics
 
 import (
@@ -112,21 +113,20 @@ func (m *Metrics) hostLabel(host string) string {
 	return host
 }
 
-// raftPeers lists the node ids in the node's current Raft configuration (nil without a
-// node or while the configuration cannot be read).
-func (src Sources) raftPeers() []string {
+// raftPeers lists the node ids in the node's current Raft configuration (ok false
+// without a node or while the configuration cannot be read).
+func (src Sources) raftPeers() (ids []string, ok bool) {
 	if src.Node == nil || src.Node.Raft == nil {
-		return nil
+		return nil, false
 	}
 	f := src.Node.Raft.GetConfiguration()
 	if f.Error() != nil {
-		return nil
+		return nil, false
 	}
-	var ids []string
 	for _, s := range f.Configuration().Servers {
 		ids = append(ids, string(s.ID))
 	}
-	return ids
+	return ids, true
 }
 
 // Handler serves the registry and raft's metrics in the Prometheus text format.

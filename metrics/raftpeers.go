@@ -1,39 +1,40 @@
 package metrics
 
 import (
-	"sort"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
-// PeerLabel is the label that carries a Raft peer's node id on raft's per-peer metrics.
-const PeerLabel = "peer"
+// PeerLabel is the label that names the Raft peer (its node id) on raft's per-peer
+// metrics. hashicorp/raft reports these families with this label itself (and documents
+// them so); the node id is never part of a metric name on /metrics.
+const PeerLabel = "peer_id"
 
-// perPeerFamilies are the hashicorp/raft metrics whose go-metrics key ends with a peer's
-// node id (raft.replication.appendEntries.rpc.<id> and so on), prefix included up to the
-// id. The Prometheus sink turns each key into a family of its own, e.g.
-// raft_replication_appendEntries_rpc_n4.
+// perPeerFamilies are the hashicorp/raft metrics about one peer. raft v1.7 reports each
+// twice: once labelled (raft.replication.heartbeat{peer_id="n2"}) and once, "for backward
+// compatibility", with the id in the key (raft.replication.heartbeat.n2), which the
+// Prometheus sink turns into a family per peer: raft_replication_heartbeat_n2.
 var perPeerFamilies = []string{
-	"raft_replication_appendEntries_rpc_",
-	"raft_replication_appendEntries_logs_",
-	"raft_replication_heartbeat_",
-	"raft_replication_installSnapshot_",
+	"raft_replication_appendEntries_rpc",
+	"raft_replication_appendEntries_logs",
+	"raft_replication_heartbeat",
+	"raft_replication_installSnapshot",
 }
 
-// sanitizeKey is what the go-metrics Prometheus sink does to a key's characters.
-var sanitizeKey = strings.NewReplacer(" ", "_", ".", "_", "=", "_", "-", "_", "/", "_")
-
-// peerGatherer rewrites raft's per-peer families into one family per metric with the peer
-// as a label: raft_replication_heartbeat_n2 and _n3 become raft_replication_heartbeat
-// {peer="n2"} and {peer="n3"}. Only the peers in this node's current Raft configuration
-// are kept, so a removed peer's series disappear from the next scrape (instead of
-// lingering until the sink expires them), and another cluster's peers in the same process
-// (tests, txcoord dev) never show.
+// peerGatherer keeps node ids out of metric names and removed peers out of the scrape:
+// it drops the per-peer-named families (raft_replication_heartbeat_n2: the same data as
+// the labelled family), and in the labelled families keeps only the series of peers in
+// this node's current Raft configuration, so a removed peer's series disappear from the
+// next scrape (rather than when the sink expires them a minute later) and another
+// cluster's peers in the same process (go-metrics is process-global: tests, txcoord dev)
+// never show.
 type peerGatherer struct {
 	inner prometheus.Gatherer
-	peers func() []string // node ids in the current configuration; nil: none known
+	// peers returns the node ids in the current configuration; ok false when unknown
+	// (then every labelled series is kept).
+	peers func() (ids []string, ok bool)
 }
 
 func (g peerGatherer) Gather() ([]*dto.MetricFamily, error) {
@@ -41,67 +42,61 @@ func (g peerGatherer) Gather() ([]*dto.MetricFamily, error) {
 	if len(mfs) == 0 {
 		return mfs, err
 	}
-	var ids []string
+	var known map[string]bool
 	if g.peers != nil {
-		ids = g.peers()
+		if ids, ok := g.peers(); ok {
+			known = make(map[string]bool, len(ids))
+			for _, id := range ids {
+				known[id] = true
+			}
+		}
 	}
-	bySanitized := make(map[string]string, len(ids))
-	for _, id := range ids {
-		bySanitized[sanitizeKey.Replace(id)] = id
-	}
-	out := mfs[:0:0]
-	merged := map[string]*dto.MetricFamily{}
+	out := mfs[:0]
 	for _, mf := range mfs {
-		base, suffix, ok := splitPeerFamily(mf.GetName())
-		if !ok {
-			out = append(out, mf)
+		name := mf.GetName()
+		if isPerPeerName(name) {
 			continue
 		}
-		id, known := bySanitized[suffix]
-		if !known {
-			continue // a removed peer, or one of another cluster in this process
+		if known != nil && isPerPeerFamily(name) {
+			kept := mf.Metric[:0]
+			for _, m := range mf.Metric {
+				if known[labelValue(m, PeerLabel)] {
+					kept = append(kept, m)
+				}
+			}
+			if mf.Metric = kept; len(kept) == 0 {
+				continue
+			}
 		}
-		dst := merged[base]
-		if dst == nil {
-			dst = &dto.MetricFamily{Name: strp(base), Type: mf.Type,
-				Help: strp("hashicorp/raft's " + strings.ReplaceAll(strings.TrimPrefix(base, "raft_"), "_", ".") + ", by peer (milliseconds for timings).")}
-			merged[base] = dst
-			out = append(out, dst)
-		}
-		if dst.GetType() != mf.GetType() {
-			continue // cannot happen with raft's keys; never emit an inconsistent family
-		}
-		for _, m := range mf.Metric {
-			m.Label = append(m.Label, &dto.LabelPair{Name: strp(PeerLabel), Value: strp(id)})
-			sort.Slice(m.Label, func(i, j int) bool { return m.Label[i].GetName() < m.Label[j].GetName() })
-			dst.Metric = append(dst.Metric, m)
-		}
+		out = append(out, mf)
 	}
-	for _, mf := range merged {
-		sort.Slice(mf.Metric, func(i, j int) bool { return peerOf(mf.Metric[i]) < peerOf(mf.Metric[j]) })
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
 	return out, err
 }
 
-// splitPeerFamily splits a per-peer family name into the family it belongs to and the
-// (sanitized) peer id.
-func splitPeerFamily(name string) (base, peer string, ok bool) {
+func isPerPeerFamily(name string) bool {
 	for _, p := range perPeerFamilies {
-		if strings.HasPrefix(name, p) && len(name) > len(p) {
-			return strings.TrimSuffix(p, "_"), name[len(p):], true
+		if name == p {
+			return true
 		}
 	}
-	return "", "", false
+	return false
 }
 
-func peerOf(m *dto.Metric) string {
+// isPerPeerName reports a family whose name ends with a peer's id (the legacy keys).
+func isPerPeerName(name string) bool {
+	for _, p := range perPeerFamilies {
+		if len(name) > len(p)+1 && strings.HasPrefix(name, p+"_") {
+			return true
+		}
+	}
+	return false
+}
+
+func labelValue(m *dto.Metric, name string) string {
 	for _, l := range m.Label {
-		if l.GetName() == PeerLabel {
+		if l.GetName() == name {
 			return l.GetValue()
 		}
 	}
 	return ""
 }
-
-func strp(s string) *string { return &s }

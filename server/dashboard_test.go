@@ -58,7 +58,7 @@ func exportedMetrics(t *testing.T) string {
 			resp.Body.Close()
 		}
 		scrapeUntil(t, c, base, `txcoord_transactions_finished_total{status="committed"} 1`)
-		exportedBody = scrapeUntil(t, c, base, `raft_replication_appendEntries_rpc{peer=`)
+		exportedBody = scrapeUntil(t, c, base, `raft_replication_appendEntries_rpc{peer_id=`)
 	})
 	if exportedBody == "" {
 		t.Fatal("no scrape of a running node (the first test that asked failed)")
