@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )
 
@@ -31,13 +33,20 @@ func gaugeValue(t *testing.T, body, name string) float64 {
 // pattern (never the raw path), method and code; the build info labels; the oldest
 // unfinished transaction's age while one waits on a participant; the data directory's
 // size; raft's per-peer metrics as one family with a peer_id label, with no node id left
-// in a name, and a removed peer's series gone from the next scrapes. (Tests in this
-// package do not run in parallel; go-metrics is process-global, so a concurrent cluster
-// with the same node ids would report into the same series.)
+// in a name, and a removed peer's series gone from the next scrapes.
 func TestMetricsForOnCall(t *testing.T) {
 	g := newGate("hotel", participant.PhasePrepare)
 	_, urls := participantsWith(t, g.hold)
-	c := servertest.Start(t, servertest.Options{})
+	// Node ids of this test's own: go-metrics is process-global, so the raft series of
+	// the clusters earlier tests ran (n1, n2, n3) linger in the sink for a minute.
+	c := servertest.Start(t, servertest.Options{Tune: func(_ int, cfg *server.Config) {
+		cfg.Cluster.NodeID = "obs-" + cfg.Cluster.NodeID
+		peers := append([]cluster.Peer(nil), cfg.Cluster.Peers...)
+		for j := range peers {
+			peers[j].ID = "obs-" + peers[j].ID
+		}
+		cfg.Cluster.Peers = peers
+	}})
 	leader := c.WaitLeader(10 * time.Second)
 	base := c.Node(leader).URL()
 
