@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -134,7 +135,7 @@ func TestMetricsForOnCall(t *testing.T) {
 
 	// Remove a follower: its series disappear from the leader's next scrapes.
 	gone := followers[0]
-	if err := c.Node(leader).Node.RemoveServer(gone); err != nil {
+	if err := c.Node(leader).Node.Remove(context.Background(), gone); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Eventually(10*time.Second, func() error {
