@@ -17,7 +17,7 @@ import (
 func init() { extraCommands = append(extraCommands, newClusterCmd) }
 
 const clusterExitHelp = `Exit status: 0 done; 1 node unreachable, refused (401, 5xx) or a bad answer; 4 no such
-member (remove); 5 conflict (the change does not apply); 64 bad flags or arguments
+voter (transfer-leadership --to); 5 conflict (the change does not apply); 64 bad flags or arguments
 (including a 400 from the node).`
 
 func newClusterCmd() *cobra.Command {
