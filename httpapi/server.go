@@ -321,5 +321,14 @@ func serveOpenAPI(c echo.Context) error {
 }
 
 func (s *Server) getCluster(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.node.Status())
+	return c.JSON(http.StatusOK, s.clusterView())
+}
+
+// clusterView is this node's Status with "members" always a list, never null.
+func (s *Server) clusterView() cluster.Status {
+	st := s.node.Status()
+	if st.Members == nil {
+		st.Members = []cluster.Member{}
+	}
+	return st
 }
