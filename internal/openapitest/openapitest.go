@@ -39,7 +39,7 @@ type Doc struct {
 	v      validator.Validator
 	loose  validator.Validator // without strict mode, for the routes in lax
 	lax    []int               // indexes into routes: operations marked x-openapitest-lax
-	codes  []string // components.schemas.ErrorCode.enum, when the document has one
+	codes  []string            // components.schemas.ErrorCode.enum, when the document has one
 }
 
 var (
