@@ -256,11 +256,12 @@ var clusterRoutes = map[string]bool{
 // openRoutes need no credential. Every other route, including ones added later and
 // unknown paths, needs one: the list is deny-by-default.
 var openRoutes = map[string]bool{
-	"/healthz": true,
-	"/readyz":  true,
-	"/":        true, // redirect to /ui/
-	"/ui":      true, // redirect to /ui/
-	"/ui/*":    true, // static files of the operations page
+	"/healthz":         true,
+	"/readyz":          true,
+	"/v1/openapi.json": true, // the API's description: no data
+	"/":                true, // redirect to /ui/
+	"/ui":              true, // redirect to /ui/
+	"/ui/*":            true, // static files of the operations page
 }
 
 func (s *Server) classify(c echo.Context) routeClass {

@@ -21,6 +21,7 @@ import (
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/openapitest"
 )
 
 // fakeNode implements Node. Leader answers from a queue: each call takes the head while
@@ -211,8 +212,11 @@ func (e *env) do(method, path string, body io.Reader, hdr ...string) *httptest.R
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	openapitest.KeepBody(req)
+	defer openapitest.Forget(req)
 	rec := httptest.NewRecorder()
 	e.srv.Handler().ServeHTTP(rec, req)
+	checkOpenAPI(e.t, req, rec)
 	return rec
 }
 

@@ -76,6 +76,6 @@ func (s *Server) membershipAction(name string, do func(context.Context, Membersh
 			}
 			return writeError(c, ae)
 		}
-		return c.JSON(http.StatusOK, s.node.Status())
+		return c.JSON(http.StatusOK, s.clusterView())
 	}
 }

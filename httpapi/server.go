@@ -6,6 +6,7 @@
 //	GET  /v1/cluster/read-index  the leader's quorum-confirmed commit index (reads.go)
 //	GET  /v1/cluster             this node's view of the cluster
 //	GET  /healthz, /readyz       liveness and readiness
+//	GET  /v1/openapi.json        the OpenAPI 3.1 document of all of them (api.OpenAPI)
 //
 // Every error is JSON {"error": "<code>", "detail": "<human text>"}; the code is stable and
 // the status code follows from it through one function, statusOf.
@@ -181,6 +182,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.GET(readIndexPath, s.getReadIndex)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	e.GET(api.OpenAPIPath, serveOpenAPI)
 	s.echo = e
 	s.operatorRoutes()
 	s.membershipRoutes()
@@ -313,6 +315,20 @@ func (s *Server) readyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, body)
 }
 
+// serveOpenAPI answers the API's OpenAPI document, as kept in the repository.
+func serveOpenAPI(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, api.OpenAPI)
+}
+
 func (s *Server) getCluster(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.node.Status())
+	return c.JSON(http.StatusOK, s.clusterView())
+}
+
+// clusterView is this node's Status with "members" always a list, never null.
+func (s *Server) clusterView() cluster.Status {
+	st := s.node.Status()
+	if st.Members == nil {
+		st.Members = []cluster.Member{}
+	}
+	return st
 }

@@ -1,149 +1,256 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/api"
+	"github.com/txcoord/txcoord/client"
 )
 
 func init() { extraCommands = append(extraCommands, newClusterCmd) }
 
+const clusterExitHelp = `Exit status: 0 done; 1 node unreachable, refused (401, 5xx) or a bad answer; 4 no such
+voter (transfer-leadership --to); 5 conflict (the change does not apply); 64 bad flags or arguments
+(including a 400 from the node).`
+
 func newClusterCmd() *cobra.Command {
-	var node string
 	cmd := &cobra.Command{
 		Use:   "cluster",
 		Short: "Inspect and change cluster membership through any node's HTTP API",
-	}
-	cmd.PersistentFlags().StringVar(&node, "node", "http://127.0.0.1:8081", "base URL of any node")
+		Long: `Inspect and change cluster membership through any node (followers pass changes on to
+the leader). Every subcommand takes --node (one or more), --token and the TLS flags, and
+prints a table, or JSON with --output json. Changes need the cluster token when the
+cluster has one (--token, or env ` + envClusterToken + `).
 
+` + clusterExitHelp,
+	}
+	withConn := func(c *cobra.Command, f *connFlags, wait *time.Duration) *cobra.Command {
+		f.preferClustr = true
+		f.register(c.Flags())
+		c.Flags().DurationVar(wait, "wait", 30*time.Second, "give up after this long (retrying unreachable nodes and 503 answers until then)")
+		c.Long = c.Short + ".\n\n" + clusterExitHelp
+		return c
+	}
+	ctxFor := func(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
+		ctx := cmd.Context()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		return context.WithTimeout(ctx, d)
+	}
+
+	var sf connFlags
+	var swait time.Duration
 	var asJSON bool
-	status := &cobra.Command{
+	status := withConn(&cobra.Command{
 		Use:   "status",
 		Short: "Members, roles, leader, term, commit and applied index, last contact, per node",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st cluster.Status
-			if err := apiCall(cmd.Context(), http.MethodGet, node, "/v1/cluster", nil, &st); err != nil {
-				return err
+			if asJSON {
+				sf.output = "json"
+			}
+			c, err := sf.client()
+			if err != nil {
+				return failed(cmd, err)
+			}
+			ctx, cancel := ctxFor(cmd, swait)
+			defer cancel()
+			st, err := c.Cluster(ctx)
+			if err != nil {
+				return failed(cmd, err)
 			}
 			// Health per member is measured by the leader's autopilot: ask the leader.
-			health := map[string]*cluster.MemberHealth{}
 			lv := st
 			if st.Role != "leader" && st.LeaderHTTP != "" {
-				if err := apiCall(cmd.Context(), http.MethodGet, baseURL(st.LeaderHTTP), "/v1/cluster", nil, &lv); err != nil {
-					lv = cluster.Status{}
+				if lv, err = c.ClusterAt(ctx, st.LeaderHTTP); err != nil {
+					lv = &api.ClusterStatus{}
 				}
 			}
+			health := map[string]*api.MemberHealth{}
 			for _, m := range lv.Members {
 				health[m.ID] = m.Health
 			}
-			views := make([]cluster.Status, len(st.Members))
+			views := make([]*api.ClusterStatus, len(st.Members))
 			errs := make([]error, len(st.Members))
 			for i, m := range st.Members {
 				if m.HTTPAddr == "" {
 					errs[i] = fmt.Errorf("HTTP address unknown")
 					continue
 				}
-				errs[i] = apiCall(cmd.Context(), http.MethodGet, baseURL(m.HTTPAddr), "/v1/cluster", nil, &views[i])
+				views[i], errs[i] = c.ClusterAt(ctx, m.HTTPAddr)
 			}
-			if asJSON {
-				out := map[string]any{"cluster": st, "nodes": views, "leader": lv}
-				b, _ := json.MarshalIndent(out, "", "  ")
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "leader %s, term %d, %d members", orDash(st.LeaderID), st.Term, len(st.Members))
-			if ap := lv.Autopilot; ap != nil {
-				word := "healthy"
-				if !ap.Healthy {
-					word = "NOT healthy"
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), ", %s, failure tolerance %d", word, ap.FailureTolerance)
-			}
-			fmt.Fprint(cmd.OutOrStdout(), "\n\n")
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSUFFRAGE\tHEALTH\tLAG\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tREADY\tRAFT\tHTTP")
-			for i, m := range st.Members {
-				v := views[i]
-				hl, lag := healthWord(health[m.ID])
-				if errs[i] != nil {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tunreachable\t-\t-\t-\t-\t-\t%s\t%s (%v)\n", m.ID, m.Suffrage, hl, lag, m.RaftAddr, orDash(m.HTTPAddr), errs[i])
-					continue
-				}
-				contact := "-"
-				if v.LastContact != "" {
-					if t, err := time.Parse(time.RFC3339Nano, v.LastContact); err == nil {
-						contact = time.Since(t).Round(time.Millisecond).String() + " ago"
+			if sf.output == "json" {
+				nodeErrs := map[string]string{}
+				for i, e := range errs {
+					if e != nil {
+						nodeErrs[st.Members[i].ID] = e.Error()
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%v\t%s\t%s\n", m.ID, m.Suffrage, hl, lag, v.Role, v.Term, v.CommitIndex, v.AppliedIndex, contact, v.Ready, m.RaftAddr, m.HTTPAddr)
+				return printJSON(cmd.OutOrStdout(), map[string]any{"cluster": st, "nodes": views, "leader": lv, "errors": nodeErrs})
 			}
-			return tw.Flush()
+			return printClusterStatus(cmd.OutOrStdout(), st, lv, health, views, errs)
 		},
-	}
-	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	}, &sf, &swait)
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON (same as --output json)")
+	_ = status.Flags().MarkDeprecated("json", "use --output json")
 
+	// change runs one membership change and prints the cluster after it.
+	change := func(cmd *cobra.Command, f *connFlags, wait time.Duration, action string, do func(context.Context, *client.Client) (*api.ClusterStatus, error)) error {
+		c, err := f.client()
+		if err != nil {
+			return failed(cmd, err)
+		}
+		ctx, cancel := ctxFor(cmd, wait)
+		defer cancel()
+		st, err := do(ctx, c)
+		if err != nil {
+			return failed(cmd, err)
+		}
+		// A new leader is known a moment after a transfer or the removal of the old one.
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 30 && st.LeaderID == ""; i++ {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			if v, err := c.Cluster(ctx); err == nil {
+				st = v
+			}
+		}
+		if f.output == "json" {
+			return printJSON(cmd.OutOrStdout(), st)
+		}
+		ids := make([]string, len(st.Members))
+		for i, m := range st.Members {
+			ids[i] = m.ID
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s done: leader %s, term %d, members: %s\n", action, orDash(st.LeaderID), st.Term, strings.Join(ids, " "))
+		return nil
+	}
+
+	var jf connFlags
+	var jwait time.Duration
 	var id, raftAddr, httpAddr string
-	var wait time.Duration
 	join := &cobra.Command{
 		Use:   "join --id ID --raft-addr HOST:PORT [--http-addr HOST:PORT] [--wait 2m]",
 		Short: "Add a started node to the cluster: a non-voter until autopilot promotes it",
-		Long: `Asks the leader to add a running node. The leader refuses a node it cannot reach on its
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" || raftAddr == "" {
+				return failed(cmd, usageErrorf("--id and --raft-addr are required"))
+			}
+			if err := change(cmd, &jf, max(jwait, 30*time.Second), "join", func(ctx context.Context, c *client.Client) (*api.ClusterStatus, error) {
+				return c.Join(ctx, id, raftAddr, httpAddr)
+			}); err != nil {
+				return err
+			}
+			return waitVoter(cmd, &jf, id, jwait)
+		},
+	}
+	jf.preferClustr = true
+	jf.register(join.Flags())
+	join.Flags().DurationVar(&jwait, "wait", 2*time.Minute, "wait this long for autopilot to promote the node to voter (0: do not wait)")
+	join.Long = `Asks the leader to add a running node. The leader refuses a node it cannot reach on its
 Raft port, an id or address that is already another member's, and a build too old for the
 cluster. The node joins as a non-voter; autopilot promotes it to voter once it is caught up
 and has stayed healthy for the stabilization time (--server-stabilization-time on the
-servers). With --wait (the default 2m) the command waits for that promotion and fails if it
-did not happen in time; --wait 0 returns once the node is added.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if id == "" || raftAddr == "" {
-				return fmt.Errorf("--id and --raft-addr are required")
-			}
-			if err := membership(cmd, node, "join", map[string]string{"id": id, "raftAddr": raftAddr, "httpAddr": httpAddr}); err != nil {
-				return err
-			}
-			return waitVoter(cmd, node, id, wait)
-		},
-	}
-	join.Flags().DurationVar(&wait, "wait", 2*time.Minute, "wait this long for autopilot to promote the node to voter (0: do not wait)")
+servers). With --wait (the default 2m) the command waits for that promotion and fails (exit
+1) if it did not happen in time; --wait 0 returns once the node is added.
+
+` + clusterExitHelp
 	join.Flags().StringVar(&id, "id", "", "the new node's --node-id")
 	join.Flags().StringVar(&raftAddr, "raft-addr", "", "the new node's Raft address as other nodes dial it")
 	join.Flags().StringVar(&httpAddr, "http-addr", "", "the new node's HTTP API address")
 
-	remove := &cobra.Command{
+	var rf connFlags
+	var rwait time.Duration
+	remove := withConn(&cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a server from the cluster (idempotent)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return membership(cmd, node, "remove", map[string]string{"id": args[0]})
+			return change(cmd, &rf, rwait, "remove", func(ctx context.Context, c *client.Client) (*api.ClusterStatus, error) {
+				return c.Remove(ctx, args[0])
+			})
 		},
-	}
+	}, &rf, &rwait)
+
+	var tf connFlags
+	var twait time.Duration
 	var to string
-	transfer := &cobra.Command{
+	transfer := withConn(&cobra.Command{
 		Use:   "transfer-leadership [--to ID]",
 		Short: "Hand leadership to another voter (the most up-to-date one without --to)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return membership(cmd, node, "transfer-leadership", map[string]string{"to": to})
+			return change(cmd, &tf, twait, "transfer-leadership", func(ctx context.Context, c *client.Client) (*api.ClusterStatus, error) {
+				return c.TransferLeadership(ctx, to)
+			})
 		},
-	}
+	}, &tf, &twait)
 	transfer.Flags().StringVar(&to, "to", "", "id of the voter that should lead")
+	for _, c := range []*cobra.Command{status, join, remove, transfer} {
+		c.Args = usageArgs(c.Args)
+	}
 	cmd.AddCommand(status, join, remove, transfer)
+	cmd.SetFlagErrorFunc(flagError)
 	return cmd
 }
 
+// usageArgs makes a wrong number of arguments exit with status 64 like a bad flag.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return failed(cmd, usageErrorf("%v (see %s --help)", err, cmd.CommandPath()))
+		}
+		return nil
+	}
+}
+
+func printClusterStatus(w io.Writer, st, lv *api.ClusterStatus, health map[string]*api.MemberHealth, views []*api.ClusterStatus, errs []error) error {
+	fmt.Fprintf(w, "leader %s, term %d, %d members", orDash(st.LeaderID), st.Term, len(st.Members))
+	if ap := lv.Autopilot; ap != nil {
+		word := "healthy"
+		if !ap.Healthy {
+			word = "NOT healthy"
+		}
+		fmt.Fprintf(w, ", %s, failure tolerance %d", word, ap.FailureTolerance)
+	}
+	fmt.Fprint(w, "\n\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSUFFRAGE\tHEALTH\tLAG\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tREADY\tVERSION\tRAFT\tHTTP")
+	for i, m := range st.Members {
+		v := views[i]
+		hl, lag := healthWord(health[m.ID])
+		if errs[i] != nil || v == nil {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tunreachable\t-\t-\t-\t-\t-\t%s\t%s\t%s (%v)\n", m.ID, m.Suffrage, hl, lag, orDash(m.Version), m.RaftAddr, orDash(m.HTTPAddr), errs[i])
+			continue
+		}
+		contact := "-"
+		if v.LastContact != "" {
+			if t, err := time.Parse(time.RFC3339Nano, v.LastContact); err == nil {
+				contact = time.Since(t).Round(time.Millisecond).String() + " ago"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%v\t%s\t%s\t%s\n", m.ID, m.Suffrage, hl, lag, v.Role, v.Term, v.CommitIndex, v.AppliedIndex, contact, v.Ready, orDash(v.Version), m.RaftAddr, m.HTTPAddr)
+	}
+	return tw.Flush()
+}
+
 // healthWord renders a member's health for the status table.
-func healthWord(h *cluster.MemberHealth) (health, lag string) {
+func healthWord(h *api.MemberHealth) (health, lag string) {
 	if h == nil {
 		return "-", "-"
 	}
@@ -158,103 +265,39 @@ func healthWord(h *cluster.MemberHealth) (health, lag string) {
 }
 
 // waitVoter polls the cluster until member id is a voter, for up to wait.
-func waitVoter(cmd *cobra.Command, node, id string, wait time.Duration) error {
+func waitVoter(cmd *cobra.Command, f *connFlags, id string, wait time.Duration) error {
 	if wait <= 0 {
 		return nil
+	}
+	c, err := f.client()
+	if err != nil {
+		return failed(cmd, err)
 	}
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	deadline := time.Now().Add(wait)
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		var st cluster.Status
-		err := apiCall(ctx, http.MethodGet, node, "/v1/cluster", nil, &st)
-		if err == nil {
+		if st, err := c.Cluster(ctx); err == nil {
 			for _, m := range st.Members {
 				if m.ID == id && m.Suffrage == "voter" {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s is a voter\n", id)
+					if f.output != "json" {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s is a voter\n", id)
+					}
 					return nil
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s was added but is still not a voter after %s: autopilot promotes it once it is reachable, caught up and stable; see txcoord cluster status", id, wait)
-		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+			return failed(cmd, fmt.Errorf("%s was added but is still not a voter after %s: autopilot promotes it once it is reachable, caught up and stable; see txcoord cluster status", id, wait))
+		case <-tick.C:
 		}
 	}
-}
-
-func membership(cmd *cobra.Command, node, action string, body map[string]string) error {
-	var st cluster.Status
-	if err := apiCall(cmd.Context(), http.MethodPost, node, "/v1/cluster/"+action, body, &st); err != nil {
-		return err
-	}
-	// A new leader is known a moment after a transfer or the removal of the old one.
-	for i := 0; i < 30 && st.LeaderID == ""; i++ {
-		time.Sleep(100 * time.Millisecond)
-		_ = apiCall(cmd.Context(), http.MethodGet, node, "/v1/cluster", nil, &st)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s done: leader %s, term %d, members:", action, orDash(st.LeaderID), st.Term)
-	for _, m := range st.Members {
-		fmt.Fprintf(cmd.OutOrStdout(), " %s", m.ID)
-	}
-	fmt.Fprintln(cmd.OutOrStdout())
-	return nil
-}
-
-// apiCall sends one request to a node's API and decodes a 2xx JSON answer into out; any
-// other answer becomes an error carrying the API's {"error","detail"}.
-func apiCall(ctx context.Context, method, base, path string, in, out any) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, body)
-	if err != nil {
-		return fmt.Errorf("--node %q: %w", base, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	setCLIAuth(req.Header, true)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error, Detail string }
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: HTTP %d %s: %s", method, path, resp.StatusCode, e.Error, e.Detail)
-		}
-		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("%s %s: answer is not the expected JSON: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
-func baseURL(addr string) string {
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
-		return addr
-	}
-	return "http://" + addr
 }
 
 func orDash(s string) string {

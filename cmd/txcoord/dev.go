@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/participant/demo"
@@ -54,11 +56,34 @@ Ports: nodes listen on --http-port, +1, +2 (Raft on --raft-port, +1, +2), partic
 	f.StringVar(&fl.scenarios, "scenarios", "commit", "sample transactions to run, comma-separated: commit, nack, timeout")
 	f.BoolVar(&fl.once, "once", false, "exit after the sample transactions instead of serving")
 	fl.tuning.register(cmd)
-	// Local failover should be quick; production defaults stay conservative.
-	_ = f.Set("heartbeat-timeout", "300ms")
-	_ = f.Set("election-timeout", "300ms")
-	_ = f.Set("leader-lease-timeout", "150ms")
+	// Local failover should be quick; production defaults stay conservative. dev's own
+	// defaults replace serve's as values and in --help, which shows what dev uses. No soft
+	// memory limit by default: one process holds three nodes and three participants.
+	for _, d := range devDefaults {
+		setDefault(f, d[0], d[1])
+	}
 	return cmd
+}
+
+// devDefaults are the tuning flags whose default differs in dev from serve's.
+var devDefaults = [][2]string{
+	{"heartbeat-timeout", "300ms"},
+	{"election-timeout", "300ms"},
+	{"leader-lease-timeout", "150ms"},
+	{"memory-limit-mib", "0"},
+}
+
+// setDefault changes a registered flag's default: its value and what --help shows, without
+// marking it as set by the user.
+func setDefault(f *pflag.FlagSet, name, value string) {
+	fl := f.Lookup(name)
+	if fl == nil {
+		panic("no flag --" + name)
+	}
+	if err := fl.Value.Set(value); err != nil {
+		panic(fmt.Sprintf("--%s default %q: %v", name, value, err))
+	}
+	fl.DefValue = value
 }
 
 // listen opens a loopback listener on port+i, or a free port when port is 0.
@@ -77,6 +102,9 @@ func listen(port, i int) (net.Listener, error) {
 func runDev(out io.Writer, fl *devFlags) (err error) {
 	if err := fl.tuning.validate(); err != nil {
 		return err
+	}
+	if fl.memoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(fl.memoryLimitMiB) << 20)
 	}
 	scen := strings.Split(fl.scenarios, ",")
 	for _, s := range scen {
