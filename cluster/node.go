@@ -99,6 +99,14 @@ type Config struct {
 
 	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
 	Transport raft.Transport
+	// WrapLogStore, when set, wraps the log store (tests inject storage faults with it; the
+	// wrapper may implement WriteProber). Whatever it returns is itself wrapped so that a
+	// failed write is marked ErrStorage and keeps this node out of elections until writes
+	// work again.
+	WrapLogStore func(raft.LogStore) raft.LogStore
+	// StorageProbeInterval is how often a node whose log writes failed tries a write, to
+	// learn that the storage works again [1s].
+	StorageProbeInterval time.Duration
 	// InMemory keeps the log, stable store and snapshots in memory (tests only: not durable).
 	InMemory bool
 	Logger   hclog.Logger
@@ -160,6 +168,7 @@ func (c *Config) defaults() error {
 		c.Clock = time.Now
 	}
 	def(&c.ProbeInterval, time.Second)
+	def(&c.StorageProbeInterval, time.Second)
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = 500 * time.Millisecond
 	}
@@ -211,6 +220,7 @@ type Node struct {
 	logClockMu   sync.Mutex
 	logClock     logClockSample
 	haltErr      atomic.Pointer[fsm.HaltError]
+	storage      storageHealth
 }
 
 // Open creates or reopens a node's stores, starts Raft and, for a node without state that
@@ -220,12 +230,16 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{}),
-		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{})}
+		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{}),
+		storage: storageHealth{kick: make(chan struct{}, 1)}}
 	n.FSM.OnHalt(n.onHalt)
 	// A node whose clock is off the cluster's must not lead (its clock fixes deadlines and
 	// retention cut-offs); the operator's own check, if any, comes after.
 	user := cfg.CanLead
 	n.cfg.CanLead = func() error {
+		if err := n.storageGuard(); err != nil {
+			return err
+		}
 		if err := n.clockGuard(); err != nil {
 			return err
 		}
@@ -294,6 +308,12 @@ func Open(cfg Config) (*Node, error) {
 		}
 		logs, stable, snaps = cached, bolt, fss
 	}
+
+	if cfg.WrapLogStore != nil {
+		logs = cfg.WrapLogStore(logs)
+	}
+	n.storage.probe = storageProbe(logs, stable)
+	logs = &guardedLogs{LogStore: logs, failed: n.storageFailed}
 
 	trans := cfg.Transport
 	var disc *Discovery // answers probes as "starting" until attached once Raft runs
@@ -364,6 +384,7 @@ func Open(cfg Config) (*Node, error) {
 		n.lg.Info("bootstrapped cluster", "peers", len(cfg.Peers))
 	}
 	go n.runPeerMonitor()
+	go n.runStorageMonitor(n.cfg.StorageProbeInterval)
 	return n, nil
 }
 

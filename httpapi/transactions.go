@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/labstack/echo/v4"
 
 	"github.com/txcoord/txcoord/cluster"
@@ -35,31 +36,47 @@ func (s *Server) postTransaction(c echo.Context) error {
 	if aerr != nil {
 		return writeError(c, aerr)
 	}
-	if !s.node.LeaderReady() {
-		return s.forward(c, body, key, timeout)
-	}
+	return s.forward(c, body, parts, key, timeout)
+}
+
+// submitLocal runs the transaction on this node, which is ready as leader. done false
+// means nothing was written because this node no longer leads (a leadership transfer is
+// in progress, or leadership was just lost): the caller waits for a leader and retries.
+func (s *Server) submitLocal(c echo.Context, parts []fsm.Participant, key string, timeout time.Duration) (done bool, _ error) {
+	r := c.Request()
 	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: parts, Timeout: timeout, Key: key})
 	switch {
 	case err == nil:
-		return s.answer(c, txn)
+		return true, s.answer(c, txn)
 	case errors.Is(err, coordinator.ErrNotLeader):
-		return s.forward(c, body, key, timeout)
+		return false, nil
 	case errors.Is(err, coordinator.ErrBusy):
-		return writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
+		return true, writeError(c, &apiError{Code: codeBusy, Detail: err.Error(), retryAfter: "1"})
 	case errors.Is(err, coordinator.ErrKeyReused):
-		return writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
+		return true, writeError(c, &apiError{Code: codeConflict, Detail: err.Error()})
 	case errors.Is(err, cluster.ErrFeatureUnavailable):
-		return writeError(c, &apiError{Code: codeFeature, Detail: err.Error()})
+		return true, writeError(c, &apiError{Code: codeFeature, Detail: err.Error()})
 	case errors.Is(err, coordinator.ErrIndeterminate):
 		id := ""
 		if txn != nil {
 			id = txn.ID
 		}
-		return s.answerIndeterminate(c, id, key, timeout, err)
+		return true, s.answerIndeterminate(c, id, key, timeout, err)
+	case transient(err):
+		s.lg.Warn("submit failed; nothing was logged", "error", err)
+		return true, writeError(c, &apiError{Code: codeUnavailable, Detail: "nothing was logged, retry: " + err.Error(), retryAfter: "1"})
 	default:
 		s.lg.Error("submit failed", "error", err)
-		return writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
+		return true, writeError(c, &apiError{Code: codeInternal, Detail: err.Error()})
 	}
+}
+
+// transient reports whether a Submit error means "nothing was written, try again": a
+// storage write that failed (disk full, I/O error: the leader steps down, cluster.ErrStorage),
+// Raft shut down or its queue full. These are 503 unavailable, never 500.
+func transient(err error) bool {
+	return errors.Is(err, cluster.ErrStorage) || errors.Is(err, raft.ErrRaftShutdown) ||
+		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrAbortedByRestore)
 }
 
 // waitBound is when POST stops waiting for a transaction: phase one's deadline plus
