@@ -27,7 +27,10 @@ type WriteProber interface {
 // storageOutOfElections is the heartbeat and election timeout a node runs with while its log
 // writes fail: in effect it never starts an election (raft reloads these at run time), so a
 // leader that stepped down because it could not write does not win the next election and
-// step down again, over and over. It still votes and follows.
+// step down again, over and over. It still votes and follows. (It also keeps its last
+// leader in mind, so it refuses pre-votes while that leader is silent; that matters only
+// when the healthy nodes alone are no quorum, and then nothing can commit anyway: the full
+// node cannot store the entries.)
 const storageOutOfElections = 100_000 * time.Hour
 
 // guardedLogs wraps the log store: a failed write is reported to the node (which keeps this
