@@ -221,6 +221,8 @@ type Node struct {
 	logClock     logClockSample
 	haltErr      atomic.Pointer[fsm.HaltError]
 	storage      storageHealth
+	// closeTransport closes the transport Open built (nil for Config.Transport); once.
+	closeTransport func() error
 }
 
 // Open creates or reopens a node's stores, starts Raft and, for a node without state that
@@ -282,6 +284,9 @@ func Open(cfg Config) (*Node, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		bolt, err := raftboltdb.New(raftboltdb.Options{
 			Path: filepath.Join(cfg.DataDir, "raft.db"),
 			// Every commit still fsyncs (durability); skipping the freelist write and
@@ -327,6 +332,8 @@ func Open(cfg Config) (*Node, error) {
 		}
 		disc = NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger})
 		n.closers = append([]func() error{tr.Close}, n.closers...)
+		n.closeTransport = sync.OnceValue(tr.Close)
+		n.closers[0] = n.closeTransport
 		trans = tr
 	}
 	if trans == nil {
@@ -467,7 +474,27 @@ func (n *Node) close(transfer bool) error {
 	if n.runs.Load() {
 		<-n.done // the leader's work has stopped before Raft goes away
 	}
-	err := n.Raft.Shutdown().Error()
+	// Raft's shutdown waits for its replication goroutines. One blocked sending to a peer
+	// that is shutting down too (its transport still accepts but its Raft no longer reads:
+	// two nodes stopped at once, both still sending) waits until that peer's transport
+	// closes, and the peer's may wait on ours: so after a grace period the transport is
+	// closed, which fails those sends and lets both shutdowns finish.
+	shut := make(chan error, 1)
+	go func() { shut <- n.Raft.Shutdown().Error() }()
+	var err error
+	select {
+	case err = <-shut:
+	case <-time.After(shutdownGrace):
+		if n.closeTransport != nil {
+			n.lg.Warn("raft shutdown is slow; closing the transport to unblock it", "after", shutdownGrace)
+			_ = n.closeTransport()
+		}
+		err = <-shut
+	}
 	n.closeStores()
 	return err
 }
+
+// shutdownGrace is how long Raft may take to shut down before the transport is closed under
+// it (see close).
+const shutdownGrace = 2 * time.Second
