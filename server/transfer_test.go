@@ -213,3 +213,61 @@ func postRaw(hc *http.Client, base string, services []string, timeoutMs int) (in
 	raw, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("Retry-After"), string(raw)
 }
+
+// A node removed from the configuration keeps its API up; a POST on it answers 503
+// unavailable at once (it used to wait about 15 s for a leader it would never see), and so
+// does a node whose Raft has shut down.
+func TestRemovedNodeAnswers503AtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	fp := participanttest.New(t)
+	urls := []string{fp.URL() + "/prepare"}
+	c := servertest.Start(t, servertest.Options{})
+	leader := c.WaitLeader(20 * time.Second)
+	gone := c.Follower()
+	if err := c.Node(leader).Node.RemoveServer(c.Node(gone).Node.ID()); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 60 * time.Second}
+	var code int
+	var retryAfter, body string
+	// The removed node learns of its removal from the configuration entry; until then it
+	// may still forward to the leader, which serves the request (200).
+	err := c.Eventually(20*time.Second, func() error {
+		start := time.Now()
+		code, retryAfter, body = postRaw(hc, c.Node(gone).URL(), urls, 1000)
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("answer %d %s", code, body)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the 503 took %s", d)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct{ Error, Detail string }
+	_ = json.Unmarshal([]byte(body), &e)
+	if e.Error != "unavailable" || retryAfter == "" {
+		t.Errorf("answer %d %q (Retry-After %q), want 503 unavailable with Retry-After", code, body, retryAfter)
+	}
+	t.Logf("removed node: %d %s", code, body)
+
+	// Raft shut down under a running API (what a leader that removed itself does).
+	other := -1
+	for i := 0; i < c.Len(); i++ {
+		if i != gone && i != c.Leader() {
+			other = i
+		}
+	}
+	if err := c.Node(other).Node.Raft.Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, _, body = postRaw(hc, c.Node(other).URL(), urls, 1000)
+	if code != http.StatusServiceUnavailable || !bytes.Contains([]byte(body), []byte(`"unavailable"`)) || time.Since(start) > 5*time.Second {
+		t.Errorf("shut-down node: %d %s after %s, want 503 unavailable at once", code, body, time.Since(start))
+	}
+}
