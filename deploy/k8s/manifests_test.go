@@ -621,3 +621,45 @@ func TestStrictAntiAffinityComponent(t *testing.T) {
 		t.Error("the StatefulSet has no podAntiAffinity for the patch to add to")
 	}
 }
+
+// When kubectl is installed, `kubectl kustomize` renders the manifests, also with the
+// strict anti-affinity component, and the image entry takes effect.
+func TestKustomizeBuilds(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	out, err := exec.Command(kubectl, "kustomize", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("image: txcoord:dev")) || !bytes.Contains(out, []byte("kind: NetworkPolicy")) {
+		t.Errorf("rendered manifests lack the image or the NetworkPolicy")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"service-peers.yaml", "service.yaml", "statefulset.yaml", "pdb.yaml", "networkpolicy.yaml",
+		"components/strict-anti-affinity/kustomization.yaml", "components/strict-anti-affinity/anti-affinity.yaml"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, _ := os.ReadFile("kustomization.yaml")
+	raw = bytes.Replace(raw, []byte("# components:\n#   - components/strict-anti-affinity"), []byte("components:\n  - components/strict-anti-affinity"), 1)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kubectl, "kustomize", ".")
+	cmd.Dir = dir
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize with the component: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("requiredDuringSchedulingIgnoredDuringExecution")) {
+		t.Errorf("the component did not add the required anti-affinity")
+	}
+}
