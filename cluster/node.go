@@ -104,6 +104,14 @@ type Config struct {
 
 	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
 	Transport raft.Transport
+	// WrapLogStore, when set, wraps the log store (tests inject storage faults with it; the
+	// wrapper may implement WriteProber). Whatever it returns is itself wrapped so that a
+	// failed write is marked ErrStorage and keeps this node out of elections until writes
+	// work again.
+	WrapLogStore func(raft.LogStore) raft.LogStore
+	// StorageProbeInterval is how often a node whose log writes failed tries a write, to
+	// learn that the storage works again [1s].
+	StorageProbeInterval time.Duration
 	// InMemory keeps the log, stable store and snapshots in memory (tests only: not durable).
 	InMemory bool
 	Logger   hclog.Logger
@@ -174,6 +182,7 @@ func (c *Config) defaults() error {
 	def(&c.ProbeInterval, time.Second)
 	def(&c.StaticBootstrapInterval, staticInterval)
 	c.Autopilot.defaults(c.HeartbeatTimeout, c.ProbeInterval)
+	def(&c.StorageProbeInterval, time.Second)
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = 500 * time.Millisecond
 	}
@@ -228,6 +237,9 @@ type Node struct {
 	pilot        *pilot
 	bootstrapped atomic.Bool                                              // this process bootstrapped a static configuration
 	dial         func(ctx context.Context, addr string) (net.Conn, error) // the discovery protocol's dialer, nil on test transports
+	storage      storageHealth
+	// closeTransport closes the transport Open built (nil for Config.Transport); once.
+	closeTransport func() error
 }
 
 // Open creates or reopens a node's stores, starts Raft and, for a node without state that
@@ -237,7 +249,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, FSM: fsm.New(), lg: cfg.Logger, peers: map[string]Peer{}, notify: make(chan bool, 64), stop: make(chan struct{}), done: make(chan struct{}),
-		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{})}
+		peerMon: peerMonitor{peers: map[string]*peerEntry{}}, halted: make(chan struct{}),
+		storage: storageHealth{kick: make(chan struct{}, 1)}}
 	n.FSM.OnHalt(n.onHalt)
 	if cfg.Archiver != nil {
 		n.FSM.SetArchiver(cfg.Archiver)
@@ -246,6 +259,9 @@ func Open(cfg Config) (*Node, error) {
 	// retention cut-offs); the operator's own check, if any, comes after.
 	user := cfg.CanLead
 	n.cfg.CanLead = func() error {
+		if err := n.storageGuard(); err != nil {
+			return err
+		}
 		if err := n.clockGuard(); err != nil {
 			return err
 		}
@@ -288,6 +304,9 @@ func Open(cfg Config) (*Node, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		bolt, err := raftboltdb.New(raftboltdb.Options{
 			Path: filepath.Join(cfg.DataDir, "raft.db"),
 			// Every commit still fsyncs (durability); skipping the freelist write and
@@ -315,6 +334,12 @@ func Open(cfg Config) (*Node, error) {
 		logs, stable, snaps = cached, bolt, fss
 	}
 
+	if cfg.WrapLogStore != nil {
+		logs = cfg.WrapLogStore(logs)
+	}
+	n.storage.probe = storageProbe(logs, stable)
+	logs = &guardedLogs{LogStore: logs, failed: n.storageFailed}
+
 	trans := cfg.Transport
 	var disc *Discovery // answers probes as "starting" until attached once Raft runs
 	if trans == nil {
@@ -327,6 +352,8 @@ func Open(cfg Config) (*Node, error) {
 		}
 		disc = NewDiscovery(tr, cfg.NodeID, cfg.HTTPAdvertise, DiscoveryConfig{Logger: cfg.Logger})
 		n.closers = append([]func() error{tr.Close}, n.closers...)
+		n.closeTransport = sync.OnceValue(tr.Close)
+		n.closers[0] = n.closeTransport
 		trans = tr
 	}
 	if trans == nil {
@@ -394,6 +421,7 @@ func Open(cfg Config) (*Node, error) {
 		go n.formStatic()
 	}
 	go n.runPeerMonitor()
+	go n.runStorageMonitor(n.cfg.StorageProbeInterval)
 	return n, nil
 }
 
@@ -476,7 +504,27 @@ func (n *Node) close(transfer bool) error {
 	if n.runs.Load() {
 		<-n.done // the leader's work has stopped before Raft goes away
 	}
-	err := n.Raft.Shutdown().Error()
+	// Raft's shutdown waits for its replication goroutines. One blocked sending to a peer
+	// that is shutting down too (its transport still accepts but its Raft no longer reads:
+	// two nodes stopped at once, both still sending) waits until that peer's transport
+	// closes, and the peer's may wait on ours: so after a grace period the transport is
+	// closed, which fails those sends and lets both shutdowns finish.
+	shut := make(chan error, 1)
+	go func() { shut <- n.Raft.Shutdown().Error() }()
+	var err error
+	select {
+	case err = <-shut:
+	case <-time.After(shutdownGrace):
+		if n.closeTransport != nil {
+			n.lg.Warn("raft shutdown is slow; closing the transport to unblock it", "after", shutdownGrace)
+			_ = n.closeTransport()
+		}
+		err = <-shut
+	}
 	n.closeStores()
 	return err
 }
+
+// shutdownGrace is how long Raft may take to shut down before the transport is closed under
+// it (see close).
+const shutdownGrace = 2 * time.Second

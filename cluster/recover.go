@@ -59,6 +59,9 @@ func RecoverIfRequested(dataDir, nodeID string, lg hclog.Logger) (bool, error) {
 // Recover forces the configuration of the node whose stores are in dataDir (the layout Open
 // uses: raft.db and snapshots/).
 func Recover(dataDir, nodeID string, conf raft.Configuration, lg hclog.Logger) error {
+	if err := checkDataDir(dataDir); err != nil {
+		return err
+	}
 	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "raft.db")})
 	if err != nil {
 		return fmt.Errorf("opening raft.db: %w", err)

@@ -22,6 +22,9 @@ func TestIdempotencyKeyWithAnotherRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The first transaction's own entries (decision, completion) must not count: wait until
+	// it is finished, so that any entry from here on comes from the refused requests.
+	r.waitTerminal(t, first.ID)
 	before := r.log.len()
 	for name, req := range map[string]coordinator.Request{
 		"other participants": {Participants: ps[2:], Timeout: roomy, Key: "k-1"},

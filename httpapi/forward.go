@@ -52,43 +52,65 @@ func (s *Server) readBody(r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
-// forward passes a validated POST to the leader. The request always travels with an
-// Idempotency-Key (the client's, or one minted here), so resending it after a failed or
-// ambiguous attempt (a reset connection, a leader that just stepped down) can never start a
-// second transaction (case C06). It retries while the cluster has no leader, within the
+// forward runs a validated POST: on this node when it is the ready leader, otherwise on
+// the leader it passes the request to. The request always travels with an Idempotency-Key
+// (the client's, or one minted here), so resending it after a failed or ambiguous attempt
+// (a reset connection, a leader that just stepped down) can never start a second
+// transaction (case C06). It retries while the cluster has no usable leader, within the
 // time the client would have waited anyway: the transaction's timeout, the phase-two wait
 // and ForwardWait.
 //
-// When that time runs out the answer is 503 no_leader if no attempt can have reached a
+// It never forwards to this node itself: while this node is the Raft leader but not ready
+// (establishing its term, or handing leadership over: raft refuses writes during a
+// transfer), it waits with a capped backoff for the new leader, one goroutine and one timer
+// per request whatever happens, so that many clients during a transfer cost bounded memory.
+// A node that cannot serve and will not by waiting (Raft shut down, removed from the
+// configuration, not yet a member: NodeState.Unavailable) answers 503 unavailable at once.
+//
+// When the time runs out the answer is 503 no_leader if no attempt can have reached a
 // leader, and 503 indeterminate, naming the key to retry with, if one may have: a dropped
 // connection or a leader that did not answer in time may still have started the
 // transaction, and "no leader" would invite a retry without the key.
-func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.Duration) error {
+func (s *Server) forward(c echo.Context, body []byte, req txnRequest, key string, timeout time.Duration) error {
 	r := c.Request()
-	if by := r.Header.Get(forwardedHeader); by != "" {
-		return writeError(c, &apiError{Code: codeNoLeader, retryAfter: "1", Detail: "request forwarded by " + by + " but this node does not lead"})
-	}
-	if key == "" {
-		key = "fwd-" + uuid.NewString()
-	}
+	forwardedBy := r.Header.Get(forwardedHeader)
 	p2 := s.cfg.PhaseTwoWait
 	if p2 <= 0 {
 		p2 = timeout
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+p2+s.cfg.ForwardWait)
 	defer cancel()
-	delay := 50 * time.Millisecond
+	delay := 25 * time.Millisecond
 	var last *apiError
 	var maybeSent string // a leader an attempt may have reached, "" while none may have
 	for attempt := 0; ; attempt++ {
-		if s.node.LeaderReady() {
-			// Leadership arrived here while we retried: serve locally.
-			r.Header.Set(participant.IdempotencyKeyHeader, key)
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			return s.postTransaction(c)
+		if err := s.unavailable(); err != nil {
+			return writeError(c, &apiError{Code: codeUnavailable, retryAfter: "1", Detail: err.Error()})
 		}
-		_, addr := s.node.Leader()
-		if addr != "" {
+		ready := s.node.LeaderReady()
+		var lid, addr string
+		if !ready && key == "" {
+			// From the first attempt that could not run here on, every attempt (also one
+			// that runs here once leadership arrives) carries the same key.
+			key = "fwd-" + uuid.NewString()
+		}
+		if !ready && forwardedBy == "" {
+			lid, addr = s.node.Leader()
+		}
+		switch {
+		case ready:
+			done, err := s.submitLocal(c, req, key, timeout)
+			if done {
+				return err
+			}
+			last = &apiError{Code: codeNoLeader, Detail: "this node is handing leadership over or lost it; waiting for the next leader"}
+		case forwardedBy != "":
+			// A follower passed this on: it retries itself; never forward again (no loops).
+			return writeError(c, &apiError{Code: codeNoLeader, retryAfter: "1", Detail: "request forwarded by " + forwardedBy + " but this node does not lead"})
+		case lid == s.node.ID():
+			// Raft leader, not ready: establishing its term or transferring leadership.
+			last = &apiError{Code: codeNoLeader, Detail: "this node leads but is not ready (establishing its term or handing leadership over)"}
+		case addr != "":
 			resp, sent, err := s.fwd.postSent(ctx, baseURL(addr)+"/v1/transactions", body, key)
 			if err == nil {
 				retry := false
@@ -109,7 +131,7 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 				}
 				last = &apiError{Code: codeNoLeader, Detail: "forwarding to leader " + addr + ": " + err.Error()}
 			}
-		} else {
+		default:
 			last = &apiError{Code: codeNoLeader, Detail: "no leader is known (election in progress or no quorum)"}
 		}
 		t := time.NewTimer(delay)
@@ -125,8 +147,22 @@ func (s *Server) forward(c echo.Context, body []byte, key string, timeout time.D
 			return writeError(c, last)
 		case <-t.C:
 		}
-		delay = min(2*delay, time.Second)
+		delay = min(2*delay, 500*time.Millisecond)
 	}
+}
+
+// NodeState is optionally implemented by the Node (*cluster.Node does): Unavailable
+// returns why this node cannot take writes and waiting will not change that soon (Raft shut
+// down, removed from the configuration, not yet a member), or nil.
+type NodeState interface {
+	Unavailable() error
+}
+
+func (s *Server) unavailable() error {
+	if ns, ok := s.node.(NodeState); ok {
+		return ns.Unavailable()
+	}
+	return nil
 }
 
 type fwdResponse struct {

@@ -3,14 +3,19 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -355,5 +360,127 @@ func TestC06_LeadershipArrivesWhileForwarding(t *testing.T) {
 	}
 	if calls := a.sub.Calls(); len(calls) != 1 || !strings.HasPrefix(calls[0].Key, "fwd-") {
 		t.Errorf("calls %+v; want one with the minted key", calls)
+	}
+}
+
+// transferringSubmitter refuses like a leader whose Raft has a leadership transfer in
+// progress, for the first refuse calls, then commits; it records each call's stack depth.
+type transferringSubmitter struct {
+	env    *env
+	mu     sync.Mutex
+	refuse int
+	depths []int
+}
+
+func (s *transferringSubmitter) Submit(ctx context.Context, r coordinator.Request) (*fsm.Txn, error) {
+	pcs := make([]uintptr, 4096)
+	depth := runtime.Callers(0, pcs)
+	s.mu.Lock()
+	s.depths = append(s.depths, depth)
+	refuse := len(s.depths) <= s.refuse
+	s.mu.Unlock()
+	if refuse {
+		return nil, fmt.Errorf("%w: %w", coordinator.ErrNotLeader, raft.ErrLeadershipTransferInProgress)
+	}
+	return s.env.commitAll(ctx, r)
+}
+
+// A leader that is handing leadership over (LeaderReady still true, every write refused)
+// waits and tries again: one frame deep every time, never forwarding to itself and never
+// recursing (64 clients used to grow 103 MiB of stack that way), and the client gets the
+// outcome once the node takes writes again.
+func TestPostDuringTransferRetriesWithoutRecursion(t *testing.T) {
+	a := newNode(t, "a", true, Config{})
+	sub := &transferringSubmitter{env: a.env, refuse: 4}
+	a.srv = New(Config{}, a.node, a.fsm, sub)
+	a.spy.inner = a.srv.Handler()
+	a.node.setLeaders(leader{"a", a.addr}) // Raft names this node as leader
+	status, _, body := postTo(t, a, threeServices)
+	if o := outcome(t, body); status != 200 || o.Status != "committed" {
+		t.Fatalf("%d %s", status, body)
+	}
+	if len(sub.depths) != 5 {
+		t.Fatalf("%d Submit calls, want 5", len(sub.depths))
+	}
+	for i, d := range sub.depths {
+		if d != sub.depths[0] {
+			t.Errorf("Submit call %d at stack depth %d, first at %d: the retries recurse", i, d, sub.depths[0])
+		}
+	}
+	if n := len(a.spy.seen()); n != 1 {
+		t.Errorf("node a got %d requests, want only the client's (it forwarded to itself)", n)
+	}
+}
+
+// A transfer that does not end within the request's bound gives 503 no_leader with
+// Retry-After, after a bounded number of tries (a capped backoff, not a busy loop).
+func TestPostDuringEndlessTransferIs503(t *testing.T) {
+	a := newNode(t, "a", true, Config{ForwardWait: 300 * time.Millisecond})
+	sub := &transferringSubmitter{env: a.env, refuse: 1 << 30}
+	a.srv = New(Config{ForwardWait: 300 * time.Millisecond}, a.node, a.fsm, sub)
+	a.spy.inner = a.srv.Handler()
+	status, h, body := postTo(t, a, `{"services": ["http://127.0.0.1:1/prepare"], "timeout": 1}`)
+	checkError(t, status, h, body, 503, codeNoLeader)
+	if n := len(sub.depths); n > 20 {
+		t.Errorf("%d Submit calls in about 300 ms: a busy loop", n)
+	}
+}
+
+// Raft names this node as leader but it is not ready (establishing its term, or handing
+// over): it never forwards to itself; it waits, then answers 503 no_leader.
+func TestLeaderNotReadyNeverForwardsToItself(t *testing.T) {
+	a := newNode(t, "a", false, Config{ForwardWait: 200 * time.Millisecond})
+	a.srv = New(Config{ForwardWait: 200 * time.Millisecond}, a.node, a.fsm, a.sub)
+	a.spy.inner = a.srv.Handler()
+	a.node.setLeaders(leader{"a", a.addr})
+	status, h, body := postTo(t, a, `{"services": ["http://127.0.0.1:1/prepare"], "timeout": 1}`)
+	checkError(t, status, h, body, 503, codeNoLeader)
+	if n := len(a.spy.seen()); n != 1 {
+		t.Errorf("node a got %d requests, want only the client's", n)
+	}
+}
+
+// unavailableNode is a node that says it cannot serve (removed, shut down).
+type unavailableNode struct {
+	*fakeNode
+	err error
+}
+
+func (n *unavailableNode) Unavailable() error { return n.err }
+
+// A removed or shut-down node answers 503 unavailable at once, with Retry-After and the
+// reason; it neither submits nor waits for a leader.
+func TestUnavailableNodeAnswers503AtOnce(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.node.leaderReady = false
+	n := &unavailableNode{fakeNode: e.node, err: fmt.Errorf("%w: node a is not in the cluster configuration (was it removed?)", cluster.ErrNodeUnavailable)}
+	e.srv = New(Config{ForwardWait: time.Minute}, n, e.fsm, e.sub)
+	start := time.Now()
+	rec := e.post(threeServices)
+	m := checkRec(t, rec, 503, codeUnavailable)
+	if !strings.Contains(m["detail"], "removed") {
+		t.Errorf("detail %q does not say why", m["detail"])
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("answered after %s, want at once", d)
+	}
+	if len(e.sub.Calls()) != 0 {
+		t.Errorf("Submit called on an unavailable node")
+	}
+}
+
+// A storage error (the leader's log write failed: disk full) is 503 unavailable with
+// Retry-After: nothing was logged and a retry is safe. Never 500.
+func TestStorageErrorIs503Unavailable(t *testing.T) {
+	for name, err := range map[string]error{
+		"storage":  fmt.Errorf("%w: write raft.db: no space left on device", cluster.ErrStorage),
+		"shutdown": raft.ErrRaftShutdown,
+		"enqueue":  raft.ErrEnqueueTimeout,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, Config{})
+			e.sub.setFn(func(context.Context, coordinator.Request) (*fsm.Txn, error) { return nil, err })
+			checkRec(t, e.post(threeServices), 503, codeUnavailable)
+		})
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/labstack/echo/v4"
 
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -33,7 +35,6 @@ func (s *Server) postTransaction(c echo.Context) error {
 	if aerr != nil {
 		return writeError(c, aerr)
 	}
-	timeout := req.timeout
 	if req.payloads != nil {
 		// Before anything is logged or forwarded (every node knows the cluster's level from
 		// the log, and a leader on an earlier build would not understand the request): a
@@ -45,27 +46,43 @@ func (s *Server) postTransaction(c echo.Context) error {
 			}
 		}
 	}
-	if !s.node.LeaderReady() {
-		return s.forward(c, body, key, timeout)
-	}
+	return s.forward(c, body, req, key, req.timeout)
+}
+
+// submitLocal runs the transaction on this node, which is ready as leader. done false
+// means nothing was written because this node no longer leads (a leadership transfer is
+// in progress, or leadership was just lost): the caller waits for a leader and retries.
+func (s *Server) submitLocal(c echo.Context, req txnRequest, key string, timeout time.Duration) (done bool, _ error) {
+	r := c.Request()
 	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key})
 	switch {
 	case err == nil:
-		return s.answer(c, txn)
+		return true, s.answer(c, txn)
 	case errors.Is(err, coordinator.ErrNotLeader):
-		return s.forward(c, body, key, timeout)
+		return false, nil
 	case errors.Is(err, coordinator.ErrIndeterminate):
 		id := ""
 		if txn != nil {
 			id = txn.ID
 		}
-		return s.answerIndeterminate(c, id, key, timeout, err)
+		return true, s.answerIndeterminate(c, id, key, timeout, err)
+	case transient(err):
+		s.lg.Warn("submit failed; nothing was logged", "error", err)
+		return true, writeError(c, &apiError{Code: codeUnavailable, Detail: "nothing was logged, retry: " + err.Error(), retryAfter: "1"})
 	}
 	ae := errorOf(err, codeInternal)
 	if ae.Code == codeInternal {
 		s.lg.Error("submit failed", "error", err)
 	}
-	return writeError(c, ae)
+	return true, writeError(c, ae)
+}
+
+// transient reports whether a Submit error means "nothing was written, try again": a
+// storage write that failed (disk full, I/O error: the leader steps down, cluster.ErrStorage),
+// Raft shut down or its queue full. These are 503 unavailable, never 500.
+func transient(err error) bool {
+	return errors.Is(err, cluster.ErrStorage) || errors.Is(err, raft.ErrRaftShutdown) ||
+		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrAbortedByRestore)
 }
 
 // featureGate is implemented by *cluster.Node: FeatureError says why a feature level is not

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,6 +156,13 @@ func TestClusterCommitsWithOneFollowerDown(t *testing.T) {
 // TestC07_ReplayIsSilent runs 100 transactions, restarts a follower and then the whole
 // cluster, and checks that rebuilding state from snapshot and log sends participants
 // nothing, that every node ends with the same state (O4) and that nothing is re-prepared.
+//
+// What it asserts is the property, not a count that depends on timing: before the restarts
+// every transaction committed, and each participant saw at least a Prepare and a Commit for
+// it and no Rollback (leader changes on a loaded machine legitimately add re-prepares and
+// repeated commits, so the total is not fixed); after the restarts no participant saw a
+// single new call for any transaction: every call is accounted for by transaction id and
+// phase, before and after, and the two tallies are equal.
 func TestC07_ReplayIsSilent(t *testing.T) {
 	svcs, urls := participants(t)
 	c := servertest.Start(t, servertest.Options{Tune: func(_ int, cfg *server.Config) {
@@ -161,7 +170,7 @@ func TestC07_ReplayIsSilent(t *testing.T) {
 		cfg.Cluster.TrailingLogs = 16
 		cfg.Cluster.SnapshotInterval = 100 * time.Millisecond
 	}})
-	leader := c.WaitLeader(10 * time.Second)
+	leader := c.WaitLeader(60 * time.Second)
 	base := c.Node(leader).URL()
 
 	var wg sync.WaitGroup
@@ -171,17 +180,9 @@ func TestC07_ReplayIsSilent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for k := 0; k < 10; k++ {
-				body, _ := json.Marshal(map[string]any{"services": urls, "timeout": 5000})
-				resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
-				if err != nil {
+				if err := postCommitted(base, urls, fmt.Sprintf("c07-%d-%d", w, k)); err != nil {
 					errs <- err
 					return
-				}
-				var out outcome
-				_ = json.NewDecoder(resp.Body).Decode(&out)
-				resp.Body.Close()
-				if out.Status != "committed" {
-					errs <- fmt.Errorf("HTTP %d %+v", resp.StatusCode, out)
 				}
 			}
 		}()
@@ -191,32 +192,100 @@ func TestC07_ReplayIsSilent(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	c.WaitConverged(10 * time.Second)
-	before := prepareCount(svcs)
-	if before != 100*3*2 {
-		t.Fatalf("participants saw %d calls for 100 committed transactions, want 600", before)
+	c.WaitConverged(60 * time.Second)
+	before := callsByTxn(svcs)
+	if len(before) != 100 {
+		t.Fatalf("participants saw calls for %d transactions, want 100", len(before))
+	}
+	for id, calls := range before {
+		for _, svc := range svcs {
+			k := svc.Kind()
+			if calls[k+"/"+string(participant.PhasePrepare)] == 0 || calls[k+"/"+string(participant.PhaseCommit)] == 0 || calls[k+"/"+string(participant.PhaseRollback)] != 0 {
+				t.Fatalf("transaction %s: %s saw %v, want a Prepare and a Commit and no Rollback", id, k, calls)
+			}
+		}
 	}
 
 	f := c.Follower()
 	c.Stop(f)
 	c.StartNode(f)
-	c.WaitLeader(10 * time.Second)
-	c.WaitConverged(10 * time.Second)
-	if got := prepareCount(svcs); got != before {
-		t.Fatalf("restarting a follower sent %d participant calls", got-before)
+	c.WaitLeader(60 * time.Second)
+	c.WaitConverged(60 * time.Second)
+	if diff := newCalls(before, callsByTxn(svcs)); diff != "" {
+		t.Fatalf("restarting a follower sent participant calls: %s", diff)
 	}
 
 	c.Close()
 	for i := 0; i < c.Len(); i++ {
 		c.StartNode(i)
 	}
-	c.WaitLeader(15 * time.Second)
-	c.WaitConverged(10 * time.Second)
-	if got := prepareCount(svcs); got != before {
-		t.Fatalf("restarting the cluster sent %d participant calls", got-before)
+	c.WaitLeader(60 * time.Second)
+	c.WaitConverged(60 * time.Second)
+	if diff := newCalls(before, callsByTxn(svcs)); diff != "" {
+		t.Fatalf("restarting the cluster sent participant calls: %s", diff)
 	}
 	counts := c.Node(0).Node.FSM.Counts()
 	if counts[fsm.StatusCommitted] != 100 || len(counts) != 1 {
 		t.Fatalf("after restarts the FSM holds %v, want 100 committed", counts)
 	}
+}
+
+// postCommitted sends one transaction with an Idempotency-Key and wants it committed. A 503
+// (no leader for a moment, or an outcome not known yet: a loaded machine) is retried with the
+// same key after its Retry-After, a bounded number of times; the key makes the retries one
+// transaction.
+func postCommitted(base string, services []string, key string) error {
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": 5000})
+	var last string
+	for attempt := 0; attempt < 20; attempt++ {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/transactions", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(participant.IdempotencyKeyHeader, key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var out outcome
+		_ = json.Unmarshal(raw, &out)
+		switch {
+		case resp.StatusCode == http.StatusOK && out.Status == "committed":
+			return nil
+		case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusAccepted:
+			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, raw)
+			<-time.After(time.Second) // Retry-After: 1, as the API asks
+		default:
+			return fmt.Errorf("HTTP %d %s", resp.StatusCode, raw)
+		}
+	}
+	return fmt.Errorf("transaction %s not committed after 20 attempts; last %s", key, last)
+}
+
+// callsByTxn tallies every participant call: transaction id -> "kind/phase" -> count.
+func callsByTxn(svcs []*demo.Service) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, svc := range svcs {
+		for _, r := range svc.Requests() {
+			if out[r.TransactionID] == nil {
+				out[r.TransactionID] = map[string]int{}
+			}
+			out[r.TransactionID][svc.Kind()+"/"+string(r.Phase)]++
+		}
+	}
+	return out
+}
+
+// newCalls describes the calls in after that are not in before ("" when there are none).
+func newCalls(before, after map[string]map[string]int) string {
+	var diffs []string
+	for id, calls := range after {
+		for k, n := range calls {
+			if n != before[id][k] {
+				diffs = append(diffs, fmt.Sprintf("%s %s: %d -> %d", id, k, before[id][k], n))
+			}
+		}
+	}
+	sort.Strings(diffs)
+	return strings.Join(diffs, "; ")
 }

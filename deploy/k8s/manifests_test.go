@@ -22,6 +22,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kjson "sigs.k8s.io/json"
@@ -39,7 +40,8 @@ type kustomization struct {
 		Pairs            map[string]string `json:"pairs"`
 		IncludeSelectors bool              `json:"includeSelectors,omitempty"`
 	} `json:"labels,omitempty"`
-	Images []struct {
+	Components []string `json:"components,omitempty"`
+	Images     []struct {
 		Name    string `json:"name"`
 		NewName string `json:"newName,omitempty"`
 		NewTag  string `json:"newTag,omitempty"`
@@ -51,6 +53,7 @@ type manifests struct {
 	sts      *appsv1.StatefulSet
 	services map[string]*corev1.Service
 	pdb      *policyv1.PodDisruptionBudget
+	netpol   *networkingv1.NetworkPolicy
 }
 
 // decodeStrict turns YAML into JSON (rejecting duplicate keys) and decodes it into v the
@@ -118,6 +121,9 @@ func load(t *testing.T) manifests {
 				svc := &corev1.Service{}
 				obj = svc
 				defer func() { m.services[svc.Name] = svc }()
+			case "networking.k8s.io/v1/NetworkPolicy":
+				m.netpol = &networkingv1.NetworkPolicy{}
+				obj = m.netpol
 			case "policy/v1/PodDisruptionBudget":
 				m.pdb = &policyv1.PodDisruptionBudget{}
 				obj = m.pdb
@@ -285,14 +291,22 @@ func TestManifestsAgree(t *testing.T) {
 	if sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
 		t.Errorf("podManagementPolicy must be Parallel: with OrderedReady the first pod waits for a readiness that needs the others")
 	}
+	// Anti-affinity: preferred per node (and zone) by default, so that 3 pods schedule on
+	// a small cluster; the required rule is the component's (TestStrictAntiAffinityComponent).
 	aa := pod.Spec.Affinity
-	if aa == nil || aa.PodAntiAffinity == nil || len(aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
-		t.Error("want a required pod anti-affinity")
+	if aa == nil || aa.PodAntiAffinity == nil || len(aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 0 {
+		t.Error("want a pod anti-affinity with no required rule by default")
 	} else {
-		for _, term := range aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-			if term.TopologyKey != "kubernetes.io/hostname" || term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, podLabels) {
-				t.Errorf("anti-affinity term %+v must select the pods per hostname", term)
+		perHost := false
+		for _, w := range aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			term := w.PodAffinityTerm
+			if term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, podLabels) {
+				t.Errorf("anti-affinity term %+v must select the pods", term)
 			}
+			perHost = perHost || term.TopologyKey == "kubernetes.io/hostname"
+		}
+		if !perHost {
+			t.Error("want a preferred anti-affinity per hostname")
 		}
 	}
 	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 30 {
@@ -465,4 +479,187 @@ func serveFlags(t *testing.T) map[string]bool {
 		t.Fatal(flagsErr)
 	}
 	return flagSet
+}
+
+// The image is set through kustomize's images: the container names exactly the image an
+// images entry replaces.
+func TestImageIsSetThroughKustomize(t *testing.T) {
+	m := load(t)
+	img := m.sts.Spec.Template.Spec.Containers[0].Image
+	for _, e := range m.kust.Images {
+		if e.Name == img && e.NewName != "" && e.NewTag != "" {
+			return
+		}
+	}
+	t.Errorf("container image %q is not replaced by an images entry with newName and newTag: %+v", img, m.kust.Images)
+}
+
+// The Raft port admits only the StatefulSet's pods; the HTTP port stays reachable.
+func TestNetworkPolicyGuardsRaftPort(t *testing.T) {
+	m := load(t)
+	np := m.netpol
+	if np == nil {
+		t.Fatal("no NetworkPolicy")
+	}
+	podLabels := m.sts.Spec.Template.Labels
+	if !selects(np.Spec.PodSelector.MatchLabels, podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Fatalf("NetworkPolicy must select the pods and restrict ingress: %+v", np.Spec)
+	}
+	ports := map[string]int32{}
+	for _, p := range m.sts.Spec.Template.Spec.Containers[0].Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	raftOK, httpOK := false, false
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port == nil {
+				t.Errorf("ingress rule without a port: it would open every port")
+				continue
+			}
+			switch p.Port.IntValue() {
+			case int(ports["raft"]):
+				if len(rule.From) == 0 {
+					t.Errorf("the Raft port is open to everyone")
+				}
+				for _, f := range rule.From {
+					if f.PodSelector == nil || !selects(f.PodSelector.MatchLabels, podLabels) || f.NamespaceSelector != nil || f.IPBlock != nil {
+						t.Errorf("the Raft port admits %+v, want only the StatefulSet's pods", f)
+					}
+				}
+				raftOK = true
+			case int(ports["http"]):
+				httpOK = true
+			}
+		}
+	}
+	if !raftOK || !httpOK {
+		t.Errorf("NetworkPolicy must admit the Raft port (from the pods) and the HTTP port: raft %v http %v", raftOK, httpOK)
+	}
+}
+
+// Tokens come from the Secret txcoord-tokens, through the variables the node reads
+// (cmd/txcoord/security.go), and the Secret is required: no token, no start.
+func TestTokensFromSecret(t *testing.T) {
+	m := load(t)
+	want := map[string]string{"TXCOORD_API_TOKENS": "api-tokens", "TXCOORD_CLUSTER_TOKEN": "cluster-token"}
+	for _, e := range m.sts.Spec.Template.Spec.Containers[0].Env {
+		key, ok := want[e.Name]
+		if !ok {
+			continue
+		}
+		ref := e.ValueFrom
+		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "txcoord-tokens" || ref.SecretKeyRef.Key != key {
+			t.Errorf("env %s: want secretKeyRef txcoord-tokens/%s, got %+v", e.Name, key, ref)
+		} else if ref.SecretKeyRef.Optional != nil && *ref.SecretKeyRef.Optional {
+			t.Errorf("env %s: the Secret must not be optional (tokens would be off silently)", e.Name)
+		}
+		delete(want, e.Name)
+	}
+	if len(want) > 0 {
+		t.Errorf("env lacks %v", want)
+	}
+	src, err := os.ReadFile(filepath.Join("..", "..", "cmd", "txcoord", "security.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"TXCOORD_API_TOKENS", "TXCOORD_CLUSTER_TOKEN"} {
+		if !bytes.Contains(src, []byte(`"`+v+`"`)) {
+			t.Errorf("cmd/txcoord/security.go does not read %s", v)
+		}
+	}
+}
+
+// The component that makes anti-affinity required decodes strictly, targets the
+// StatefulSet, and its patch adds a required per-node rule selecting the pods.
+func TestStrictAntiAffinityComponent(t *testing.T) {
+	m := load(t)
+	dir := filepath.Join("components", "strict-anti-affinity")
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var comp struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Patches    []struct {
+			Path   string `json:"path"`
+			Target struct {
+				Kind string `json:"kind"`
+				Name string `json:"name"`
+			} `json:"target"`
+		} `json:"patches"`
+	}
+	if err := decodeStrict(raw, &comp); err != nil {
+		t.Fatal(err)
+	}
+	if comp.APIVersion != "kustomize.config.k8s.io/v1alpha1" || comp.Kind != "Component" || len(comp.Patches) != 1 ||
+		comp.Patches[0].Target.Kind != "StatefulSet" || comp.Patches[0].Target.Name != m.sts.Name {
+		t.Fatalf("component: %+v", comp)
+	}
+	raw, err = os.ReadFile(filepath.Join(dir, comp.Patches[0].Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []struct {
+		Op    string                   `json:"op"`
+		Path  string                   `json:"path"`
+		Value []corev1.PodAffinityTerm `json:"value"`
+	}
+	if err := decodeStrict(raw, &ops); err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 || ops[0].Op != "add" || ops[0].Path != "/spec/template/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution" {
+		t.Fatalf("patch: %+v", ops)
+	}
+	for _, term := range ops[0].Value {
+		if term.TopologyKey != "kubernetes.io/hostname" || term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, m.sts.Spec.Template.Labels) {
+			t.Errorf("required term %+v must select the pods per hostname", term)
+		}
+	}
+	// The path the patch adds to exists in the StatefulSet.
+	if m.sts.Spec.Template.Spec.Affinity == nil || m.sts.Spec.Template.Spec.Affinity.PodAntiAffinity == nil {
+		t.Error("the StatefulSet has no podAntiAffinity for the patch to add to")
+	}
+}
+
+// When kubectl is installed, `kubectl kustomize` renders the manifests, also with the
+// strict anti-affinity component, and the image entry takes effect.
+func TestKustomizeBuilds(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	out, err := exec.Command(kubectl, "kustomize", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("image: txcoord:dev")) || !bytes.Contains(out, []byte("kind: NetworkPolicy")) {
+		t.Errorf("rendered manifests lack the image or the NetworkPolicy")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"service-peers.yaml", "service.yaml", "statefulset.yaml", "pdb.yaml", "networkpolicy.yaml",
+		"components/strict-anti-affinity/kustomization.yaml", "components/strict-anti-affinity/anti-affinity.yaml"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, _ := os.ReadFile("kustomization.yaml")
+	raw = bytes.Replace(raw, []byte("# components:\n#   - components/strict-anti-affinity"), []byte("components:\n  - components/strict-anti-affinity"), 1)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kubectl, "kustomize", ".")
+	cmd.Dir = dir
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize with the component: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("requiredDuringSchedulingIgnoredDuringExecution")) {
+		t.Errorf("the component did not add the required anti-affinity")
+	}
 }

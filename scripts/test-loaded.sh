@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The race test suite once more with the CPU saturated (issue 12): stress-ng keeps one CPU
+# worker per core busy, bounded by a timeout, while the packages whose tests run clusters,
+# elections and deadlines run with the race detector. A test that passes only on an idle
+# machine fails here; fix it by asserting the property with generous bounds, never by
+# sleeping. Usage: scripts/test-loaded.sh [packages...].
+#
+# By default: httpapi and coordinator whole, and the server tests that hold under load
+# (LOADED_SERVER_TESTS). Measured on the 2-core machine with stress-ng and other work on it:
+# the whole server suite took over 20 minutes loaded and four of its tests still fail
+# there (see the report of issue 12: TestAtomicityUnderParticipantFaults,
+# TestDataDirStopsGrowing, TestSkewedNodeNeverLeads hanging in a raft pipeline at shutdown,
+# cluster's TestFormationRestartedNodeNeverBootstraps); add them here once fixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=("$@")
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower)$}"
+cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*)$}"
+default=0
+[ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }
+if ! command -v stress-ng >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq stress-ng >/dev/null
+fi
+cores=$(nproc)
+go test -race -count=1 -run '^$' "${pkgs[@]}" ./server/ ./cluster/ >/dev/null # build first, unloaded
+stress-ng --cpu "$cores" --cpu-method matrixprod --timeout "${LOAD_TIMEOUT:-1200s}" --quiet &
+load=$!
+trap 'kill "$load" 2>/dev/null || true; wait "$load" 2>/dev/null || true' EXIT
+start=$(date +%s)
+echo "loaded run: stress-ng --cpu $cores (pid $load) while go test -race ${pkgs[*]}"
+go test -race -count=1 -timeout 20m "${pkgs[@]}"
+if [ "$default" = 1 ]; then
+  go test -race -count=1 -timeout 15m -run "$server_tests" ./server/
+  go test -race -count=1 -timeout 10m -run "$cluster_tests" ./cluster/
+fi
+echo "loaded run took $(( $(date +%s) - start )) s"
