@@ -74,7 +74,7 @@ func TestAuthCluster(t *testing.T) {
 	c.WaitLeader(10 * time.Second)
 	f := c.Node(c.Follower())
 
-	open := map[string]bool{"/healthz": true, "/readyz": true, "/": true, "/ui": true, "/ui/*": true}
+	open := map[string]bool{"/healthz": true, "/readyz": true, "/v1/openapi.json": true, "/": true, "/ui": true, "/ui/*": true}
 	operator := map[string]bool{"/v1/transactions/:id/retry": true, "/v1/transactions/:id/resolve": true,
 		"/v1/cluster/join": true, "/v1/cluster/remove": true, "/v1/cluster/transfer-leadership": true,
 		"/v1/admin/snapshot": true} // a backup holds every transaction: operators only
