@@ -26,6 +26,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -220,7 +221,11 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 
 	if c.Floor {
 		c.note("measuring the floor (%s per measurement)", orDefault(c.FloorTime, 2*time.Second))
-		f, err := MeasureFloor(ctx, FloorConfig{Leader: cl.Leader().Node, PrepareURLs: prepares, Time: c.FloorTime, Concurrency: c.FloorConc})
+		var nodes []*cluster.Node
+		for _, n := range cl.Nodes {
+			nodes = append(nodes, n.Node)
+		}
+		f, err := MeasureFloor(ctx, FloorConfig{Leader: cl.Leader().Node, Nodes: nodes, PrepareURLs: prepares, Time: c.FloorTime, Concurrency: c.FloorConc})
 		if err != nil {
 			return nil, err
 		}

@@ -2,12 +2,15 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/fsm"
@@ -16,8 +19,11 @@ import (
 
 // FloorConfig is one floor measurement.
 type FloorConfig struct {
-	Leader      *cluster.Node // the leader of the cluster the transactions will run on
-	PrepareURLs []string      // the fast participants
+	Leader *cluster.Node // the leader of the cluster the transactions will run on
+	// Nodes, when set, are every node of that cluster: a leadership change during the
+	// measurement (an election on a loaded machine) moves the applies to the new leader.
+	Nodes       []*cluster.Node
+	PrepareURLs []string // the fast participants
 	// Time is how long each of the five measurements runs [2s]; the latency ones also stop
 	// after 5,000 samples.
 	Time time.Duration
@@ -89,6 +95,7 @@ func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
 	}
 	f := &Floor{Concurrency: c.Concurrency, Participants: len(c.PrepareURLs)}
 	ops := NewFloorOps(c.Leader, c.PrepareURLs)
+	ops.nodes = c.Nodes
 	apply := func() error { return ops.Apply(ctx) }
 	call := func(url string) error { return ops.Call(ctx, url) }
 	round := func() error { return ops.Round(ctx) }
@@ -123,6 +130,8 @@ func MeasureFloor(ctx context.Context, c FloorConfig) (*Floor, error) {
 
 // FloorOps are the floor's unit operations, shared by MeasureFloor and the Go benchmarks.
 type FloorOps struct {
+	mu          sync.Mutex
+	nodes       []*cluster.Node // all nodes, to find a new leader; nil: only leader
 	leader      *cluster.Node
 	prepareURLs []string
 	client      *participant.Client
@@ -135,8 +144,28 @@ func NewFloorOps(leader *cluster.Node, prepareURLs []string) *FloorOps {
 }
 
 // Apply commits one no-op entry (an empty Prune) through the leader's Node.Apply.
+// When the leader has changed it retries once on the new one (found within 10 s).
 func (o *FloorOps) Apply(ctx context.Context) error {
-	_, err := o.leader.Apply(ctx, &fsm.Prune{})
+	o.mu.Lock()
+	leader := o.leader
+	o.mu.Unlock()
+	_, err := leader.Apply(ctx, &fsm.Prune{})
+	if err == nil || len(o.nodes) == 0 || !(errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress)) {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for _, n := range o.nodes {
+			if n.LeaderReady() {
+				o.mu.Lock()
+				o.leader = n
+				o.mu.Unlock()
+				_, err = n.Apply(ctx, &fsm.Prune{})
+				return err
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polling for a leader: there is no notification to await here
+	}
 	return err
 }
 
