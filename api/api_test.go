@@ -7,13 +7,10 @@ import (
 	"go/parser"
 	"go/token"
 	"path/filepath"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/txcoord/txcoord/api"
-	"github.com/txcoord/txcoord/cluster"
 )
 
 // The package must stay importable without the server: standard library only.
@@ -70,44 +67,4 @@ func TestServiceBothForms(t *testing.T) {
 	if err := json.Unmarshal([]byte(`[3]`), &ss); err == nil {
 		t.Error("a number decoded as a service")
 	}
-}
-
-// ClusterStatus mirrors cluster.Status (which httpapi serves as is): the same JSON members,
-// recursively, so a field added there without its api twin fails here.
-func TestClusterStatusMatchesServer(t *testing.T) {
-	want, got := jsonFields(reflect.TypeFor[cluster.Status](), ""), jsonFields(reflect.TypeFor[api.ClusterStatus](), "")
-	if !slices.Equal(want, got) {
-		t.Errorf("cluster.Status members %v\napi.ClusterStatus members %v", want, got)
-	}
-}
-
-func jsonFields(t reflect.Type, prefix string) []string {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	var out []string
-	for f := range t.Fields() {
-		tag := strings.Split(f.Tag.Get("json"), ",")[0]
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		name := prefix + tag
-		out = append(out, name+":"+kind(f.Type))
-		out = append(out, jsonFields(f.Type, name+".")...)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func kind(t reflect.Type) string {
-	if t.Kind() == reflect.Pointer {
-		return "*" + kind(t.Elem())
-	}
-	if t.Kind() == reflect.Slice {
-		return "[]" + kind(t.Elem())
-	}
-	return t.Kind().String()
 }

@@ -28,6 +28,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
+
+	"github.com/txcoord/txcoord/api"
 )
 
 // AutopilotConfig tunes autopilot. Zero values take the defaults in brackets.
@@ -73,35 +75,10 @@ func (c *AutopilotConfig) defaults(heartbeat, probe time.Duration) {
 }
 
 // MemberHealth is a member's health as the leader's autopilot last measured it.
-type MemberHealth struct {
-	// Healthy: reachable, on the leader's term, heard from the leader within the last
-	// contact threshold and at most MaxTrailingLogs entries behind.
-	Healthy bool `json:"healthy"`
-	// Status is the leader's view of the process: "alive" (its probes are answered),
-	// "failed" (they are not), "unknown" (not probed yet).
-	Status string `json:"status"`
-	// StableSince is when Healthy last changed (RFC 3339).
-	StableSince string `json:"stableSince,omitempty"`
-	// LastContactMs is how long ago the member last heard from the leader (0 for the leader).
-	LastContactMs float64 `json:"lastContactMs"`
-	LastTerm      uint64  `json:"lastTerm"`
-	LastIndex     uint64  `json:"lastIndex"`
-	// Lag is how many entries the member is behind the leader's last index.
-	Lag uint64 `json:"lag"`
-}
+type MemberHealth = api.MemberHealth
 
 // AutopilotStatus is the cluster's health as the leader's autopilot sees it.
-type AutopilotStatus struct {
-	// Healthy: every voter is healthy.
-	Healthy bool `json:"healthy"`
-	// FailureTolerance is how many voters can fail with the cluster still holding a quorum.
-	FailureTolerance int `json:"failureTolerance"`
-	// StabilizationMs is how long a joined server must stay healthy before promotion.
-	StabilizationMs float64 `json:"stabilizationMs"`
-	// CleanupDeadServers and DeadServerAfterMs echo the cleanup settings.
-	CleanupDeadServers bool    `json:"cleanupDeadServers"`
-	DeadServerAfterMs  float64 `json:"deadServerAfterMs"`
-}
+type AutopilotStatus = api.AutopilotStatus
 
 // pilot is this node's autopilot, created at Open and running only while it leads.
 type pilot struct {

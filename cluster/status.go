@@ -5,53 +5,17 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/txcoord/txcoord/api"
+
 	"github.com/txcoord/txcoord/version"
 )
 
-// Member is one server of the Raft configuration as GET /v1/cluster shows it.
-type Member struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raftAddr"`
-	HTTPAddr string `json:"httpAddr,omitempty"`
-	Suffrage string `json:"suffrage"` // "voter", "nonvoter" or "staging"
-	Leader   bool   `json:"leader"`
-	// Version and FeatureLevel are the member's build as this node last learnt it (its own,
-	// for itself); "" and 0 until it answered, and for builds before version reporting.
-	Version      string `json:"version,omitempty"`
-	FeatureLevel uint32 `json:"featureLevel"`
-	// ClockOffsetMs is the member's wall clock minus this node's, as last measured (ms;
-	// absent for itself and while unknown).
-	ClockOffsetMs *float64 `json:"clockOffsetMs,omitempty"`
-	// Health is the member's health as the leader's autopilot measures it; only the
-	// leader's answer carries it (txcoord cluster status asks the leader).
-	Health *MemberHealth `json:"health,omitempty"`
-}
+// Status is this node's view of the cluster, in the shape GET /v1/cluster answers: the
+// api package owns the wire types and cluster fills them, so the two cannot drift apart.
+type Status = api.ClusterStatus
 
-// Status is this node's view of the cluster.
-type Status struct {
-	NodeID       string `json:"nodeId"`
-	Role         string `json:"role"` // "leader", "follower", "candidate" or "shutdown"
-	LeaderID     string `json:"leaderId,omitempty"`
-	LeaderHTTP   string `json:"leaderAddr,omitempty"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commitIndex"`
-	AppliedIndex uint64 `json:"appliedIndex"`
-	LastIndex    uint64 `json:"lastIndex"`
-	LastContact  string `json:"lastContact,omitempty"` // RFC 3339, followers only
-	Ready        bool   `json:"ready"`
-	// Version is this node's build (version.String()); FeatureLevel the level the cluster
-	// has enabled (from the log); MaxFeatureLevel the highest this build supports.
-	Version         string `json:"version"`
-	FeatureLevel    uint32 `json:"featureLevel"`
-	MaxFeatureLevel uint32 `json:"maxFeatureLevel"`
-	// ClockOffsetMs is this node's estimated wall-clock offset from the cluster (the median
-	// of its measurements, ms); MaxClockOffsetMs the tolerance (--max-clock-offset).
-	ClockOffsetMs    float64  `json:"clockOffsetMs"`
-	MaxClockOffsetMs float64  `json:"maxClockOffsetMs"`
-	Members          []Member `json:"members"`
-	// Autopilot is the cluster's health on the leader (absent elsewhere).
-	Autopilot *AutopilotStatus `json:"autopilot,omitempty"`
-}
+// Member is one server of the Raft configuration as GET /v1/cluster shows it.
+type Member = api.Member
 
 // Status returns this node's view of the cluster. The member list comes from the latest
 // Raft configuration.
