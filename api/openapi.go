@@ -7,7 +7,7 @@ import _ "embed"
 // its stable codes. Every node serves it at GET /v1/openapi.json. Tests keep it honest: a
 // route registered without a description, or described without existing, fails them, and
 // real answers of a running node are validated against it. The participant protocol has
-// its own document, participant.OpenAPI.
+// its own document, protocol.OpenAPI (participant/protocol).
 //
 //go:embed openapi.json
 var OpenAPI []byte

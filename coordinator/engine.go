@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -49,7 +50,7 @@ type State interface {
 	Active() []*fsm.Txn
 }
 
-// Caller sends one protocol call to a participant (participant.Client implements it).
+// Caller sends one protocol call to a participant (call.Client implements it).
 type Caller interface {
 	Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error)
 }
@@ -229,7 +230,7 @@ func (e *Engine) SetHooks(h *Hooks) { e.hooks = h }
 // all that earlier leaders committed), accepts Submit calls, and when ctx ends waits for
 // every driver to stop before it returns. After Lead returns this node sends nothing more.
 func (e *Engine) Lead(ctx context.Context) {
-	ctx = participant.WithFence(ctx, e.fence)
+	ctx = call.WithFence(ctx, e.fence)
 	t := &term{ctx: ctx, completions: make(chan completionReq, maxCompleteBatch)}
 	t.wg.Add(1)
 	go func() {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/coordinator/call"
 )
 
 // errFenced is returned by a step whose participant calls the fence held back: this node
@@ -31,7 +31,7 @@ func (e *Engine) markConfirmed(start time.Time) {
 	}
 }
 
-// fence runs right before each participant call is written (participant.WithFence). It
+// fence runs right before each participant call is written (call.WithFence). It
 // returns nil when leadership was confirmed within FenceLease, else runs (or joins) one
 // VerifyLeader round: a leader paused past the election timeout finds on resuming that its
 // last confirmation is old, asks, learns it was deposed, and sends nothing.
@@ -77,6 +77,6 @@ func (e *Engine) fence(ctx context.Context) error {
 
 // isFenced reports whether err is a call the fence held back.
 func isFenced(err error) bool {
-	var ce *participant.CallError
-	return errors.As(err, &ce) && ce.Kind == participant.KindFenced
+	var ce *call.CallError
+	return errors.As(err, &ce) && ce.Kind == call.KindFenced
 }

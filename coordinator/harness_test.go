@@ -1,7 +1,7 @@
 package coordinator_test
 
 // The harness: the engine with a real fsm.FSM behind a synchronous in-memory Log, and a
-// participant.Client calling participanttest FPs over loopback. Nothing here sleeps to
+// call.Client calling participanttest FPs over loopback. Nothing here sleeps to
 // synchronise: outcomes are awaited with fsm.WaitFor or FP.Wait, and the few conditions
 // that have no notification (goroutines gone, in-flight count) are polled with a bound.
 
@@ -17,9 +17,10 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
 // waitBound bounds every wait in these tests; reaching it is a failure, not a timing.
@@ -286,7 +287,7 @@ type rig struct {
 	t      testing.TB
 	fsm    *fsm.FSM
 	log    *memLog
-	client *participant.Client
+	client *call.Client
 	// transport is the client's, kept so that a test can close its idle connections.
 	transport *http.Transport
 }
@@ -296,7 +297,7 @@ func newRig(t testing.TB) *rig {
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, Proxy: nil}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &rig{t: t, fsm: f, log: newMemLog(f), transport: tr,
-		client: participant.NewClient(participant.ClientOptions{Transport: tr})}
+		client: call.NewClient(call.ClientOptions{Transport: tr})}
 }
 
 // roomy is the phase-one timeout of transactions that are meant to commit. The machine

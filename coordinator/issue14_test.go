@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
 // TestPhaseTwoRetriedByTimeNotAttempts (issue 14, item 2): with no attempt cap (the
@@ -241,8 +242,8 @@ func (p *pauseCaller) Call(ctx context.Context, url string, ph participant.Phase
 		<-p.release
 	}
 	rep, err := p.inner.Call(ctx, url, ph, req)
-	var ce *participant.CallError
-	if errors.As(err, &ce) && ce.Kind == participant.KindFenced {
+	var ce *call.CallError
+	if errors.As(err, &ce) && ce.Kind == call.KindFenced {
 		p.fenced.Add(1)
 	} else if ph == participant.PhaseCommit {
 		p.sent.Add(1)
@@ -272,7 +273,7 @@ func TestPausedLeaderSendsNothing(t *testing.T) {
 	}
 	pa := &pauseCaller{inner: r.client, release: make(chan struct{})}
 	engA := coordinator.New(cfgA, r.log, r.fsm, pa)
-	ctxA, cancelA := context.WithCancel(participant.WithOrigin(context.Background(), "a", 1))
+	ctxA, cancelA := context.WithCancel(call.WithOrigin(context.Background(), "a", 1))
 	doneA := make(chan struct{})
 	go func() { defer close(doneA); engA.Lead(ctxA) }()
 	t.Cleanup(func() { cancelA(); <-doneA })

@@ -10,9 +10,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
 // TestC01_RollbackToParticipantThatNeverPrepared: FP-C never sees the Prepare (the
@@ -153,7 +154,7 @@ func TestC05_LeadershipLostOnBegin(t *testing.T) {
 func TestC04_ResumeEveryNonTerminalState(t *testing.T) {
 	fps := newFPs(t, 3)
 	r := newRig(t)
-	client := participant.NewClient(participant.ClientOptions{})
+	client := call.NewClient(call.ClientOptions{})
 	now := time.Now().UnixMilli()
 	ps := parts(fps...)
 	begin := func(id string, created, deadline int64) *fsm.Begin {

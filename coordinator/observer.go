@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -45,7 +46,7 @@ func (c observedCaller) Call(ctx context.Context, url string, p participant.Phas
 	switch {
 	case err != nil:
 		result = "error"
-		var ce *participant.CallError
+		var ce *call.CallError
 		if errors.As(err, &ce) {
 			result = string(ce.Kind)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -47,7 +48,7 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 		}
 		go func(i int, url string) {
 			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
-			var ce *participant.CallError
+			var ce *call.CallError
 			switch {
 			case err == nil && reply.Status == participant.ACK:
 				if late := e.cfg.Now().Sub(deadline); late >= 0 {
@@ -59,12 +60,12 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 				answers <- answer{i: i, vote: fsm.VoteNo, reason: reply.Reason}
 			default:
 				isCE := errors.As(err, &ce)
-				canceled := errors.Is(err, context.Canceled) || isCE && ce.Kind == participant.KindCanceled
+				canceled := errors.Is(err, context.Canceled) || isCE && ce.Kind == call.KindCanceled
 				answers <- answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled,
 					// Only a call that ended in its own failure to connect proves the
 					// participant holds nothing; a canceled one is counted as reached.
-					notSent: isCE && ce.NotSent && !canceled && ce.Kind == participant.KindTransport,
-					fenced:  isCE && ce.Kind == participant.KindFenced}
+					notSent: isCE && ce.NotSent && !canceled && ce.Kind == call.KindTransport,
+					fenced:  isCE && ce.Kind == call.KindFenced}
 			}
 		}(i, p.Prepare)
 	}
@@ -138,8 +139,8 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 
 // prepareError words a failed Prepare for the client's errors list.
 func (e *Engine) prepareError(err error, txn *fsm.Txn) string {
-	var ce *participant.CallError
-	if errors.As(err, &ce) && ce.Kind == participant.KindTimeout {
+	var ce *call.CallError
+	if errors.As(err, &ce) && ce.Kind == call.KindTimeout {
 		return fmt.Sprintf("no answer within %d ms", txn.Deadline-txn.CreatedAt)
 	}
 	return err.Error()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -211,9 +212,9 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			rep.Error = "NACK: " + reply.Reason
 		} else {
 			rep.Error = err.Error()
-			var ce *participant.CallError
+			var ce *call.CallError
 			if errors.As(err, &ce) {
-				if ce.Kind == participant.KindTimeout {
+				if ce.Kind == call.KindTimeout {
 					rep.Error = fmt.Sprintf("no answer within %d ms", e.cfg.CallTimeout.Milliseconds())
 				}
 				if ce.RetryAfter > 0 {

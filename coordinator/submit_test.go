@@ -11,7 +11,7 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
-	"github.com/txcoord/txcoord/participant/participanttest"
+	"github.com/txcoord/txcoord/internal/participanttest"
 )
 
 // TestMaxInFlight: beyond MaxInFlight, Submit returns ErrBusy and writes nothing to the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // c09Services is a valid "services" list for the timeout cases.
@@ -184,7 +185,7 @@ func TestC09_ClientInputValidation(t *testing.T) {
 			}
 			for i, p := range calls[0].Participants {
 				for _, u := range []string{p.Prepare, p.Commit, p.Rollback} {
-					if _, err := participant.ValidateURL(u); err != nil {
+					if _, err := protocol.ValidateURL(u); err != nil {
 						t.Errorf("participant %d: %v", i, err)
 					}
 				}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // fuzzServer is a server with the default limits whose node leads and whose Submitter is
@@ -56,7 +57,7 @@ func FuzzParseRequest(f *testing.F) {
 		seen := map[string]bool{}
 		for i, p := range parts {
 			for _, u := range []string{p.Prepare, p.Commit, p.Rollback} {
-				if _, err := participant.ValidateURL(u); err != nil {
+				if _, err := protocol.ValidateURL(u); err != nil {
 					t.Fatalf("participant %d: %v", i, err)
 				}
 			}

@@ -8,7 +8,7 @@ import (
 
 // checkPolicy applies Config.URLPolicy to every URL of every participant (issue 8). It
 // runs inside parseRequest, so a refused URL is a 400 with the reason and is never logged,
-// stored or forwarded. A nil policy still refuses what participant.Policy always refuses
+// stored or forwarded. A nil policy still refuses what call.Policy always refuses
 // (link-local and metadata addresses).
 func (s *Server) checkPolicy(parts []fsm.Participant) *apiError {
 	for i, p := range parts {

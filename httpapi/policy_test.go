@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/coordinator/call"
 )
 
 // Forbidden participant URLs are a 400 naming the reason; the submitter is never called
@@ -16,7 +16,7 @@ import (
 func TestPolicyRejectsBeforeLogging(t *testing.T) {
 	var logs bytes.Buffer
 	lg := hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs})
-	e := newEnv(t, Config{Logger: lg, URLPolicy: &participant.Policy{
+	e := newEnv(t, Config{Logger: lg, URLPolicy: &call.Policy{
 		Allow: []string{".example", "127.0.0.1"}, Self: []string{"127.0.0.1:8081"},
 	}})
 	for body, reason := range map[string]string{

@@ -25,8 +25,8 @@ import (
 	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
-	"github.com/txcoord/txcoord/participant"
 )
 
 // Submitter starts transactions on the leader (*coordinator.Engine implements it).
@@ -90,7 +90,7 @@ type Config struct {
 	Auth *Auth
 	// URLPolicy restricts participant URLs (policy.go); nil: only link-local and cloud
 	// metadata addresses are refused.
-	URLPolicy *participant.Policy
+	URLPolicy *call.Policy
 	// RateLimit bounds each client's request rate (ratelimit.go); zero: off.
 	RateLimit RateLimit
 	// ForwardTLS, when set, makes forwarding to the leader use HTTPS verified with it

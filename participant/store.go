@@ -40,6 +40,14 @@
 //
 // One Handler must own a Store: two handlers (or processes) sharing one store lose the
 // per-transaction lock. See docs/participant-library.md.
+//
+// This package is what a service author imports, and it imports nothing of the
+// coordinator (a test, TestLibraryImportsNothingOfTheCoordinator, enforces it). The wire
+// types it speaks (Request, Reply, Phase, Status, Endpoints, the headers) are defined in
+// participant/protocol and re-exported here as aliases, so participant.Request and
+// protocol.Request are the same type. The coordinator's HTTP client lives in
+// coordinator/call; the demo services, the atomicity checker and the test fakes live under
+// internal/.
 package participant
 
 import (

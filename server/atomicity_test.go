@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/internal/checker"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/checker"
-	"github.com/txcoord/txcoord/participant/demo"
 	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )

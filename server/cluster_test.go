@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
 	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )

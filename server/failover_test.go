@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
 	"github.com/txcoord/txcoord/server/servertest"
 )
 

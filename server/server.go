@@ -20,9 +20,9 @@ import (
 	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/httpapi"
 	"github.com/txcoord/txcoord/metrics"
-	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/ui"
 )
 
@@ -46,7 +46,7 @@ type Config struct {
 	Caller coordinator.Caller
 	// Participant tunes the participant client when Caller is nil (headers sent to
 	// participants, the dial-time address policy).
-	Participant participant.ClientOptions
+	Participant call.ClientOptions
 	Logger      hclog.Logger
 	// Archive tunes the node's history of pruned transactions, kept in DataDir/archive
 	// (package archive); NoArchive turns it off. A cluster in memory has none.
@@ -101,7 +101,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	caller := cfg.Caller
 	if caller == nil {
-		caller = participant.NewClient(cfg.Participant)
+		caller = call.NewClient(cfg.Participant)
 	}
 	cfg.Engine.Logger = cfg.Logger
 	if cfg.Engine.Now == nil && cfg.Cluster.Clock != nil {
@@ -136,7 +136,7 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		node.Run(ctx, func(lctx context.Context) {
 			// Every participant call of this term names this node and the term.
-			eng.Lead(participant.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
+			eng.Lead(call.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
 		})
 	}()
 	go api.RunCatchUp(ctx) // stale reads wait until this node applied the leader's commit index

@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/txcoord/txcoord/cluster"
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/server"
 )
 

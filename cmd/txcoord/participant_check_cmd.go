@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/txcoord/txcoord/internal/conformance"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/conformance"
 )
 
 func init() { extraCommands = append(extraCommands, newParticipantCheckCmd) }

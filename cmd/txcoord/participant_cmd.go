@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/txcoord/txcoord/participant/checker"
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/checker"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 func init() { extraCommands = append(extraCommands, newParticipantCmd, newCheckCmd) }

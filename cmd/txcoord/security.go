@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/httpapi"
 	"github.com/txcoord/txcoord/internal/tlsutil"
-	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -62,7 +62,7 @@ func (s *securityFlags) register(cmd *cobra.Command) {
 // the participant client (checked on each dialed address).
 func (s *securityFlags) applyPolicy(cfg *server.Config) error {
 	self := []string{cfg.HTTPBind, cfg.Cluster.HTTPAdvertise, cfg.Cluster.RaftBind, cfg.Cluster.RaftAdvertise}
-	pol := &participant.Policy{Allow: s.partAllow, DenyLoopback: s.partDenyLoopback}
+	pol := &call.Policy{Allow: s.partAllow, DenyLoopback: s.partDenyLoopback}
 	for _, a := range self {
 		if a != "" {
 			pol.Self = append(pol.Self, a)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )

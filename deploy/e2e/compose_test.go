@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // The Compose file's coordinator settings this test relies on.

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -41,7 +42,7 @@ type Floor struct {
 	// RaftAppliesPerSec: the same with Concurrency appliers at once (raft batches them:
 	// BatchApplyCh, MaxAppendEntries).
 	RaftAppliesPerSec float64 `json:"raftAppliesPerSec"`
-	// ParticipantCall: one POST prepare to a fast participant through participant.Client
+	// ParticipantCall: one POST prepare to a fast participant through call.Client
 	// (the coordinator's client) at concurrency 1, keep-alive.
 	ParticipantCall Dist `json:"participantCall"`
 	// ParticipantRound: one call to each participant in parallel, as a phase round is
@@ -134,13 +135,13 @@ type FloorOps struct {
 	nodes       []*cluster.Node // all nodes, to find a new leader; nil: only leader
 	leader      *cluster.Node
 	prepareURLs []string
-	client      *participant.Client
+	client      *call.Client
 	seq         atomic.Int64
 }
 
 // NewFloorOps returns the operations against leader and the participants at prepareURLs.
 func NewFloorOps(leader *cluster.Node, prepareURLs []string) *FloorOps {
-	return &FloorOps{leader: leader, prepareURLs: prepareURLs, client: participant.NewClient(participant.ClientOptions{})}
+	return &FloorOps{leader: leader, prepareURLs: prepareURLs, client: call.NewClient(call.ClientOptions{})}
 }
 
 // Apply commits one no-op entry (an empty Prune) through the leader's Node.Apply.
@@ -169,7 +170,7 @@ func (o *FloorOps) Apply(ctx context.Context) error {
 	return err
 }
 
-// Call sends one prepare to the participant at url through participant.Client, as the
+// Call sends one prepare to the participant at url through call.Client, as the
 // coordinator does.
 func (o *FloorOps) Call(ctx context.Context, url string) error {
 	id := FloorIDPrefix + strconv.FormatInt(o.seq.Add(1), 10)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // c04 is the kill-point matrix's environment: a 3-node cluster of real processes, the three

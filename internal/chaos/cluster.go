@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // Node is one coordinator process.

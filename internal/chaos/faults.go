@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // The kinds of node fault the schedule injects.

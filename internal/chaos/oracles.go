@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/checker"
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/checker"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // Quiesce heals the cluster and waits up to timeout until the leader has no unfinished

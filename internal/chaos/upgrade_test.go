@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // UpgradeFrom is the commit whose build TestRollingUpgrade starts the cluster on: the last

@@ -1,5 +1,5 @@
 // Package openapitest checks real HTTP exchanges against an OpenAPI 3.1 document (the
-// coordinator's api.OpenAPI, the participant protocol's participant.OpenAPI) with
+// coordinator's api.OpenAPI, the participant protocol's protocol.OpenAPI) with
 // libopenapi-validator, and lists the routes a document describes so that tests can
 // compare them with the routes a server registers. It is for tests only.
 package openapitest

@@ -6,7 +6,7 @@ import (
 
 	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/internal/openapitest"
-	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // TestCheckRejects: the checks catch what they are for, so a passing API test means
@@ -14,7 +14,7 @@ import (
 // field, an undeclared status, a request without its required header, an unknown error
 // code on an undescribed route.
 func TestCheckRejects(t *testing.T) {
-	p := openapitest.Load(t, participant.OpenAPI)
+	p := openapitest.Load(t, protocol.OpenAPI)
 	req := func(hdr bool) *http.Request {
 		r := openapitest.Request("POST", "http://participant/prepare", []byte(`{"transactionId":"t1","deadline":"2026-11-29T14:41:30.500Z"}`))
 		r.Header.Set("Content-Type", "application/json")

@@ -1,16 +1,8 @@
-package participant
+package call
 
 import (
 	"context"
 	"strconv"
-)
-
-// Headers naming the leader that sent a call: its node id and its Raft term. A
-// participant may log them (the demo services do) so that tests and audits can check that
-// no phase-two message came from a node after a newer term began.
-const (
-	NodeHeader = "Txcoord-Node"
-	TermHeader = "Txcoord-Term"
 )
 
 type originKey struct{}

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/internal/conformance"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/conformance"
-	"github.com/txcoord/txcoord/participant/demo"
 )
 
 func run(t *testing.T, prepareURL string) []conformance.Result {

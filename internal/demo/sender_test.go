@@ -6,14 +6,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/txcoord/txcoord/coordinator/call"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
 )
 
 // The request log names the caller: its address and the coordinator node it says it is.
 func TestRequestLogRecordsSender(t *testing.T) {
 	s := start(t, demo.Config{Kind: demo.KindHotel})
-	c := participant.NewClient(participant.ClientOptions{Header: http.Header{demo.NodeHeader: {"coord2"}}})
+	c := call.NewClient(call.ClientOptions{Header: http.Header{demo.NodeHeader: {"coord2"}}})
 	req := participant.Request{TransactionID: "t1", Deadline: "2099-01-01T00:00:00.000Z"}
 	if _, err := c.Call(context.Background(), s.prepareURL(), participant.PhasePrepare, req); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package participant
+package call
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package participant
+package call
 
 // URL policy (issue 8): which participant URLs the coordinator may call, so that it cannot
 // be used for server-side request forgery. Checked twice: when a transaction is submitted

@@ -11,19 +11,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/internal/openapitest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // TestOpenAPIDemoReplies drives a demo service with the coordinator's own participant
 // client, through a proxy that validates every call (its headers and body, as the
-// coordinator sends them) and every reply against participant/openapi.json: votes (ACK,
+// coordinator sends them) and every reply against participant/protocol/openapi.json: votes (ACK,
 // NACK), repeated calls, a Rollback before its Prepare (tombstone) and the Prepare refused
 // after it, a Commit never prepared, an injected HTTP 500 and a malformed call the library
 // refuses.
 func TestOpenAPIDemoReplies(t *testing.T) {
-	doc := openapitest.Load(t, participant.OpenAPI)
+	doc := openapitest.Load(t, protocol.OpenAPI)
 	svc, err := demo.New(demo.Config{Kind: demo.KindHotel, DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Exit: func(int) {}})
 	if err != nil {
 		t.Fatal(err)
@@ -45,15 +47,15 @@ func TestOpenAPIDemoReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := participant.NewClient(participant.ClientOptions{})
-	ctx, cancel := context.WithTimeout(participant.WithOrigin(context.Background(), "n1", 7), 30*time.Second)
+	cl := call.NewClient(call.ClientOptions{})
+	ctx, cancel := context.WithTimeout(call.WithOrigin(context.Background(), "n1", 7), 30*time.Second)
 	defer cancel()
-	call := func(p participant.Phase, id string) (participant.Reply, error) {
+	send := func(p participant.Phase, id string) (participant.Reply, error) {
 		return cl.Call(ctx, ep.URL(p), p, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(5 * time.Second))})
 	}
 	want := func(p participant.Phase, id string, status participant.Status) {
 		t.Helper()
-		r, err := call(p, id)
+		r, err := send(p, id)
 		if err != nil || r.Status != status {
 			t.Errorf("%s %s: %+v %v, want %s", p, id, r, err, status)
 		}
@@ -79,8 +81,8 @@ func TestOpenAPIDemoReplies(t *testing.T) {
 	if err := svc.SetFaults(f); err != nil {
 		t.Fatal(err)
 	}
-	var ce *participant.CallError
-	if _, err := call(participant.PhasePrepare, "t6"); !errors.As(err, &ce) {
+	var ce *call.CallError
+	if _, err := send(participant.PhasePrepare, "t6"); !errors.As(err, &ce) {
 		t.Errorf("injected fault: %v, want a CallError", err)
 	}
 	f.ErrorRate = 0

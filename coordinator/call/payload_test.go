@@ -1,4 +1,4 @@
-package participant_test
+package call_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/participant"
 )
 
@@ -39,7 +40,7 @@ func TestPayloadReachesEveryCallback(t *testing.T) {
 	}, participant.NewMemStore())
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	call := func(id string, p participant.Phase, payload string) participant.Reply {
@@ -86,21 +87,21 @@ func TestStaleTermRefused(t *testing.T) {
 	}, store)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	base, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req := participant.Request{TransactionID: "t1", Deadline: participant.FormatDeadline(time.Now().Add(time.Minute))}
-	if r, err := c.Call(participant.WithOrigin(base, "n1", 4), srv.URL+"/prepare", participant.PhasePrepare, req); err != nil || r.Status != participant.ACK {
+	if r, err := c.Call(call.WithOrigin(base, "n1", 4), srv.URL+"/prepare", participant.PhasePrepare, req); err != nil || r.Status != participant.ACK {
 		t.Fatalf("prepare in term 4: %v %v", r, err)
 	}
-	if r, err := c.Call(participant.WithOrigin(base, "n2", 5), srv.URL+"/prepare", participant.PhasePrepare, req); err != nil || r.Status != participant.ACK {
+	if r, err := c.Call(call.WithOrigin(base, "n2", 5), srv.URL+"/prepare", participant.PhasePrepare, req); err != nil || r.Status != participant.ACK {
 		t.Fatalf("prepare in term 5: %v %v", r, err)
 	}
 	if rec := store.Records()["t1"]; rec.Term != 5 {
 		t.Fatalf("record term %d after a term-5 call", rec.Term)
 	}
-	_, err := c.Call(participant.WithOrigin(base, "n1", 4), srv.URL+"/commit", participant.PhaseCommit, req)
-	var ce *participant.CallError
+	_, err := c.Call(call.WithOrigin(base, "n1", 4), srv.URL+"/commit", participant.PhaseCommit, req)
+	var ce *call.CallError
 	if !errors.As(err, &ce) || ce.StatusCode != http.StatusConflict {
 		t.Fatalf("commit in term 4 after term 5: %v, want HTTP 409", err)
 	}
@@ -112,7 +113,7 @@ func TestStaleTermRefused(t *testing.T) {
 	if rec := store.Records()["t1"]; rec.State != participant.StatePrepared {
 		t.Fatalf("stale commit changed the record: %+v", rec)
 	}
-	if r, err := c.Call(participant.WithOrigin(base, "n2", 5), srv.URL+"/commit", participant.PhaseCommit, req); err != nil || r.Status != participant.ACK {
+	if r, err := c.Call(call.WithOrigin(base, "n2", 5), srv.URL+"/commit", participant.PhaseCommit, req); err != nil || r.Status != participant.ACK {
 		t.Fatalf("commit in term 5: %v %v", r, err)
 	}
 	if r, err := c.Call(base, srv.URL+"/commit", participant.PhaseCommit, req); err != nil || r.Status != participant.ACK {

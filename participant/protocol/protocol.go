@@ -1,16 +1,22 @@
-// Package participant holds txcoord's participant wire protocol: the request and reply
-// bodies exchanged with services over HTTP, the rule that derives commit and rollback URLs
-// from a prepare URL, the client the coordinator uses to call participants, and the
-// server-side library that makes a service an idempotent participant.
+// Package protocol is txcoord's participant wire protocol: the request and reply bodies
+// exchanged with services over HTTP, the headers every call carries, the rule that derives
+// commit and rollback URLs from a prepare URL, the size limits, and the protocol's OpenAPI
+// description (OpenAPI).
 //
-// The protocol (docs/participant-protocol.md has the full text):
+// It imports only the standard library, and sits below both sides of the protocol: the
+// coordinator's client (coordinator/call) and the library service authors import
+// (participant, which re-exports these types) each depend on it, never on each other, so a
+// service author's build pulls in nothing of the coordinator. It lives under participant/
+// because it is the participant protocol; docs/participant-protocol.md has the full text.
+//
+// The protocol in short:
 //   - every call is an HTTP POST with a JSON body Request and the header
 //     "Idempotency-Key: <transactionId>:<phase>";
 //   - HTTP 200 with {"status":"ACK"} acknowledges (in phase one: votes yes);
 //     HTTP 200 with {"status":"NACK","reason":"..."} refuses (in phase one: votes no);
 //   - anything else is an error. In phase one an error counts as a NACK (presumed abort);
 //     in phase two it is retried, because the decision is already final.
-package participant
+package protocol
 
 import (
 	"encoding/json"
@@ -45,6 +51,16 @@ const (
 // behind a generic idempotency layer can deduplicate without parsing the body.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
+// Headers naming the leader that sent a call: its node id and its Raft term. A
+// participant may log them (the demo services do) so that tests and audits can check that
+// no phase-two message came from a node after a newer term began; the participant library
+// refuses a call whose term is lower than the highest it has seen for the transaction
+// (fencing, docs/participant-protocol.md).
+const (
+	NodeHeader = "Txcoord-Node"
+	TermHeader = "Txcoord-Term"
+)
+
 // DeadlineFormat is the layout of Request.Deadline: RFC 3339 in UTC with milliseconds.
 const DeadlineFormat = "2006-01-02T15:04:05.000Z07:00"
 
@@ -63,8 +79,8 @@ type Request struct {
 	Deadline      string          `json:"deadline"`
 	Payload       json.RawMessage `json:"payload,omitempty"`
 	// Term is the sender's Raft term from the Txcoord-Term header (0 when absent). It is
-	// not part of the body: Handler.ServeHTTP fills it in, Client.Call sends the header
-	// from the context (WithOrigin).
+	// not part of the body: the library's Handler.ServeHTTP fills it in, the coordinator's
+	// client sends the header from the context (call.WithOrigin).
 	Term uint64 `json:"-"`
 }
 

@@ -7,20 +7,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
-func call(t *testing.T, c *participant.Client, fp *participanttest.FP, p participant.Phase, id string) (participant.Reply, error) {
+func send(t *testing.T, c *call.Client, fp *participanttest.FP, p participant.Phase, id string) (participant.Reply, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.Call(ctx, fp.Endpoints().URL(p), p, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now())})
 }
 
-func mustReply(t *testing.T, c *participant.Client, fp *participanttest.FP, p participant.Phase, id string, want participant.Status) participant.Reply {
+func mustReply(t *testing.T, c *call.Client, fp *participanttest.FP, p participant.Phase, id string, want participant.Status) participant.Reply {
 	t.Helper()
-	r, err := call(t, c, fp, p, id)
+	r, err := send(t, c, fp, p, id)
 	if err != nil || r.Status != want {
 		t.Fatalf("%s %s: got %+v, %v; want %s", p, id, r, err, want)
 	}
@@ -29,7 +30,7 @@ func mustReply(t *testing.T, c *participant.Client, fp *participanttest.FP, p pa
 
 func TestLocksTombstonesAndOracles(t *testing.T) {
 	fp := participanttest.New(t)
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 
 	mustReply(t, c, fp, participant.PhasePrepare, "t1", participant.ACK)
 	mustReply(t, c, fp, participant.PhasePrepare, "t2", participant.ACK)
@@ -75,7 +76,7 @@ func TestLocksTombstonesAndOracles(t *testing.T) {
 
 func TestStatusOverridesAndScript(t *testing.T) {
 	fp := participanttest.New(t)
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	fp.Set(participant.PhasePrepare, participanttest.NACK("no rooms"))
 	fp.FailFirst(participant.PhaseCommit, 3, participanttest.Status(500, "boom"), participanttest.NACK("busy"), participanttest.RetryAfter(429, 2))
 
@@ -83,33 +84,33 @@ func TestStatusOverridesAndScript(t *testing.T) {
 	if r.Reason != "no rooms" || len(fp.Held()) != 0 {
 		t.Fatalf("NACK prepare: %+v held %v", r, fp.Held())
 	}
-	var ce *participant.CallError
-	if _, err := call(t, c, fp, participant.PhaseCommit, "x"); !errors.As(err, &ce) || ce.StatusCode != 500 || ce.Error() != "HTTP 500: boom" {
+	var ce *call.CallError
+	if _, err := send(t, c, fp, participant.PhaseCommit, "x"); !errors.As(err, &ce) || ce.StatusCode != 500 || ce.Error() != "HTTP 500: boom" {
 		t.Fatalf("first commit: %v", err)
 	}
 	mustReply(t, c, fp, participant.PhaseCommit, "x", participant.NACK)
-	if _, err := call(t, c, fp, participant.PhaseCommit, "x"); !errors.As(err, &ce) || ce.StatusCode != 429 || ce.RetryAfter != 2*time.Second {
+	if _, err := send(t, c, fp, participant.PhaseCommit, "x"); !errors.As(err, &ce) || ce.StatusCode != 429 || ce.RetryAfter != 2*time.Second {
 		t.Fatalf("third commit: %#v", err)
 	}
 	mustReply(t, c, fp, participant.PhaseCommit, "x", participant.ACK)
 
 	fp.Set(participant.PhaseRollback, participanttest.Status(200, "<html>hi</html>"))
-	if _, err := call(t, c, fp, participant.PhaseRollback, "x"); !errors.As(err, &ce) || ce.Kind != participant.KindReply {
+	if _, err := send(t, c, fp, participant.PhaseRollback, "x"); !errors.As(err, &ce) || ce.Kind != call.KindReply {
 		t.Fatalf("HTML rollback: %v", err)
 	}
 	fp.Set(participant.PhaseRollback, participanttest.Status(200, ""))
-	if _, err := call(t, c, fp, participant.PhaseRollback, "x"); err == nil || err.Error() != "invalid reply: empty body" {
+	if _, err := send(t, c, fp, participant.PhaseRollback, "x"); err == nil || err.Error() != "invalid reply: empty body" {
 		t.Fatalf("empty rollback: %v", err)
 	}
 }
 
 func TestHoldReleaseAndDrop(t *testing.T) {
 	fp := participanttest.New(t)
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	fp.Set(participant.PhasePrepare, participanttest.Hang())
 	done := make(chan error, 1)
 	go func() {
-		_, err := call(t, c, fp, participant.PhasePrepare, "h")
+		_, err := send(t, c, fp, participant.PhasePrepare, "h")
 		done <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -135,14 +136,14 @@ func TestHoldReleaseAndDrop(t *testing.T) {
 
 	// DropBefore: no effect; DropAfter: effect, no reply.
 	fp.Set(participant.PhaseCommit, participanttest.Behavior{Drop: participanttest.DropBefore})
-	if _, err := call(t, c, fp, participant.PhaseCommit, "h"); err == nil {
+	if _, err := send(t, c, fp, participant.PhaseCommit, "h"); err == nil {
 		t.Fatal("dropped commit returned no error")
 	}
 	if len(fp.Held()) != 1 {
 		t.Fatal("DropBefore must not process the call")
 	}
 	fp.Set(participant.PhaseCommit, participanttest.Behavior{Drop: participanttest.DropAfter})
-	if _, err := call(t, c, fp, participant.PhaseCommit, "h"); err == nil {
+	if _, err := send(t, c, fp, participant.PhaseCommit, "h"); err == nil {
 		t.Fatal("dropped commit returned no error")
 	}
 	if len(fp.Held()) != 0 {
@@ -152,7 +153,7 @@ func TestHoldReleaseAndDrop(t *testing.T) {
 	// Close releases held calls.
 	fp.Set(participant.PhaseRollback, participanttest.Hang())
 	go func() {
-		_, err := call(t, c, fp, participant.PhaseRollback, "z")
+		_, err := send(t, c, fp, participant.PhaseRollback, "z")
 		done <- err
 	}()
 	if err := fp.Wait(ctx, func() bool { return fp.Count(participant.PhaseRollback) == 1 }); err != nil {

@@ -22,7 +22,7 @@
 // held) can be checked at the end of a test. Wait blocks until a condition over the FP holds,
 // re-checking it whenever a call arrives or finishes.
 //
-// The server speaks HTTP/1.1 only. participant.Client never lets net/http re-send a request
+// The server speaks HTTP/1.1 only. call.Client never lets net/http re-send a request
 // on another connection, so each call the coordinator makes shows up once in the log (a bare
 // http.Transport would re-send a POST with an Idempotency-Key whose reused keep-alive
 // connection broke before any reply).

@@ -1,9 +1,11 @@
-package participant
+package call
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // FuzzParseReply: ParseReply never panics; it succeeds only with status ACK or NACK (a
@@ -34,17 +36,17 @@ func FuzzParseReply(f *testing.F) {
 			if !errors.As(err, &ce) || ce.Kind != KindReply || ce.Msg == "" {
 				t.Fatalf("error %T %v, want a *CallError of kind %q", err, err, KindReply)
 			}
-			if r != (Reply{}) {
+			if r != (protocol.Reply{}) {
 				t.Fatalf("reply %+v returned with an error", r)
 			}
 			return
 		}
 		switch r.Status {
-		case ACK:
+		case protocol.ACK:
 			if r.Reason != "" {
 				t.Fatalf("ACK with reason %q", r.Reason)
 			}
-		case NACK:
+		case protocol.NACK:
 			if r.Reason == "" || len(r.Reason) > 512+len("...") {
 				t.Fatalf("NACK reason of %d bytes", len(r.Reason))
 			}

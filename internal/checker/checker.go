@@ -1,6 +1,6 @@
 // Package checker verifies, after a run, that txcoord kept two-phase commit's promises: it
 // compares the coordinator's transactions with the participants' /state documents (see
-// participant/demo) and lists every violation in words a human can act on.
+// internal/demo) and lists every violation in words a human can act on.
 //
 // The checks (Kind of each Violation):
 //   - atomicity: within one transaction, no participant committed while another rolled back,
@@ -24,8 +24,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
 )
 
 // Coordinator transaction statuses the checker understands.

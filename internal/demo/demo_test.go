@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/internal/checker"
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/checker"
-	"github.com/txcoord/txcoord/participant/demo"
 )
 
 var quiet = slog.New(slog.DiscardHandler)

@@ -1,4 +1,12 @@
-package participant
+// Package call is the coordinator's HTTP client for the participant protocol
+// (participant/protocol): it sends Prepare, Commit and Rollback, classifies every failure
+// (CallError, with NotSent when the request provably never left), never lets net/http
+// replay a request, checks each dialed address against the URL policy (Policy), and runs
+// the leader's fence (WithFence) right before each request is written.
+//
+// It belongs to the coordinator: the participant library that services import never
+// imports it, so a service's build carries none of it.
+package call
 
 import (
 	"bytes"
@@ -15,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // ErrorKind classifies why a call did not produce a valid reply.
@@ -106,13 +116,13 @@ func NewClient(o ClientOptions) *Client {
 // body, whenever a reused keep-alive connection fails), so every request a participant
 // sees is one the caller counts. A Call whose request was never written has
 // CallError.NotSent set.
-func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Reply, error) {
+func (c *Client) Call(ctx context.Context, url string, p protocol.Phase, req protocol.Request) (protocol.Reply, error) {
 	body, _ := json.Marshal(req)
 	var gotConn atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return Reply{}, &CallError{Kind: KindTransport, Msg: "bad request: " + err.Error(), Err: err, NotSent: true}
+		return protocol.Reply{}, &CallError{Kind: KindTransport, Msg: "bad request: " + err.Error(), Err: err, NotSent: true}
 	}
 	// No GetBody: the transport cannot rewind the body, so it never sends the request a
 	// second time (http.Transport retries only requests it can replay).
@@ -121,10 +131,10 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 		hreq.Header[k] = vs
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set(IdempotencyKeyHeader, req.TransactionID+":"+string(p))
+	hreq.Header.Set(protocol.IdempotencyKeyHeader, req.TransactionID+":"+string(p))
 	if o, ok := originOf(ctx); ok {
-		hreq.Header.Set(NodeHeader, o.node)
-		hreq.Header.Set(TermHeader, o.term)
+		hreq.Header.Set(protocol.NodeHeader, o.node)
+		hreq.Header.Set(protocol.TermHeader, o.term)
 	}
 	if fence := fenceOf(ctx); fence != nil {
 		if err := fence(ctx); err != nil {
@@ -132,16 +142,16 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 				// The call's own deadline or cancellation, not the fence's verdict.
 				ce := classify(ctx, err)
 				ce.NotSent = true
-				return Reply{}, ce
+				return protocol.Reply{}, ce
 			}
-			return Reply{}, &CallError{Kind: KindFenced, Msg: "not sent: " + err.Error(), Err: err, NotSent: true}
+			return protocol.Reply{}, &CallError{Kind: KindFenced, Msg: "not sent: " + err.Error(), Err: err, NotSent: true}
 		}
 	}
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		ce := classify(ctx, err)
 		ce.NotSent = !gotConn.Load()
-		return Reply{}, ce
+		return protocol.Reply{}, ce
 	}
 	defer resp.Body.Close()
 	buf := replyBufs.Get().(*bytes.Buffer)
@@ -151,8 +161,8 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 			replyBufs.Put(buf)
 		}
 	}()
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, MaxReplyBytes+1)); err != nil {
-		return Reply{}, classify(ctx, err)
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, protocol.MaxReplyBytes+1)); err != nil {
+		return protocol.Reply{}, classify(ctx, err)
 	}
 	raw := buf.Bytes() // valid until the deferred Put: everything below copies what it keeps
 	if resp.StatusCode != http.StatusOK {
@@ -166,10 +176,10 @@ func (c *Client) Call(ctx context.Context, url string, p Phase, req Request) (Re
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 			ce.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
-		return Reply{}, ce
+		return protocol.Reply{}, ce
 	}
-	if len(raw) > MaxReplyBytes {
-		return Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: body over %d bytes", MaxReplyBytes)}
+	if len(raw) > protocol.MaxReplyBytes {
+		return protocol.Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: body over %d bytes", protocol.MaxReplyBytes)}
 	}
 	return ParseReply(raw)
 }
@@ -180,18 +190,18 @@ var replyBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 
 // ParseReply parses a participant's 200 body. It accepts exactly {"status":"ACK"} or
 // {"status":"NACK","reason":"..."} (unknown fields are ignored so that participants can add
 // their own); anything else is a *CallError of kind KindReply.
-func ParseReply(raw []byte) (Reply, error) {
-	var r Reply
+func ParseReply(raw []byte) (protocol.Reply, error) {
+	var r protocol.Reply
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: empty body"}
+		return protocol.Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: empty body"}
 	}
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: not JSON" + snippet(raw), Err: err}
+		return protocol.Reply{}, &CallError{Kind: KindReply, Msg: "invalid reply: not JSON" + snippet(raw), Err: err}
 	}
 	switch r.Status {
-	case ACK:
-		return Reply{Status: ACK}, nil
-	case NACK:
+	case protocol.ACK:
+		return protocol.Reply{Status: protocol.ACK}, nil
+	case protocol.NACK:
 		if r.Reason == "" {
 			r.Reason = "no reason given"
 		}
@@ -200,7 +210,7 @@ func ParseReply(raw []byte) (Reply, error) {
 		}
 		return r, nil
 	default:
-		return Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: status %q is neither ACK nor NACK", r.Status)}
+		return protocol.Reply{}, &CallError{Kind: KindReply, Msg: fmt.Sprintf("invalid reply: status %q is neither ACK nor NACK", r.Status)}
 	}
 }
 

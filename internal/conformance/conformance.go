@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/participant"
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // Config says which participant to check and how.
@@ -184,12 +185,12 @@ func (ck *checker) call(ctx context.Context, p participant.Phase, id string) ans
 		return answer{netErr: err}
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, participant.MaxReplyBytes+1))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, protocol.MaxReplyBytes+1))
 	if err != nil {
 		return answer{netErr: err}
 	}
 	a := answer{code: resp.StatusCode, body: string(raw)}
-	if resp.StatusCode == http.StatusOK && len(raw) <= participant.MaxReplyBytes && json.Unmarshal(raw, &a.reply) == nil {
+	if resp.StatusCode == http.StatusOK && len(raw) <= protocol.MaxReplyBytes && json.Unmarshal(raw, &a.reply) == nil {
 		a.valid = a.reply.Status == participant.ACK || a.reply.Status == participant.NACK
 	}
 	return a

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/txcoord/txcoord/internal/demo"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/demo"
 )
 
 const (

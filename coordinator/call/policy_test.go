@@ -1,4 +1,4 @@
-package participant
+package call
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 func TestPolicyCheckURL(t *testing.T) {
@@ -103,7 +105,7 @@ func TestClientRefusesForbiddenResolvedAddress(t *testing.T) {
 	for _, p := range []*Policy{{DenyLoopback: true}, {Self: []string{"0.0.0.0:" + port}}, {Allow: []string{"10.0.0.0/8"}}} {
 		c := NewClient(ClientOptions{Policy: p})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := c.Call(ctx, "http://localhost:"+port+"/prepare", PhasePrepare, Request{TransactionID: "t"})
+		_, err := c.Call(ctx, "http://localhost:"+port+"/prepare", protocol.PhasePrepare, protocol.Request{TransactionID: "t"})
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "forbidden") {
 			t.Errorf("policy %+v: err = %v, want forbidden", p.Allow, err)
@@ -114,7 +116,7 @@ func TestClientRefusesForbiddenResolvedAddress(t *testing.T) {
 	}
 	// Loopback is allowed by default.
 	c := NewClient(ClientOptions{Policy: &Policy{}})
-	if _, err := c.Call(context.Background(), srv.URL+"/prepare", PhasePrepare, Request{TransactionID: "t"}); err != nil {
+	if _, err := c.Call(context.Background(), srv.URL+"/prepare", protocol.PhasePrepare, protocol.Request{TransactionID: "t"}); err != nil {
 		t.Fatalf("default policy refused loopback: %v", err)
 	}
 }

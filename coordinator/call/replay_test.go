@@ -1,4 +1,4 @@
-package participant_test
+package call_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/participant"
 )
 
@@ -44,7 +45,7 @@ func TestClientNeverReplays(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	const calls = 20
 	for i := 0; i < calls; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -68,12 +69,12 @@ func TestClientNotSent(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: connection refused
-	c := participant.NewClient(participant.ClientOptions{})
+	c := call.NewClient(call.ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = c.Call(ctx, "http://"+addr+"/prepare", participant.PhasePrepare, participant.Request{TransactionID: "t1"})
-	var ce *participant.CallError
-	if !errors.As(err, &ce) || !ce.NotSent || ce.Kind != participant.KindTransport {
+	var ce *call.CallError
+	if !errors.As(err, &ce) || !ce.NotSent || ce.Kind != call.KindTransport {
 		t.Fatalf("refused call: got %#v, want a transport CallError with NotSent", err)
 	}
 
@@ -87,9 +88,9 @@ func TestClientNotSent(t *testing.T) {
 	}
 
 	// A fence that refuses: nothing is sent.
-	fctx := participant.WithFence(ctx, func(context.Context) error { return errors.New("no longer leading") })
+	fctx := call.WithFence(ctx, func(context.Context) error { return errors.New("no longer leading") })
 	_, err = c.Call(fctx, srv.URL+"/prepare", participant.PhasePrepare, participant.Request{TransactionID: "t1"})
-	if !errors.As(err, &ce) || !ce.NotSent || ce.Kind != participant.KindFenced {
+	if !errors.As(err, &ce) || !ce.NotSent || ce.Kind != call.KindFenced {
 		t.Fatalf("fenced call: got %#v", err)
 	}
 }

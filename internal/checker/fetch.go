@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/txcoord/txcoord/participant/demo"
+	"github.com/txcoord/txcoord/internal/demo"
 )
 
 // maxDocumentBytes bounds a /state or transactions page read by the fetch helpers (bytes).
