@@ -99,6 +99,23 @@ func (e *Engine) Settled(id string) <-chan struct{} {
 	return ch
 }
 
+// isSettled reports whether every participant of id has acknowledged phase two on this
+// leader (Settled's channel is closed).
+func (e *Engine) isSettled(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ch, ok := e.settled[id]
+	if !ok {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // settle closes id's Settled channel.
 func (e *Engine) settle(id string) {
 	e.mu.Lock()

@@ -14,7 +14,8 @@ var ErrNoteRequired = errors.New("a note is required")
 // Retry drives phase two again now. For a failed transaction it logs a Retry entry (the
 // operator action, with its note, is then in the log on every node) and starts a driver;
 // for one in committing or rolling_back it cuts the current backoff wait short. Errors:
-// ErrNotLeader, fsm.ErrNotFound, fsm.ErrBadTransition (preparing or finished), or an
+// ErrNotLeader, fsm.ErrNotFound, fsm.ErrBadTransition (preparing, or finished: also once
+// every participant has acknowledged phase two, before the completion is logged), or an
 // error from the log.
 func (e *Engine) Retry(ctx context.Context, id, note string) (*fsm.Txn, error) {
 	t, err := e.currentTerm()
@@ -27,6 +28,12 @@ func (e *Engine) Retry(ctx context.Context, id, note string) (*fsm.Txn, error) {
 	}
 	switch txn.Status {
 	case fsm.StatusCommitting, fsm.StatusRollingBack:
+		if e.isSettled(id) {
+			// Every participant acknowledged and the client was told the outcome; only the
+			// completion entry is on its way. Answering as for a running phase two would
+			// contradict what the client already holds.
+			return txn, fmt.Errorf("%w: finished (every participant acknowledged %s)", fsm.ErrBadTransition, txn.Decision)
+		}
 		e.nudge(id)
 		return txn, nil
 	case fsm.StatusFailed:
