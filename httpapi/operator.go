@@ -129,6 +129,9 @@ func (s *Server) listStuck(c echo.Context) error {
 	// the cutoff too); Txn.Stuck keeps those whose current phase is overdue.
 	for _, t := range s.state.Stuck(now-older.Milliseconds(), 0) {
 		if t.Stuck(now, older.Milliseconds()) {
+			if _, settled := s.settledOverlay(t); settled {
+				continue // every participant acknowledged; only the completion entry is on its way
+			}
 			out.Transactions = append(out.Transactions, s.liveView(t))
 		}
 	}

@@ -34,6 +34,10 @@ type settlingSubmitter struct {
 	ch map[string]chan struct{}
 }
 
+// Retry and Resolve make it an Operator, so that /v1/stuck is served.
+func (*settlingSubmitter) Retry(context.Context, string, string) (*fsm.Txn, error)   { return nil, nil }
+func (*settlingSubmitter) Resolve(context.Context, string, string) (*fsm.Txn, error) { return nil, nil }
+
 func (s *settlingSubmitter) Settled(id string) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -65,7 +69,20 @@ func TestLeaderRead_SettledOutcomeBeforeItsCompletionEntry(t *testing.T) {
 			t.Errorf("before settling %q: %s", q, v.Status)
 		}
 	}
+	stuck := func() []TransactionView {
+		var out StuckList
+		if rec := e.do(http.MethodGet, "/v1/stuck?olderThan=0", nil); json.Unmarshal(rec.Body.Bytes(), &out) != nil {
+			t.Fatalf("stuck: %d %s", rec.Code, rec.Body)
+		}
+		return out.Transactions
+	}
+	if got := stuck(); len(got) != 1 {
+		t.Errorf("stuck before settling: %+v, want s1", got)
+	}
 	close(ch)
+	if got := stuck(); len(got) != 0 {
+		t.Errorf("a settled transaction listed as stuck: %+v", got)
+	}
 	for _, q := range []string{"", "?consistency=stale", "?consistency=linearizable"} {
 		rec := e.do(http.MethodGet, "/v1/transactions/s1"+q, nil)
 		v := decodeView(t, rec)
