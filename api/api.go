@@ -7,6 +7,7 @@
 //
 //	POST /v1/transactions                      TransactionRequest -> 200 Outcome (202 while phase two runs)
 //	GET  /v1/transactions/{id}                 -> TransactionView
+//	GET  /v1/transactions/{id}/outcome         -> InquiryAnswer (?deadline=: the Prepare's)
 //	GET  /v1/transactions                      -> TransactionList (filters: ListParams)
 //	GET  /v1/stuck?olderThan=MS                -> StuckList
 //	POST /v1/transactions/{id}/retry|resolve   OperatorRequest -> TransactionView
@@ -187,6 +188,21 @@ type ReadInfo struct {
 type ReadIndexAnswer struct {
 	LeaderID    string `json:"leaderId"`
 	CommitIndex uint64 `json:"commitIndex"`
+}
+
+// The outcomes of an InquiryAnswer.
+const (
+	OutcomeCommitted  = "committed"   // apply Commit
+	OutcomeRolledBack = "rolled_back" // apply Rollback
+	OutcomePending    = "pending"     // not decided yet: ask again after Retry-After seconds
+)
+
+// InquiryAnswer is GET /v1/transactions/{id}/outcome: what became of a transaction, for a
+// participant that voted on it (docs/participant-protocol.md, "Inquiry"). Outcome is
+// committed, rolled_back or pending (with a Retry-After header).
+type InquiryAnswer struct {
+	TransactionID string `json:"transactionId"`
+	Outcome       string `json:"outcome"`
 }
 
 // OperatorRequest is the body of POST /v1/transactions/{id}/retry and /resolve. Note is at

@@ -116,7 +116,25 @@ type Config struct {
 	// for (cluster.Node.ClockBound); retention never prunes as of a later time. ok false:
 	// unknown, and only the count limit prunes.
 	ClockBound func() (bound time.Time, ok bool)
-	Logger     hclog.Logger
+	// InquirySkew is how long past a transaction's deadline, on the leader's clock, an
+	// inquiry about an id the cluster has no record of is still answered pending rather
+	// than presumed aborted [1s]: it covers the skew between the clock of the leader that
+	// stamped the deadline and this one's. Safety never depends on it (the log orders a
+	// presumed abort against a decision); it only spares a transaction whose decision is
+	// being logged right at its deadline.
+	InquirySkew time.Duration
+	// FeatureGate, when set, returns nil once the cluster has enabled feature level need,
+	// else an error naming what waits for it (cluster.Node.FeatureError); the engine asks
+	// it before an inquiry logs a presumed abort and before a fast transaction sends
+	// anything. nil: every level is taken as enabled (tests).
+	FeatureGate func(need uint32, what string) error
+	// Archived, when set, looks up a transaction pruned from the FSM in this node's
+	// archive (archive.Archive.Get): an inquiry about a pruned id answers from it.
+	Archived func(id string) (*fsm.Txn, bool, error)
+	// InquiryURLs, when set, returns the base URLs of the cluster's nodes' HTTP APIs, sent
+	// to participants as "inquiry" in every Prepare: where to ask for an outcome.
+	InquiryURLs func() []string
+	Logger      hclog.Logger
 }
 
 func (c *Config) defaults() {
@@ -160,6 +178,9 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.InquirySkew <= 0 {
+		c.InquirySkew = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -184,6 +205,11 @@ type Engine struct {
 	settled map[string]chan struct{} // closed when phase two is acknowledged by all
 
 	live map[string]*phaseTwoRun // phase-two progress of the transactions being driven
+
+	// fastUnlogged holds the fast transactions this leader has sent Prepare for and not
+	// logged yet (fast.go); fastKeys maps their idempotency keys to them.
+	fastUnlogged map[string]*fastRun
+	fastKeys     map[string]*fastRun
 
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
@@ -219,7 +245,7 @@ func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
 	caller = observedCaller{Caller: caller, obs: cfg.Observer}
 	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{},
-		live: map[string]*phaseTwoRun{}, epoch: cfg.Now()}
+		live: map[string]*phaseTwoRun{}, fastUnlogged: map[string]*fastRun{}, fastKeys: map[string]*fastRun{}, epoch: cfg.Now()}
 }
 
 // SetHooks installs test hooks; call before Lead.

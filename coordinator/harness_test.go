@@ -224,6 +224,8 @@ type callRec struct {
 	Phase participant.Phase
 	ID    string
 	At    time.Time // when the engine made the call
+	// Inquiry is the request's inquiry URLs.
+	Inquiry []string
 }
 
 // watchCaller wraps the real client: it records every call, counts calls in progress, and
@@ -239,7 +241,7 @@ type watchCaller struct {
 }
 
 func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error) {
-	rec := callRec{URL: url, Phase: p, ID: req.TransactionID, At: time.Now()}
+	rec := callRec{URL: url, Phase: p, ID: req.TransactionID, At: time.Now(), Inquiry: req.Inquiry}
 	w.mu.Lock()
 	w.calls = append(w.calls, rec)
 	if w.stopped {

@@ -41,6 +41,9 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	}
 	answers := make(chan answer, n)
 	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
+	if e.cfg.InquiryURLs != nil {
+		req.Inquiry = e.cfg.InquiryURLs()
+	}
 	for i, p := range txn.Participants {
 		req := req
 		if pl := txn.Payload(i); pl != "" {

@@ -2,6 +2,7 @@
 //
 //	POST /v1/transactions        run a transaction (forwarded to the leader by followers)
 //	GET  /v1/transactions/{id}   one transaction (?consistency=default|stale|linearizable)
+//	GET  /v1/transactions/{id}/outcome  a participant's inquiry (?deadline=; inquiry.go)
 //	GET  /v1/transactions        a page of transactions (filters, order, cursor: list.go)
 //	GET  /v1/cluster/read-index  the leader's quorum-confirmed commit index (reads.go)
 //	GET  /v1/cluster             this node's view of the cluster
@@ -178,6 +179,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.POST("/v1/transactions", s.postTransaction)
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)
+	e.GET(InquiryPath, s.getOutcome)
 	e.GET("/v1/cluster", s.getCluster)
 	e.GET(readIndexPath, s.getReadIndex)
 	e.GET("/healthz", s.healthz)
