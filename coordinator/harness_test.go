@@ -178,6 +178,8 @@ func decisionOf(c fsm.Command) (string, fsm.Decision, bool) {
 		return d.ID, d.Decision, true
 	case *fsm.DecideCommit:
 		return d.ID, fsm.DecisionCommit, true
+	case *fsm.FastDecide:
+		return d.ID, d.Decision, true
 	}
 	return "", 0, false
 }
