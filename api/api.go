@@ -96,7 +96,20 @@ type TransactionRequest struct {
 	Services []Service `json:"services"`
 	// TimeoutMs bounds phase one in ms, 1 to 60000; nil: the server's default (5000).
 	TimeoutMs *int64 `json:"timeout,omitempty"`
+	// Mode is ModeDefault or ModeFast; "": the server's --default-mode.
+	Mode string `json:"mode,omitempty"`
 }
+
+// The modes of a TransactionRequest (docs/fast-path.md).
+const (
+	// ModeDefault logs the transaction before any Prepare: for participants that cannot
+	// ask for an outcome.
+	ModeDefault = "default"
+	// ModeFast logs one entry, with the decision, after phase one: one consensus round
+	// fewer. Its participants must ask for outcomes (the inquiry,
+	// docs/participant-protocol.md). Needs cluster feature level 3.
+	ModeFast = "fast"
+)
 
 // Outcome is the answer to POST /v1/transactions: 200 with a terminal status, or 202 with
 // the status phase two is still in. Errors holds the reasons of a rollback (participant

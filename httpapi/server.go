@@ -107,6 +107,11 @@ type Config struct {
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers
 	// (slowloris) [10 s].
 	ReadHeaderTimeout time.Duration
+	// DefaultMode is how a transaction whose request names no "mode" runs
+	// [coordinator.ModeDefault]; ModeFast needs feature level 3 and participants that ask
+	// for outcomes (docs/fast-path.md). A follower forwards the body as it came: the
+	// leader's DefaultMode applies.
+	DefaultMode coordinator.Mode
 }
 
 func (c *Config) defaults() {
@@ -146,6 +151,9 @@ func (c *Config) defaults() {
 	}
 	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.DefaultMode == "" {
+		c.DefaultMode = coordinator.ModeDefault
 	}
 }
 
