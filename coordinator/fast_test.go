@@ -12,7 +12,7 @@ import (
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
+	"github.com/txcoord/txcoord/internal/participanttest"
 )
 
 func (l *leader) submitFast(t testing.TB, timeout time.Duration, key string, fps ...*participanttest.FP) (*fsm.Txn, error) {

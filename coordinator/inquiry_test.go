@@ -9,7 +9,7 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
-	"github.com/txcoord/txcoord/participant/participanttest"
+	"github.com/txcoord/txcoord/internal/participanttest"
 )
 
 // level3 enables feature level 3 in the rig's FSM, as a cluster that finished upgrading.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )
