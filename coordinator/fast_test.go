@@ -11,8 +11,8 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
-	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/internal/participanttest"
+	"github.com/txcoord/txcoord/participant"
 )
 
 func (l *leader) submitFast(t testing.TB, timeout time.Duration, key string, fps ...*participanttest.FP) (*fsm.Txn, error) {

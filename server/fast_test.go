@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/coordinator"
-	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/internal/participanttest"
+	"github.com/txcoord/txcoord/participant"
 	"github.com/txcoord/txcoord/server"
 	"github.com/txcoord/txcoord/server/servertest"
 )
