@@ -122,13 +122,22 @@ func (e *Engine) submitFast(ctx context.Context, t *term, r Request) (*fsm.Txn, 
 	return e.waitFast(ctx, run)
 }
 
-// joinFast waits for run, which a request with the same idempotency key started.
+// joinFast waits for run, which a request with the same idempotency key started, and
+// answers what run's own request is answered: r must ask for the same thing (participants
+// in order, timeout, payloads), else ErrKeyReused at once.
 func (e *Engine) joinFast(ctx context.Context, run *fastRun, r Request) (*fsm.Txn, error) {
-	txn, err := e.waitFast(ctx, run)
-	if err != nil || txn == nil {
-		return txn, err
+	if !slices.Equal(run.req.Participants, r.Participants) || run.req.Timeout.Milliseconds() != r.Timeout.Milliseconds() ||
+		!slices.Equal(payloadsOf(run.req), payloadsOf(r)) {
+		return nil, fmt.Errorf("%w by transaction %s (running), with other participants, payloads or another timeout", ErrKeyReused, run.txn.ID)
 	}
-	return sameRequest(txn, r)
+	return e.waitFast(ctx, run)
+}
+
+// payloadsOf returns r's payloads, one per participant ("" for none).
+func payloadsOf(r Request) []string {
+	out := make([]string, len(r.Participants))
+	copy(out, r.Payloads)
+	return out
 }
 
 func (e *Engine) waitFast(ctx context.Context, run *fastRun) (*fsm.Txn, error) {

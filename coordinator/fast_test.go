@@ -213,6 +213,10 @@ func TestFastIdempotencyRetry(t *testing.T) {
 	// The retry is waiting on the first (or has not reached the engine yet): an inquiry
 	// about the running one is pending, and nothing is logged for it.
 	eventually(t, "both submits in", func() bool { return l.eng.InFlight() == 1 })
+	// Meanwhile a request with the same key and other participants is refused at once.
+	if _, err := l.submitFast(t, roomy, "retry-me", fps[0]); !errors.Is(err, coordinator.ErrKeyReused) {
+		t.Fatalf("same key, other participants, while running: %v", err)
+	}
 	fps[0].Release(prepare)
 	wg.Wait()
 	for i := range res {
@@ -226,6 +230,10 @@ func TestFastIdempotencyRetry(t *testing.T) {
 	r.waitTerminal(t, res[0].ID)
 	for _, fp := range fps {
 		counts(t, fp, 1, 1, 0)
+	}
+	// A request with the same key and other participants is refused, not joined.
+	if _, err := l.submitFast(t, roomy, "retry-me", fps[0]); !errors.Is(err, coordinator.ErrKeyReused) {
+		t.Fatalf("same key, other participants: %v", err)
 	}
 	// Once logged, the key is bound in the FSM: a later retry answers from it.
 	again, err := l.submitFast(t, roomy, "retry-me", fps...)
