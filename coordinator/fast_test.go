@@ -79,6 +79,17 @@ func TestFastNACKRollsBackAtOnce(t *testing.T) {
 	r.level3(t)
 	l := r.lead(fastCfg(), nil)
 	fps[1].Set(prepare, participanttest.NACK("no rooms"))
+	// The abort entry is held until the yes-voters got their Rollback: the calls go out
+	// without waiting for it (a leader that logged first would never get past this gate).
+	var early bool
+	r.log.setGate(func(c fsm.Command) {
+		if fd, ok := c.(*fsm.FastDecide); ok && fd.Decision == fsm.DecisionAbort {
+			ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+			defer cancel()
+			early = fps[0].Wait(ctx, func() bool { return fps[0].Count(rollback) >= 1 }) == nil &&
+				fps[2].Wait(ctx, func() bool { return fps[2].Count(rollback) >= 1 }) == nil
+		}
+	})
 	txn, err := l.submitFast(t, roomy, "", fps...)
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +99,14 @@ func TestFastNACKRollsBackAtOnce(t *testing.T) {
 		t.Fatalf("got %s", describe(got))
 	}
 	errorsContain(t, got, fps[1].Endpoints().Prepare+": NACK: no rooms")
+	if !early {
+		t.Error("the Rollback calls waited for the abort entry")
+	}
+	for _, fp := range []*participanttest.FP{fps[0], fps[2]} {
+		if n := fp.Count(rollback); n != 1 {
+			t.Errorf("%s: %d Rollback calls, want 1 (phase two does not repeat an acknowledged early one)", fp.URL(), n)
+		}
+	}
 	for _, fp := range fps {
 		if fp.Count(commit) != 0 {
 			t.Errorf("%s got Commit", fp.URL())
