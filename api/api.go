@@ -7,6 +7,7 @@
 //
 //	POST /v1/transactions                      TransactionRequest -> 200 Outcome (202 while phase two runs)
 //	GET  /v1/transactions/{id}                 -> TransactionView
+//	GET  /v1/transactions/{id}/outcome         -> InquiryAnswer (?deadline=: the Prepare's)
 //	GET  /v1/transactions                      -> TransactionList (filters: ListParams)
 //	GET  /v1/stuck?olderThan=MS                -> StuckList
 //	POST /v1/transactions/{id}/retry|resolve   OperatorRequest -> TransactionView
@@ -95,7 +96,20 @@ type TransactionRequest struct {
 	Services []Service `json:"services"`
 	// TimeoutMs bounds phase one in ms, 1 to 60000; nil: the server's default (5000).
 	TimeoutMs *int64 `json:"timeout,omitempty"`
+	// Mode is ModeDefault or ModeFast; "": the server's --default-mode.
+	Mode string `json:"mode,omitempty"`
 }
+
+// The modes of a TransactionRequest (docs/fast-path.md).
+const (
+	// ModeDefault logs the transaction before any Prepare: for participants that cannot
+	// ask for an outcome.
+	ModeDefault = "default"
+	// ModeFast logs one entry, with the decision, after phase one: one consensus round
+	// fewer. Its participants must ask for outcomes (the inquiry,
+	// docs/participant-protocol.md). Needs cluster feature level 3.
+	ModeFast = "fast"
+)
 
 // Outcome is the answer to POST /v1/transactions: 200 with a terminal status, or 202 with
 // the status phase two is still in. Errors holds the reasons of a rollback (participant
@@ -187,6 +201,21 @@ type ReadInfo struct {
 type ReadIndexAnswer struct {
 	LeaderID    string `json:"leaderId"`
 	CommitIndex uint64 `json:"commitIndex"`
+}
+
+// The outcomes of an InquiryAnswer.
+const (
+	OutcomeCommitted  = "committed"   // apply Commit
+	OutcomeRolledBack = "rolled_back" // apply Rollback
+	OutcomePending    = "pending"     // not decided yet: ask again after Retry-After seconds
+)
+
+// InquiryAnswer is GET /v1/transactions/{id}/outcome: what became of a transaction, for a
+// participant that voted on it (docs/participant-protocol.md, "Inquiry"). Outcome is
+// committed, rolled_back or pending (with a Retry-After header).
+type InquiryAnswer struct {
+	TransactionID string `json:"transactionId"`
+	Outcome       string `json:"outcome"`
 }
 
 // OperatorRequest is the body of POST /v1/transactions/{id}/retry and /resolve. Note is at

@@ -388,3 +388,27 @@ func TestRebase(t *testing.T) {
 		t.Fatalf("stats %+v, want through 20 and no gap", st)
 	}
 }
+
+// TestPresumedAbortRecord (issue 17): a presumed-abort record (rolled back, no
+// participants, its deadline before its creation) leaves the FSM through Prune like any
+// finished transaction: it is archived, read back whole, and after a reopen.
+func TestPresumedAbortRecord(t *testing.T) {
+	tomb := &fsm.Txn{ID: v7(t0, 77), CreatedAt: t0 + 6000, Deadline: t0 + 5000, Status: fsm.StatusRolledBack, Decision: fsm.DecisionAbort,
+		DecidedAt: t0 + 6000, FinishedAt: t0 + 6000, Note: fsm.PresumedAbortNote, Index: 42,
+		Participants: []fsm.Participant{}, States: []fsm.ParticipantState{}}
+	if !tomb.PresumedAborted() {
+		t.Fatal("not a presumed-abort record")
+	}
+	dir := t.TempDir()
+	a := open(t, dir, Options{})
+	a.Pruned(50, []*fsm.Txn{committed(1), tomb})
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, a, tomb)
+	a.Close()
+	a = open(t, dir, Options{})
+	defer a.Close()
+	mustGet(t, a, tomb)
+	mustGet(t, a, committed(1))
+}

@@ -133,6 +133,9 @@ type Transaction struct {
 	// reported in an *IncompleteError]. Reusing a key returns the first transaction's
 	// outcome, whatever the services.
 	IdempotencyKey string
+	// Mode is api.ModeDefault or api.ModeFast ["": the server's --default-mode]. Fast mode
+	// needs participants that ask for outcomes (docs/fast-path.md).
+	Mode string
 }
 
 // Services turns prepare URLs into the services of a Transaction.
@@ -184,7 +187,7 @@ func (c *Client) Submit(ctx context.Context, t Transaction) (*api.Outcome, error
 	if key == "" {
 		key = NewKey()
 	}
-	req := api.TransactionRequest{Services: t.Services}
+	req := api.TransactionRequest{Services: t.Services, Mode: t.Mode}
 	if t.Timeout > 0 {
 		ms := t.Timeout.Milliseconds()
 		req.TimeoutMs = &ms

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -262,5 +263,36 @@ func TestSubmitRetriesBusyWithSameKey(t *testing.T) {
 	var inc *client.IncompleteError
 	if !errors.As(err, &inc) || inc.IdempotencyKey != "resume-me" || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, client.ErrBusy) {
 		t.Fatalf("Submit past its context: %v, want an IncompleteError with the key, the deadline and busy", err)
+	}
+}
+
+// TestSubmitSendsMode: Transaction.Mode travels as "mode" in the body; empty, it is left
+// out (the server's default applies).
+func TestSubmitSendsMode(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		bodies = append(bodies, m)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"transactionId":"t1","status":"committed","errors":[]}`))
+	}))
+	defer srv.Close()
+	c, _ := client.New([]string{srv.URL}, client.Options{})
+	for _, mode := range []string{api.ModeFast, ""} {
+		if _, err := c.Submit(context.Background(), client.Transaction{Services: client.Services("http://p/prepare"), Mode: mode}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || bodies[0]["mode"] != "fast" {
+		t.Fatalf("bodies %v", bodies)
+	}
+	if _, ok := bodies[1]["mode"]; ok {
+		t.Fatalf("empty mode sent: %v", bodies[1])
 	}
 }

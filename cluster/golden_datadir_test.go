@@ -178,7 +178,7 @@ func TestGoldenDataDirs(t *testing.T) {
 				t.Errorf("LastTimestamp %d after replaying the log", lastTs)
 			}
 
-			// The current build snapshots (version 4); a restart restores that.
+			// The current build snapshots (version 5); a restart restores that.
 			if err := n.Raft.Snapshot().Error(); err != nil {
 				t.Fatalf("snapshot: %v", err)
 			}
@@ -189,16 +189,16 @@ func TestGoldenDataDirs(t *testing.T) {
 			states, _ = filepath.Glob(filepath.Join(data, "snapshots", "*", "state.bin"))
 			newest := ""
 			for _, s := range states {
-				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == 4 {
+				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == 5 {
 					newest = s
 				}
 			}
 			if newest == "" {
-				t.Fatalf("no version 4 snapshot among %v", states)
+				t.Fatalf("no version 5 snapshot among %v", states)
 			}
 			check(n)
 			if n.FSM.FeatureLevel() != level || n.FSM.LastTimestamp() != lastTs {
-				t.Errorf("after the v4 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
+				t.Errorf("after the v5 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
 			}
 		})
 	}

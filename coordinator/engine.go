@@ -116,7 +116,25 @@ type Config struct {
 	// for (cluster.Node.ClockBound); retention never prunes as of a later time. ok false:
 	// unknown, and only the count limit prunes.
 	ClockBound func() (bound time.Time, ok bool)
-	Logger     hclog.Logger
+	// InquirySkew is how long past a transaction's deadline, on the leader's clock, an
+	// inquiry about an id the cluster has no record of is still answered pending rather
+	// than presumed aborted [1s]: it covers the skew between the clock of the leader that
+	// stamped the deadline and this one's. Safety never depends on it (the log orders a
+	// presumed abort against a decision); it only spares a transaction whose decision is
+	// being logged right at its deadline.
+	InquirySkew time.Duration
+	// FeatureGate, when set, returns nil once the cluster has enabled feature level need,
+	// else an error naming what waits for it (cluster.Node.FeatureError); the engine asks
+	// it before an inquiry logs a presumed abort and before a fast transaction sends
+	// anything. nil: every level is taken as enabled (tests).
+	FeatureGate func(need uint32, what string) error
+	// Archived, when set, looks up a transaction pruned from the FSM in this node's
+	// archive (archive.Archive.Get): an inquiry about a pruned id answers from it.
+	Archived func(id string) (*fsm.Txn, bool, error)
+	// InquiryURLs, when set, returns the base URLs of the cluster's nodes' HTTP APIs, sent
+	// to participants as "inquiry" in every Prepare: where to ask for an outcome.
+	InquiryURLs func() []string
+	Logger      hclog.Logger
 }
 
 func (c *Config) defaults() {
@@ -160,6 +178,9 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.InquirySkew <= 0 {
+		c.InquirySkew = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -184,6 +205,11 @@ type Engine struct {
 	settled map[string]chan struct{} // closed when phase two is acknowledged by all
 
 	live map[string]*phaseTwoRun // phase-two progress of the transactions being driven
+
+	// fastUnlogged holds the fast transactions this leader has sent Prepare for and not
+	// logged yet (fast.go); fastKeys maps their idempotency keys to them.
+	fastUnlogged map[string]*fastRun
+	fastKeys     map[string]*fastRun
 
 	inflight atomic.Int64
 	// Hooks lets tests observe the engine; nil in production.
@@ -219,7 +245,7 @@ func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
 	caller = observedCaller{Caller: caller, obs: cfg.Observer}
 	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{},
-		live: map[string]*phaseTwoRun{}, epoch: cfg.Now()}
+		live: map[string]*phaseTwoRun{}, fastUnlogged: map[string]*fastRun{}, fastKeys: map[string]*fastRun{}, epoch: cfg.Now()}
 }
 
 // SetHooks installs test hooks; call before Lead.
@@ -284,11 +310,25 @@ func (e *Engine) InFlight() int64 { return e.inflight.Load() }
 // fresh says that this term logged the transaction's Begin (Submit): no earlier leader can
 // have sent it a Prepare, so a participant this leader never reached holds nothing.
 func (e *Engine) startDriver(t *term, id string, fresh bool) {
+	e.startRun(t, id, func(ctx context.Context) {
+		ds := &driveState{}
+		if fresh {
+			ds.fresh = true
+		}
+		e.drive(ctx, id, ds)
+	})
+}
+
+// startRun starts run as the one driver of id unless one already runs (startDriver; the
+// fast path, fast.go, drives a transaction the FSM does not hold yet). The caller has
+// counted the transaction in inflight; the driver releases it. It reports whether run was
+// started.
+func (e *Engine) startRun(t *term, id string, run func(ctx context.Context)) bool {
 	e.mu.Lock()
 	if _, ok := e.driving[id]; ok || e.lead != t {
 		e.mu.Unlock()
 		e.inflight.Add(-1)
-		return
+		return false
 	}
 	e.driving[id] = struct{}{}
 	t.wg.Add(1)
@@ -304,8 +344,9 @@ func (e *Engine) startDriver(t *term, id string, fresh bool) {
 			e.inflight.Add(-1)
 			t.wg.Done()
 		}()
-		e.drive(t.ctx, id, fresh)
+		run(t.ctx)
 	}()
+	return true
 }
 
 // currentTerm returns the running term or ErrNotLeader.
@@ -328,21 +369,36 @@ type Request struct {
 	// type 13, which needs cluster feature level 2 (Log.Apply refuses it before that);
 	// without, the Begin every build reads.
 	Payloads []string
+	// Mode is ModeDefault ("" too) or ModeFast (fast.go), which needs cluster feature level
+	// 3 (Config.FeatureGate's error before that, nothing sent).
+	Mode Mode
 }
 
 // Submit logs Begin for a new transaction and starts driving it; it returns the logged
 // record as soon as Begin is committed (wait on the FSM for the outcome). With a Key that
-// is already bound it returns the earlier transaction and starts nothing. Errors:
-// ErrNotLeader and ErrBusy (nothing written), ErrIndeterminate (the returned record has the
-// id that may yet run).
+// is already bound it returns the earlier transaction and starts nothing; with the Key of a
+// fast transaction this leader is running, it waits for that one's decision and returns
+// it. In fast mode (r.Mode, fast.go) nothing is logged before phase one: Submit returns
+// once the decision entry is applied. Errors: ErrNotLeader and ErrBusy (nothing written),
+// ErrIndeterminate (the returned record has the id that may yet run), ErrKeyReused, and
+// in fast mode Config.FeatureGate's error (nothing sent).
 func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	t, err := e.currentTerm()
 	if err != nil {
 		return nil, err
 	}
+	if r.Mode == ModeFast {
+		return e.submitFast(ctx, t, r)
+	}
 	if r.Key != "" {
 		if txn, ok := e.state.ByKey(r.Key); ok {
 			return sameRequest(txn, r)
+		}
+		e.mu.Lock()
+		run, ok := e.fastKeys[r.Key]
+		e.mu.Unlock()
+		if ok {
+			return e.joinFast(ctx, run, r)
 		}
 	}
 	if e.inflight.Add(1) > int64(e.cfg.MaxInFlight) {
@@ -424,14 +480,24 @@ func isNotLeader(err error) bool {
 // errStop ends a driver without an error worth logging: leadership ended.
 var errStop = errors.New("leadership ended")
 
+// driveState is what one driver knows beyond the FSM.
+type driveState struct {
+	// fresh: this term began the transaction (Submit, or the fast path), so no earlier
+	// leader can have sent it a Prepare.
+	fresh bool
+	// reached[i]: participant i may have received a call of this transaction. Known only
+	// for a fresh transaction (nil otherwise: assume every participant may have).
+	reached []bool
+	// early, when set, has one report per participant of the Rollback calls the fast path
+	// sent before its abort entry was logged (fast.go): phase two counts those acknowledged.
+	early []fsm.Report
+}
+
 // drive runs the step function until the transaction is terminal or this term ends. A
 // step whose calls the fence refused (leadership could not be confirmed) is run again after
 // a pause: a node that no longer leads sends nothing until its term ends, and one that
 // still does goes on.
-func (e *Engine) drive(ctx context.Context, id string, fresh bool) {
-	// reached[i]: participant i may have received a call of this transaction. Known only
-	// for a fresh transaction (nil otherwise: assume every participant may have).
-	var reached []bool
+func (e *Engine) drive(ctx context.Context, id string, ds *driveState) {
 	fenceWait := e.cfg.RetryInitial
 	for stepped := false; ctx.Err() == nil; stepped = true {
 		txn, ok := e.state.Get(id)
@@ -444,21 +510,19 @@ func (e *Engine) drive(ctx context.Context, id string, fresh bool) {
 		var err error
 		switch txn.Status {
 		case fsm.StatusPreparing:
-			if fresh && reached == nil {
-				reached = make([]bool, len(txn.Participants))
+			if ds.fresh && ds.reached == nil {
+				ds.reached = make([]bool, len(txn.Participants))
 			}
-			err = e.phaseOne(ctx, txn, reached)
+			err = e.phaseOne(ctx, txn, ds.reached)
 		case fsm.StatusCommitting, fsm.StatusRollingBack:
-			err = e.phaseTwo(ctx, txn, reached)
+			err = e.phaseTwo(ctx, txn, ds.reached, ds.early)
+			ds.early = nil // counted once: a later pass (after an operator's Retry) reads the FSM
 		}
 		if errors.Is(err, errFenced) {
 			e.lg.Warn("leadership not confirmed: participant calls held back", "txn", id, "wait", fenceWait)
-			timer := time.NewTimer(fenceWait)
-			select {
-			case <-ctx.Done():
-			case <-timer.C:
+			if !e.pause(ctx, fenceWait) {
+				return
 			}
-			timer.Stop()
 			fenceWait = min(2*fenceWait, time.Second)
 			continue
 		}
@@ -468,6 +532,18 @@ func (e *Engine) drive(ctx context.Context, id string, fresh bool) {
 			}
 			return
 		}
+	}
+}
+
+// pause waits d, or returns false when ctx ends first.
+func (e *Engine) pause(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 

@@ -178,6 +178,8 @@ func decisionOf(c fsm.Command) (string, fsm.Decision, bool) {
 		return d.ID, d.Decision, true
 	case *fsm.DecideCommit:
 		return d.ID, fsm.DecisionCommit, true
+	case *fsm.FastDecide:
+		return d.ID, d.Decision, true
 	}
 	return "", 0, false
 }
@@ -224,6 +226,8 @@ type callRec struct {
 	Phase participant.Phase
 	ID    string
 	At    time.Time // when the engine made the call
+	// Inquiry is the request's inquiry URLs.
+	Inquiry []string
 }
 
 // watchCaller wraps the real client: it records every call, counts calls in progress, and
@@ -239,7 +243,7 @@ type watchCaller struct {
 }
 
 func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase, req participant.Request) (participant.Reply, error) {
-	rec := callRec{URL: url, Phase: p, ID: req.TransactionID, At: time.Now()}
+	rec := callRec{URL: url, Phase: p, ID: req.TransactionID, At: time.Now(), Inquiry: req.Inquiry}
 	w.mu.Lock()
 	w.calls = append(w.calls, rec)
 	if w.stopped {

@@ -24,6 +24,40 @@ import (
 // before a connection was made holds nothing, needs no Rollback, and its reason says so.
 // Returns errFenced, deciding nothing, when the fence held a Prepare back.
 func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) error {
+	decision, votes, reasons, err := e.collectVotes(ctx, txn, reached)
+	if err != nil {
+		return err
+	}
+	if e.hooks != nil && e.hooks.BeforeDecide != nil {
+		e.hooks.BeforeDecide(txn.ID, decision)
+	}
+	now := e.cfg.Now().UnixMilli()
+	var cmd fsm.Command = &fsm.Decide{ID: txn.ID, Decision: decision, At: now, Votes: votes, Reasons: reasons}
+	if decision == fsm.DecisionCommit {
+		cmd = &fsm.DecideCommit{ID: txn.ID, AfterMs: now - txn.CreatedAt} // same state, 12 bytes less
+	}
+	res, err := e.apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && !errors.Is(res.Err, fsm.ErrDecided) && !errors.Is(res.Err, fsm.ErrPresumedAbort) {
+		return fmt.Errorf("logging decision: %w", res.Err)
+	}
+	if e.hooks != nil && e.hooks.AfterDecide != nil && res.Txn != nil {
+		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
+	}
+	if res.Txn != nil {
+		e.lg.Debug("decided", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	}
+	return nil
+}
+
+// collectVotes is phase one without its log entry: Prepare to every participant of txn in
+// parallel, bounded by its deadline, and the decision the votes make (commit only when
+// every participant ACKed in time). It returns errStop when leadership ended and errFenced
+// when the fence held a Prepare back, deciding nothing either way. The fast path (fast.go)
+// runs it on a transaction the FSM does not hold yet.
+func (e *Engine) collectVotes(ctx context.Context, txn *fsm.Txn, reached []bool) (fsm.Decision, []fsm.Vote, []string, error) {
 	deadline := time.UnixMilli(txn.Deadline)
 	pctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -41,6 +75,9 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	}
 	answers := make(chan answer, n)
 	req := participant.Request{TransactionID: txn.ID, Deadline: participant.FormatDeadline(deadline)}
+	if e.cfg.InquiryURLs != nil {
+		req.Inquiry = e.cfg.InquiryURLs()
+	}
 	for i, p := range txn.Participants {
 		req := req
 		if pl := txn.Payload(i); pl != "" {
@@ -99,10 +136,10 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 		}
 	}
 	if ctx.Err() != nil {
-		return errStop
+		return 0, nil, nil, errStop
 	}
 	if fenced {
-		return errFenced
+		return 0, nil, nil, errFenced
 	}
 	for i := range reasons {
 		if reached != nil && !reached[i] && votes[i] == fsm.VoteError {
@@ -113,28 +150,7 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	if yes == n {
 		decision = fsm.DecisionCommit
 	}
-	if e.hooks != nil && e.hooks.BeforeDecide != nil {
-		e.hooks.BeforeDecide(txn.ID, decision)
-	}
-	now := e.cfg.Now().UnixMilli()
-	var cmd fsm.Command = &fsm.Decide{ID: txn.ID, Decision: decision, At: now, Votes: votes, Reasons: reasons}
-	if decision == fsm.DecisionCommit {
-		cmd = &fsm.DecideCommit{ID: txn.ID, AfterMs: now - txn.CreatedAt} // same state, 12 bytes less
-	}
-	res, err := e.apply(ctx, cmd)
-	if err != nil {
-		return err
-	}
-	if res.Err != nil && !errors.Is(res.Err, fsm.ErrDecided) {
-		return fmt.Errorf("logging decision: %w", res.Err)
-	}
-	if e.hooks != nil && e.hooks.AfterDecide != nil && res.Txn != nil {
-		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
-	}
-	if res.Txn != nil {
-		e.lg.Debug("decided", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
-	}
-	return nil
+	return decision, votes, reasons, nil
 }
 
 // prepareError words a failed Prepare for the client's errors list.

@@ -21,9 +21,10 @@ import (
 // in phase two is retried, never treated as a vote.
 //
 // reached (see phaseOne) spares a Rollback to a participant no call ever reached: it
-// holds nothing, and is recorded as acknowledged with no attempt. Returns errFenced when
-// the fence held a call back.
-func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool) error {
+// holds nothing, and is recorded as acknowledged with no attempt. early (fast.go), when
+// set, holds Rollback calls already made before the decision was logged: those
+// acknowledged are not called again. Returns errFenced when the fence held a call back.
+func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, early []fsm.Report) error {
 	phase := participant.PhaseCommit
 	if txn.Decision == fsm.DecisionAbort {
 		phase = participant.PhaseRollback
@@ -39,6 +40,8 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	for i := range txn.Participants {
 		switch {
 		case txn.States[i].Acked:
+		case phase == participant.PhaseRollback && i < len(early) && early[i].Acked:
+			p2.reports[i] = early[i]
 		case phase == participant.PhaseRollback && reached != nil && !reached[i]:
 			p2.reports[i].Acked = true // never reached: nothing to roll back
 		default:
@@ -100,6 +103,9 @@ type phaseTwoRun struct {
 	mu      sync.Mutex
 	reports []fsm.Report
 	fenced  bool // a call was held back by the fence
+	// unlogged: the FSM holds no record of this transaction's participants (a fast
+	// transaction whose entry was refused, fast.go): no Progress entry is logged.
+	unlogged bool
 }
 
 func (p *phaseTwoRun) setFenced() {
@@ -198,7 +204,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		if err == nil && reply.Status == participant.ACK {
 			rep.Acked, rep.Error = true, ""
 			all := p2.set(i, rep)
-			if p2.troubled(i) {
+			if !p2.unlogged && p2.troubled(i) {
 				// Another participant is failing: log this acknowledgement now, so that every
 				// node shows it while the transaction is stuck, not only once it ends.
 				if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
@@ -231,7 +237,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			return
 		}
 		e.cfg.Observer.Retry(hostOf(url), string(phase))
-		if rep.Attempts == 1 || int(rep.Attempts)%e.cfg.ProgressEvery == 0 {
+		if !p2.unlogged && (rep.Attempts == 1 || int(rep.Attempts)%e.cfg.ProgressEvery == 0) {
 			// Best effort: a lost Progress entry only hides detail, never an outcome.
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
 				e.lg.Debug("logging progress failed", "txn", id, "error", err)

@@ -13,6 +13,9 @@ import (
 
 func (c *Begin) apply(f *FSM, index uint64) (Result, []string) {
 	if old, ok := f.txns[c.ID]; ok {
+		if old.PresumedAborted() {
+			return Result{Txn: old, Err: ErrPresumedAbort}, nil
+		}
 		return Result{Txn: old, Err: ErrExists}, nil
 	}
 	if c.Key != "" {
@@ -57,6 +60,9 @@ func (c *Decide) apply(f *FSM, index uint64) (Result, []string) {
 	old, ok := f.txns[c.ID]
 	if !ok {
 		return Result{Err: ErrNotFound}, nil
+	}
+	if old.PresumedAborted() {
+		return Result{Txn: old, Err: ErrPresumedAbort}, nil
 	}
 	if old.Decision != DecisionNone {
 		if old.Decision == c.Decision {
@@ -184,8 +190,17 @@ func (f *FSM) applyOperator(index uint64, id string, change func(*Txn)) (Result,
 func (c *Prune) apply(f *FSM, _ uint64) (Result, []string) {
 	var changed []string
 	if c.FinishedBefore > 0 {
+		// From feature level 3 on, a record is also kept until its deadline is before the
+		// cut-off (a transaction decided early finishes before its deadline), so that no
+		// record whose deadline is at or after Horizon is ever pruned: the inquiry relies on
+		// it to tell "never logged" from "pruned".
+		horizon := f.level >= 3
+		if horizon {
+			f.horizon = max(f.horizon, c.FinishedBefore)
+		}
 		for id, t := range f.txns {
-			if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore {
+			if (t.Status == StatusCommitted || t.Status == StatusRolledBack) && t.FinishedAt < c.FinishedBefore &&
+				(!horizon || t.Deadline < c.FinishedBefore) {
 				f.drop(t)
 				f.prunedRecord(t)
 				changed = append(changed, id)
@@ -225,6 +240,11 @@ func (c *SetFeatures) apply(f *FSM, index uint64) (Result, []string) {
 		return Result{}, nil
 	}
 	f.observe(c.At)
+	if f.level < 3 && c.Level >= 3 {
+		// Prunes before now did not keep records to their deadline: count none of what
+		// they may have removed as "never logged" (Horizon).
+		f.horizon = max(f.horizon, c.At)
+	}
 	f.level = max(f.level, c.Level) // levels never go down: commands of a level may be in the log
 	return Result{}, nil
 }

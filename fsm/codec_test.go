@@ -64,6 +64,17 @@ var goldens = []struct {
 		Refs:         []int32{0, -1},
 		Payloads:     []string{`{"seats":2,"flight":"LH400"}`, ""},
 	}, "0d010190a8e27b3c7def8123456789abcdef086f726465722d343380a0abfef962904e020200001d687474703a2f2f3132372e302e302e313a393030322f707265706172651c7b227365617473223a322c22666c69676874223a224c48343030227d00"},
+	{"PresumeAbort", &fsm.PresumeAbort{ID: goldenID, At: t0 + 7000, Deadline: t0 + 5000}, "0e010190a8e27b3c7def8123456789abcdefb08dacfef962a01f"},
+	{"FastDecide", &fsm.FastDecide{Begin: fsm.Begin{ID: goldenID, Key: "order-44", CreatedAt: t0, Deadline: t0 + 5000,
+		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}}, Refs: []int32{0, -1, 2}},
+		Decision: fsm.DecisionCommit, AfterMs: 37},
+		"0f010190a8e27b3c7def8123456789abcdef086f726465722d343480a0abfef962904e030200010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474703a2f2f7061792f74782f720202014a"},
+	{"FastDecide/abort", &fsm.FastDecide{Begin: fsm.Begin{ID: "legacy-8", CreatedAt: t0, Deadline: t0 + 1000,
+		Participants: []fsm.Participant{
+			{Prepare: "http://127.0.0.1:9001/prepare", Commit: "http://127.0.0.1:9001/commit", Rollback: "http://127.0.0.1:9001/rollback"},
+			{Prepare: "http://127.0.0.1:9002/prepare", Commit: "http://127.0.0.1:9002/commit", Rollback: "http://127.0.0.1:9002/rollback"}}},
+		Decision: fsm.DecisionAbort, AfterMs: 1000, Votes: []fsm.Vote{fsm.VoteYes, fsm.VoteNone}, Reasons: []string{"", "no answer within 1000 ms"}},
+		"0f00086c65676163792d380080a0abfef962d00f02001d687474703a2f2f3132372e302e302e313a393030312f70726570617265001d687474703a2f2f3132372e302e302e313a393030322f7072657061726502d00f02010000186e6f20616e737765722077697468696e2031303030206d73"},
 	{"Begin/refs", &fsm.Begin{
 		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
 		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},

@@ -32,10 +32,14 @@ const (
 	// CmdBeginPayloads is a Begin whose participants carry payloads (feature level 2). A
 	// Begin without payloads keeps type 1, so that it applies on every build.
 	CmdBeginPayloads CommandType = 13
+	// CmdPresumeAbort records a presumed abort for an id with no record (feature level 3).
+	CmdPresumeAbort CommandType = 14
+	// CmdFastDecide is a fast-mode transaction with its decision (feature level 3).
+	CmdFastDecide CommandType = 15
 )
 
 // maxCommandType is the highest type this build knows (for the halt message).
-const maxCommandType = CmdBeginPayloads
+const maxCommandType = CmdFastDecide
 
 // commandSpec is what Decode and the feature gate know of one command type.
 type commandSpec struct {
@@ -61,6 +65,8 @@ var commandSpecs = map[CommandType]commandSpec{
 	CmdSetFeatures:  {new: func() Command { return new(SetFeatures) }},
 	// Decode gives a type-13 Begin non-nil Payloads, so it encodes as type 13 again.
 	CmdBeginPayloads: {new: func() Command { return &Begin{Payloads: []string{}} }, level: 2},
+	CmdPresumeAbort:  {new: func() Command { return new(PresumeAbort) }, level: 3},
+	CmdFastDecide:    {new: func() Command { return new(FastDecide) }, level: 3},
 }
 
 // RequiredLevel returns the cluster feature level that must be enabled before a command of

@@ -70,6 +70,9 @@ type FSM struct {
 	// clock, which retention compares the leader's wall clock against. Persisted in
 	// snapshots (version 3 on).
 	lastTs int64
+	// horizon is the retention horizon (Horizon, inquiry.go), unix ms. Persisted in
+	// snapshots (version 5 on).
+	horizon int64
 	// halted is set when an entry could not be applied; nothing is applied after it.
 	halted *HaltError
 	onHalt func(*HaltError)

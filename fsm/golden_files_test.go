@@ -159,6 +159,7 @@ func TestGoldenSnapshotFiles(t *testing.T) {
 		{"snapshot-v2a-9b29729.bin", 2, table},
 		{"snapshot-v2b-2bbc0cb.bin", 2, table},
 		{"snapshot-v3-0ebedb6.bin", 3, table},
+		{"snapshot-v4-fd03fea.bin", 4, table},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("testdata", tc.file))
@@ -174,7 +175,7 @@ func TestGoldenSnapshotFiles(t *testing.T) {
 				t.Errorf("level %d lastTs %d from a snapshot before version 3", f.FeatureLevel(), f.LastTimestamp())
 			}
 
-			// Re-snapshotted, it is version 4 and restores to the same state and bytes.
+			// Re-snapshotted, it is the current version and restores to the same state and bytes.
 			v3 := writeSnap(t, f)
 			if v3[4] != snapshotVersion {
 				t.Fatalf("re-snapshot is version %d", v3[4])
@@ -251,16 +252,16 @@ func TestSnapshotV3LevelAndClock(t *testing.T) {
 	}
 	// A level past this build's, and one past uint32.
 	for _, level := range []uint64{uint64(version.FeatureLevel) + 1, 1 << 40} {
-		f.level = 0
+		f.level, f.horizon = 0, 0
 		good := writeSnap(t, f)
 		// The header is the first record: its length, then applied(1 byte: 24), nTxns,
-		// nKeys, nMembers, nEndpoints, level (0), lastTs.
+		// nKeys, nMembers, nEndpoints, level (0), lastTs, horizon (0).
 		hdr := good[5:]
-		if hdr[0] != 7 || hdr[6] != 0 {
-			t.Fatalf("unexpected header %x", hdr[:8])
+		if hdr[0] != 8 || hdr[6] != 0 {
+			t.Fatalf("unexpected header %x", hdr[:9])
 		}
 		lv := binary.AppendUvarint(nil, level)
-		bad := append(append(append([]byte{}, good[:5]...), byte(7+len(lv)-1)), hdr[1:6]...)
+		bad := append(append(append([]byte{}, good[:5]...), byte(8+len(lv)-1)), hdr[1:6]...)
 		bad = append(append(bad, lv...), hdr[7:]...)
 		err := New().Restore(io.NopCloser(bytes.NewReader(bad)))
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "feature level") {

@@ -81,9 +81,27 @@ func (g *gen) count(n int) int {
 
 func (g *gen) next() []byte {
 	g.clock += int64(g.r.Intn(50))
-	switch k := g.r.Intn(100); {
+	switch k := g.r.Intn(110); {
 	case k < 2: // the cluster's feature level (never lowered, whatever the entry says)
-		return fsm.Encode(&fsm.SetFeatures{Level: uint32(g.r.Intn(2)), At: g.clock})
+		return fsm.Encode(&fsm.SetFeatures{Level: uint32(g.r.Intn(4)), At: g.clock})
+	case k >= 104: // fast mode (level 3): a transaction and its decision in one entry
+		id := g.id()
+		n := g.count(g.parts[id])
+		fd := &fsm.FastDecide{Begin: fsm.Begin{ID: id, CreatedAt: g.clock - 900, Deadline: g.clock + 100 - int64(g.r.Intn(2000)), Participants: g.participants(n)},
+			Decision: fsm.DecisionCommit, AfterMs: 900}
+		if g.r.Intn(3) == 0 {
+			fd.Key = "key-" + strconv.Itoa(g.r.Intn(30))
+		}
+		if g.r.Intn(2) == 0 {
+			fd.Decision = fsm.DecisionAbort
+			fd.Votes, fd.Reasons = make([]fsm.Vote, g.count(n)), make([]string, n)
+			for i := range fd.Votes {
+				fd.Votes[i] = fsm.Vote(g.r.Intn(4))
+			}
+		}
+		return fsm.Encode(fd)
+	case k >= 100: // an inquiry past the deadline for an id with no record
+		return fsm.Encode(&fsm.PresumeAbort{ID: g.id(), At: g.clock, Deadline: g.clock - int64(g.r.Intn(5000))})
 	case k < 22:
 		id := g.id()
 		b := &fsm.Begin{ID: id, CreatedAt: g.clock, Deadline: g.clock + 1000, Participants: g.participants(g.count(g.parts[id]))}
@@ -163,7 +181,7 @@ func applyAll(t testing.TB, f *fsm.FSM, log []*raft.Log) []fsm.Result {
 	return out
 }
 
-var sentinels = []error{fsm.ErrExists, fsm.ErrKeyExists, fsm.ErrNotFound, fsm.ErrDecided, fsm.ErrBadTransition, fsm.ErrInvalid}
+var sentinels = []error{fsm.ErrExists, fsm.ErrKeyExists, fsm.ErrNotFound, fsm.ErrDecided, fsm.ErrBadTransition, fsm.ErrInvalid, fsm.ErrPresumedAbort, fsm.ErrBeyondHorizon}
 
 func kind(err error) string {
 	if err == nil {

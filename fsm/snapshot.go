@@ -16,7 +16,9 @@ import (
 )
 
 // Snapshot format: the magic "TXCS", a version byte, then records, each a uvarint length
-// followed by that many bytes. Version 4 (written since this build) is version 3 with two
+// followed by that many bytes. Version 5 (written since this build) is version 4 with the
+// retention horizon (FSM.Horizon, varint) at the end of the header; presumed-abort records
+// are ordinary transaction records with no participants. Version 4 is version 3 with two
 // fields at the end of every transaction record: retriedAt (varint) and the payloads
 // (uvarint count, 0 or one per participant, then that many strings). Version 3:
 //
@@ -32,6 +34,8 @@ import (
 // stream in memory (version 2 is the exception, see below).
 //
 // Earlier versions, all still restored:
+//
+//   - Version 4 (63b422e to fd03fea): as version 5 without the horizon (restored as 0).
 //
 //   - Version 3 (123ead3 to 0ebedb6): as version 4 without retriedAt and payloads.
 //
@@ -55,9 +59,9 @@ import (
 const (
 	snapshotMagic = "TXCS"
 	// snapshotVersion 3 added level and lastTs to the header, and unlike the ambiguous
-	// version 2 has one layout; version 4 added retriedAt and payloads to each transaction.
-	// Restore reads versions 1 to 4.
-	snapshotVersion = 4
+	// version 2 has one layout; version 4 added retriedAt and payloads to each transaction,
+	// version 5 the retention horizon to the header. Restore reads versions 1 to 5.
+	snapshotVersion = 5
 	// maxRecordBytes bounds one snapshot record; a larger length prefix is corruption.
 	maxRecordBytes = 16 << 20
 )
@@ -71,6 +75,7 @@ const (
 	layoutV2b               // version 2, endpoints first (fa7ed3c to 2bbc0cb)
 	layoutV3                // endpoints first, header with level and lastTs
 	layoutV4                // as v3, transactions with retriedAt and payloads
+	layoutV5                // as v4, header with the horizon
 )
 
 type snapshot struct {
@@ -81,6 +86,7 @@ type snapshot struct {
 	applied   uint64
 	level     uint32
 	lastTs    int64
+	horizon   int64
 	archiver  Archiver // Persist waits for it (see Archiver.Covered); nil: none
 }
 
@@ -94,7 +100,7 @@ type keyRecord struct {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &snapshot{applied: f.applied, level: f.level, lastTs: f.lastTs, txns: make([]*Txn, 0, len(f.txns))}
+	s := &snapshot{applied: f.applied, level: f.level, lastTs: f.lastTs, horizon: f.horizon, txns: make([]*Txn, 0, len(f.txns))}
 	s.archiver = f.archiver
 	for _, t := range f.txns {
 		s.txns = append(s.txns, t)
@@ -128,7 +134,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release implements raft.FSMSnapshot.
 func (s *snapshot) Release() {}
 
-// write writes the snapshot (version 3) in the format Restore reads; Persist and
+// write writes the snapshot (version 5) in the format Restore reads; Persist and
 // WriteSnapshot use it.
 func (s *snapshot) write(w io.Writer) error {
 	// Sorting makes two snapshots of the same state byte-identical, which the tests and the
@@ -161,6 +167,7 @@ func (s *snapshot) write(w io.Writer) error {
 	e.uvarint(uint64(len(s.endpoints)))
 	e.uvarint(uint64(s.level))
 	e.varint(s.lastTs)
+	e.varint(s.horizon)
 	if err := record(); err != nil {
 		return err
 	}
@@ -211,7 +218,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.txns, f.active, f.keys, f.members, f.applied = n.txns, n.active, n.keys, n.members, n.applied
 	f.endpoints, f.endpointIdx = n.endpoints, n.endpointIdx
-	f.level, f.lastTs = n.level, n.lastTs
+	f.level, f.lastTs, f.horizon = n.level, n.lastTs, n.horizon
 	arch := f.archiver
 	f.mu.Unlock()
 	if arch != nil {
@@ -258,8 +265,10 @@ func readSnapshot(r snapshotReader) (*FSM, error) {
 			ErrCorrupt, corruptDetail(errB), corruptDetail(errA))
 	case 3:
 		return readBody(r, layoutV3)
-	case snapshotVersion:
+	case 4:
 		return readBody(r, layoutV4)
+	case snapshotVersion:
+		return readBody(r, layoutV5)
 	default:
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
 	}
@@ -313,6 +322,9 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 			return nil, fmt.Errorf("%w: snapshot of a cluster at feature level %d; this build supports up to %d", ErrCorrupt, level, version.FeatureLevel)
 		}
 		f.level = uint32(level)
+	}
+	if l >= layoutV5 {
+		f.horizon = d.varint()
 	}
 	if err := d.end(); err != nil {
 		return nil, err

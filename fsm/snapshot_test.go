@@ -233,10 +233,11 @@ func TestRestoreCorrupt(t *testing.T) {
 		"wrong magic":        cat([]byte("TXCZ"), good[4:]),
 		"lower-case magic":   cat([]byte("txcs"), good[4:]),
 		"version 0":          cat([]byte("TXCS\x00"), good[5:]),
-		"version 5":          cat([]byte("TXCS\x05"), good[5:]),
-		"v1 header, v4 body": cat([]byte("TXCS\x01"), good[5:]),
-		"v2 header, v4 body": cat([]byte("TXCS\x02"), good[5:]),
-		"v3 header, v4 body": cat([]byte("TXCS\x03"), good[5:]),
+		"version 6":          cat([]byte("TXCS\x06"), good[5:]),
+		"v1 header, v5 body": cat([]byte("TXCS\x01"), good[5:]),
+		"v2 header, v5 body": cat([]byte("TXCS\x02"), good[5:]),
+		"v3 header, v5 body": cat([]byte("TXCS\x03"), good[5:]),
+		"v4 header, v5 body": cat([]byte("TXCS\x04"), good[5:]),
 		"trailing byte":      cat(good, []byte{0}),
 		"trailing snapshot":  cat(good, good),
 		"huge record":        cat(header, uv(1<<60)),
@@ -404,9 +405,20 @@ func goldenSnapshotState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHex pins the current (version 4) encoding of goldenSnapshotState; its header
-// holds level 0 and lastTs t0+300, the Complete's time.
+// goldenSnapshotHex pins the current (version 5) encoding of goldenSnapshotState; its header
+// holds level 0, lastTs t0+300 (the Complete's time) and horizon 0.
 const goldenSnapshotHex = "" +
+	"54584353050d070201010000d8a4abfef962008f01010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
+	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
+	"707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f6874" +
+	"74703a2f2f7061792f74782f72010001020000005700086c65676163792d3700010006020a120006010110687474703a" +
+	"2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c00" +
+	"03084854545020353030000020086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e" +
+	"6f64652d310d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV4 is the same state as written by version 4 (fd03fea): it must still
+// restore.
+const goldenSnapshotHexV4 = "" +
 	"54584353040c070201010000d8a4abfef9628f01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
 	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
 	"7265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f687474" +
@@ -454,7 +466,7 @@ func TestGoldenSnapshot(t *testing.T) {
 	if got != goldenSnapshotHex {
 		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
 	}
-	for name, golden := range map[string]string{"v4": goldenSnapshotHex, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
+	for name, golden := range map[string]string{"v5": goldenSnapshotHex, "v4": goldenSnapshotHexV4, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
 		b, err := hex.DecodeString(golden)
 		if err != nil {
 			t.Fatal(err)
@@ -484,7 +496,19 @@ func goldenPayloadState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHexV4Payloads pins the version 4 encoding of goldenPayloadState.
+// goldenSnapshotHexV5Payloads pins the current (version 5) encoding of goldenPayloadState.
+const goldenSnapshotHexV5Payloads = "" +
+	"54584353050d0a0301010002b0a9abfef962008f01010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
+	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
+	"707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f6874" +
+	"74703a2f2f7061792f74782f72010001020000006500086c65676163792d3700010003020a0009646e73206669786564" +
+	"0a010110687474703a2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e" +
+	"646f020466756c6c0000084854545020353030b0a9abfef962005c0004706c2d3100e8a7abfef962d00f010000000009" +
+	"020015687474703a2f2f666c696768742f7072657061726500000000000014687474703a2f2f686f74656c2f70726570" +
+	"617265000000000000020b7b227365617473223a327d0020086f726465722d3432010190a8e27b3c7def8123456789ab" +
+	"cdef80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV4Payloads is goldenPayloadState as version 4 (fd03fea) wrote it.
 const goldenSnapshotHexV4Payloads = "" +
 	"54584353040c0a0301010002b0a9abfef9628f01010190a8e27b3c7def8123456789abcdef086f726465722d343280a0" +
 	"abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f70" +
@@ -501,16 +525,23 @@ const goldenSnapshotHexV4Payloads = "" +
 func TestGoldenSnapshotV4Payloads(t *testing.T) {
 	n := goldenPayloadState(t)
 	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV4Payloads {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV4Payloads)
+	if got != goldenSnapshotHexV5Payloads {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV5Payloads)
 	}
-	b, err := hex.DecodeString(goldenSnapshotHexV4Payloads)
+	b4, err := hex.DecodeString(goldenSnapshotHexV4Payloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r4 := restore(t, b4); !reflect.DeepEqual(allTxns(r4), allTxns(n.f)) {
+		t.Fatalf("v4 golden restores to\n%+v\nwant\n%+v", allTxns(r4), allTxns(n.f))
+	}
+	b, err := hex.DecodeString(goldenSnapshotHexV5Payloads)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := restore(t, b)
 	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
-		t.Fatalf("v4 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
+		t.Fatalf("v5 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
 	}
 	pl, _ := r.Get("pl-1")
 	if pl.Payload(0) != `{"seats":2}` || pl.Payload(1) != "" || len(pl.Payloads) != 2 {
@@ -522,5 +553,71 @@ func TestGoldenSnapshotV4Payloads(t *testing.T) {
 	res := r.ApplyCommand(r.AppliedIndex()+1, decideAbort("pl-1", 2))
 	if res.Err != nil || res.Txn.Payloads != nil {
 		t.Fatalf("after the decision: %+v", res)
+	}
+}
+
+// goldenInquiryState adds to goldenPayloadState what version 5 added: a cluster at level
+// 3, a presumed-abort record, fast-mode records and a retention horizon.
+func goldenInquiryState(t testing.TB) *node {
+	n := goldenPayloadState(t)
+	n.must(&fsm.SetFeatures{Level: 3, At: t0 + 700})
+	n.must(&fsm.PresumeAbort{ID: "0190a8e2-7b3c-7def-8123-000000000001", At: t0 + 7000, Deadline: t0 + 5000})
+	n.must(&fsm.FastDecide{Begin: fsm.Begin{ID: "0190a8e2-7b3c-7def-8123-000000000002", Key: "fast-1", CreatedAt: t0 + 800, Deadline: t0 + 1800,
+		Participants: parts(3)}, Decision: fsm.DecisionCommit, AfterMs: 4})
+	n.must(&fsm.FastDecide{Begin: fsm.Begin{ID: "0190a8e2-7b3c-7def-8123-000000000003", CreatedAt: t0 + 900, Deadline: t0 + 1900,
+		Participants: parts(2)}, Decision: fsm.DecisionAbort, AfterMs: 6, Votes: []fsm.Vote{fsm.VoteYes, fsm.VoteNo}, Reasons: []string{"", "sold out"}})
+	n.must(&fsm.Prune{FinishedBefore: t0 + 750})
+	return n
+}
+
+// goldenSnapshotHexV5Inquiry pins the version 5 encoding of goldenInquiryState.
+const goldenSnapshotHexV5Inquiry = "" +
+	"5458435305120f0602010003b08dacfef962dcababfef962a301010190a8e27b3c7def812300000000000100b08dacfe" +
+	"f9629f1f0502b08dacfef962b08dacfef9627670726573756d65642061626f72743a2061207061727469636970616e74" +
+	"2061736b656420666f7220746865206f7574636f6d6520706173742069747320646561646c696e6520616e6420746865" +
+	"20636c757374657220686164206e6f207265636f7264206f6620746865207472616e73616374696f6e0c0000009a0101" +
+	"0190a8e27b3c7def812300000000000206666173742d31c0acabfef962d00f0201c8acabfef96200000d03001d687474" +
+	"703a2f2f3132372e302e302e313a393030312f707265706172650100000000001d687474703a2f2f3132372e302e302e" +
+	"313a393030322f707265706172650100000000001d687474703a2f2f3132372e302e302e313a393030332f7072657061" +
+	"72650100000000000078010190a8e27b3c7def81230000000000030088aeabfef962d00f030294aeabfef96200000e02" +
+	"001d687474703a2f2f3132372e302e302e313a393030312f707265706172650100000000001d687474703a2f2f313237" +
+	"2e302e302e313a393030322f707265706172650208736f6c64206f757400000000008f01010190a8e27b3c7def812345" +
+	"6789abcdef086f726465722d343280a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f" +
+	"3132372e302e302e313a393030312f707265706172650100010100010f687474703a2f2f7061792f74782f700f687474" +
+	"703a2f2f7061792f74782f630f687474703a2f2f7061792f74782f72010001020000006500086c65676163792d370001" +
+	"0003020a0009646e732066697865640a010110687474703a2f2f682f707265706172650f687474703a2f2f682f636f6d" +
+	"6d69740d687474703a2f2f682f756e646f020466756c6c0000084854545020353030b0a9abfef962005c0004706c2d31" +
+	"00e8a7abfef962d00f010000000009020015687474703a2f2f666c696768742f70726570617265000000000000146874" +
+	"74703a2f2f686f74656c2f70726570617265000000000000020b7b227365617473223a327d001e06666173742d310101" +
+	"90a8e27b3c7def8123000000000002c0acabfef96220086f726465722d3432010190a8e27b3c7def8123456789abcdef" +
+	"80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
+
+// TestGoldenSnapshotV5Inquiry: presumed-abort and fast-mode records, the level and the
+// horizon survive a version-5 snapshot, in pinned bytes.
+func TestGoldenSnapshotV5Inquiry(t *testing.T) {
+	n := goldenInquiryState(t)
+	if n.f.Horizon() != t0+750 {
+		t.Fatalf("horizon %d", n.f.Horizon())
+	}
+	got := hex.EncodeToString(snapBytes(t, n.f))
+	if got != goldenSnapshotHexV5Inquiry {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV5Inquiry)
+	}
+	b, err := hex.DecodeString(goldenSnapshotHexV5Inquiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := restore(t, b)
+	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || r.Horizon() != t0+750 || r.FeatureLevel() != 3 {
+		t.Fatalf("v5 golden restores to\n%+v (horizon %d, level %d)\nwant\n%+v", allTxns(r), r.Horizon(), r.FeatureLevel(), allTxns(n.f))
+	}
+	tomb, _ := r.Get("0190a8e2-7b3c-7def-8123-000000000001")
+	if !tomb.PresumedAborted() || tomb.Status != fsm.StatusRolledBack {
+		t.Fatalf("presumed-abort record %+v", tomb)
+	}
+	// Restored, it still refuses a late decision for the presumed-aborted id.
+	late := &fsm.FastDecide{Begin: fsm.Begin{ID: tomb.ID, CreatedAt: t0 + 1000, Deadline: t0 + 5000, Participants: parts(1)}, Decision: fsm.DecisionCommit}
+	if res := r.ApplyCommand(r.AppliedIndex()+1, late); !errors.Is(res.Err, fsm.ErrPresumedAbort) {
+		t.Fatalf("late fast decision after restore: %+v", res)
 	}
 }

@@ -21,7 +21,7 @@ func errorOf(err error, fallback api.Code) *apiError {
 	}
 	e := &apiError{Code: fallback, Detail: err.Error()}
 	switch {
-	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, cluster.ErrUnknownMember):
+	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, cluster.ErrUnknownMember), errors.Is(err, coordinator.ErrNotKept):
 		e.Code = codeNotFound
 	case errors.Is(err, coordinator.ErrNoteRequired), errors.Is(err, cluster.ErrInvalidMember):
 		e.Code = codeBadRequest

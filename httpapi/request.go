@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
 )
@@ -27,11 +28,13 @@ import (
 // "commit" and "rollback" (derived when absent) and "payload", any JSON value sent to the
 // participant as "payload" in its Prepare (at most Config.MaxPayloadBytes compact, and
 // Config.MaxTxnPayloadBytes for all participants together). Timeout is phase one's bound in
-// ms.
+// ms. Mode, "default" or "fast" (absent or null: Config.DefaultMode), is how the
+// transaction runs (docs/fast-path.md).
 // Field names are matched exactly and each may appear once (parseRequest).
 type TransactionRequest struct {
 	Services []json.RawMessage `json:"services"`
 	Timeout  json.RawMessage   `json:"timeout"`
+	Mode     json.RawMessage   `json:"mode"`
 }
 
 // maxKeyLen bounds an Idempotency-Key header (bytes).
@@ -54,19 +57,35 @@ type txnRequest struct {
 	parts    []fsm.Participant
 	payloads []string // nil when no participant has a payload, else one per participant
 	timeout  time.Duration
+	mode     coordinator.Mode
 }
 
-// parseTxnRequest is parseRequest with the payloads.
+// parseTxnRequest is parseRequest with the payloads and the mode.
 func (s *Server) parseTxnRequest(body []byte) (txnRequest, *apiError) {
-	parts, payloads, timeout, aerr := s.parseBody(body)
-	return txnRequest{parts: parts, payloads: payloads, timeout: timeout}, aerr
+	parts, payloads, timeout, mode, aerr := s.parseBody(body)
+	return txnRequest{parts: parts, payloads: payloads, timeout: timeout, mode: mode}, aerr
 }
 
-func (s *Server) parseBody(body []byte) ([]fsm.Participant, []string, time.Duration, *apiError) {
-	obj, err := decodeObject(body, "services", "timeout")
+func (s *Server) parseBody(body []byte) ([]fsm.Participant, []string, time.Duration, coordinator.Mode, *apiError) {
+	obj, err := decodeObject(body, "services", "timeout", "mode")
 	if err != nil {
-		return nil, nil, 0, badRequest("invalid JSON: " + err.Error())
+		return nil, nil, 0, "", badRequest("invalid JSON: " + err.Error())
 	}
+	mode := s.cfg.DefaultMode
+	if raw := bytes.TrimSpace(obj["mode"]); len(raw) > 0 && string(raw) != "null" {
+		var m string
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, nil, 0, "", badRequest(`"mode" must be "default" or "fast"`)
+		}
+		if mode, err = coordinator.ParseMode(m); err != nil || m == "" {
+			return nil, nil, 0, "", badRequest(fmt.Sprintf(`"mode" must be "default" or "fast", not %q`, m))
+		}
+	}
+	parts, payloads, timeout, aerr := s.parseServices(obj)
+	return parts, payloads, timeout, mode, aerr
+}
+
+func (s *Server) parseServices(obj map[string]json.RawMessage) ([]fsm.Participant, []string, time.Duration, *apiError) {
 	timeout, aerr := s.parseTimeout(obj["timeout"])
 	if aerr != nil {
 		return nil, nil, 0, aerr

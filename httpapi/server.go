@@ -2,6 +2,7 @@
 //
 //	POST /v1/transactions        run a transaction (forwarded to the leader by followers)
 //	GET  /v1/transactions/{id}   one transaction (?consistency=default|stale|linearizable)
+//	GET  /v1/transactions/{id}/outcome  a participant's inquiry (?deadline=; inquiry.go)
 //	GET  /v1/transactions        a page of transactions (filters, order, cursor: list.go)
 //	GET  /v1/cluster/read-index  the leader's quorum-confirmed commit index (reads.go)
 //	GET  /v1/cluster             this node's view of the cluster
@@ -106,6 +107,11 @@ type Config struct {
 	// ReadHeaderTimeout bounds how long a client may take to send its request headers
 	// (slowloris) [10 s].
 	ReadHeaderTimeout time.Duration
+	// DefaultMode is how a transaction whose request names no "mode" runs
+	// [coordinator.ModeDefault]; ModeFast needs feature level 3 and participants that ask
+	// for outcomes (docs/fast-path.md). A follower forwards the body as it came: the
+	// leader's DefaultMode applies.
+	DefaultMode coordinator.Mode
 }
 
 func (c *Config) defaults() {
@@ -146,6 +152,9 @@ func (c *Config) defaults() {
 	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
 	}
+	if c.DefaultMode == "" {
+		c.DefaultMode = coordinator.ModeDefault
+	}
 }
 
 // Server holds the API's dependencies.
@@ -178,6 +187,7 @@ func New(cfg Config, node Node, state State, sub Submitter) *Server {
 	e.POST("/v1/transactions", s.postTransaction)
 	e.GET("/v1/transactions", s.listTransactions)
 	e.GET("/v1/transactions/:id", s.getTransaction)
+	e.GET(InquiryPath, s.getOutcome)
 	e.GET("/v1/cluster", s.getCluster)
 	e.GET(readIndexPath, s.getReadIndex)
 	e.GET("/healthz", s.healthz)

@@ -46,6 +46,16 @@ func (s *Server) postTransaction(c echo.Context) error {
 			}
 		}
 	}
+	if req.mode == coordinator.ModeFast {
+		// As for payloads: a fast transaction logs command types (feature level 3) that a
+		// server on an earlier build cannot apply, and nothing may be sent before it is known
+		// that the decision can be logged.
+		if fe, ok := s.node.(featureGate); ok {
+			if err := fe.FeatureError(3, "fast mode"); err != nil {
+				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + `; send the request with "mode": "default" meanwhile`})
+			}
+		}
+	}
 	return s.forward(c, body, req, key, req.timeout)
 }
 
@@ -54,7 +64,7 @@ func (s *Server) postTransaction(c echo.Context) error {
 // in progress, or leadership was just lost): the caller waits for a leader and retries.
 func (s *Server) submitLocal(c echo.Context, req txnRequest, key string, timeout time.Duration) (done bool, _ error) {
 	r := c.Request()
-	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key})
+	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key, Mode: req.mode})
 	switch {
 	case err == nil:
 		return true, s.answer(c, txn)

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,6 +116,16 @@ func Start(cfg Config) (*Server, error) {
 		// The fence: before a participant call, leadership confirmed within the lease.
 		cfg.Engine.VerifyLeader = func(context.Context) error { return node.Raft.VerifyLeader().Error() }
 	}
+	if cfg.Engine.FeatureGate == nil {
+		cfg.Engine.FeatureGate = node.FeatureError
+	}
+	if cfg.Engine.Archived == nil && arc != nil {
+		cfg.Engine.Archived = arc.Get
+	}
+	if cfg.Engine.InquiryURLs == nil {
+		https := cfg.TLS != nil
+		cfg.Engine.InquiryURLs = func() []string { return nodeURLs(node.FSM.Members(), https) }
+	}
 	var eng *coordinator.Engine
 	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter, DataDir: dataDirOf(cfg.Cluster)})
 	cfg.Engine.Observer = m
@@ -211,4 +223,30 @@ func (s *Server) Close() error {
 		closeArchive(s.Archive)
 	})
 	return err
+}
+
+// nodeURLs returns the base URLs of the nodes' HTTP APIs as the log records them
+// (SetMember), sorted by node id: where participants ask for an outcome ("inquiry" in the
+// Prepare body).
+func nodeURLs(members map[string]string, https bool) []string {
+	ids := make([]string, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		addr := strings.TrimSuffix(members[id], "/")
+		switch {
+		case strings.HasPrefix(addr, "http://") && https:
+			addr = "https://" + strings.TrimPrefix(addr, "http://")
+		case strings.HasPrefix(addr, "http://"), strings.HasPrefix(addr, "https://"):
+		case https:
+			addr = "https://" + addr
+		default:
+			addr = "http://" + addr
+		}
+		out = append(out, addr)
+	}
+	return out
 }

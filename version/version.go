@@ -25,7 +25,10 @@ var Commit = ""
 //
 //	1: SetFeatures (type 12) itself; the cluster's level is logged and snapshotted.
 //	2: Begin with participant payloads (type 13); snapshot version 4 (payloads, retriedAt).
-const FeatureLevel uint32 = 2
+//	3: presumed abort with inquiry and the fast mode (issue 17): PresumeAbort (type 14) and
+//	   FastDecide (type 15); Prune keeps a record until its deadline too and the FSM tracks
+//	   the retention horizon; snapshot version 5 (the horizon).
+const FeatureLevel uint32 = 3
 
 // String returns "VERSION (COMMIT)" or just VERSION when the commit is unknown.
 func String() string {

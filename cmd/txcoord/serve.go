@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -39,6 +40,7 @@ type tuning struct {
 	callTimeout                                    time.Duration
 	maxPayloadBytes, maxTxnPayloadBytes            int
 	autopilot                                      cluster.AutopilotConfig
+	defaultMode                                    string
 }
 
 func (t *tuning) register(cmd *cobra.Command) {
@@ -64,6 +66,7 @@ func (t *tuning) register(cmd *cobra.Command) {
 	f.DurationVar(&t.autopilot.ServerStabilizationTime, "server-stabilization-time", 10*time.Second, "autopilot: how long a joined server must stay healthy (reachable, caught up) before it is promoted from non-voter to voter")
 	f.BoolVar(&t.autopilot.CleanupDeadServers, "cleanup-dead-servers", false, "autopilot: remove servers the leader has not reached for --dead-server-after (never more than keeps a quorum); off: remove them with txcoord cluster remove")
 	f.DurationVar(&t.autopilot.DeadServerAfter, "dead-server-after", 5*time.Minute, "autopilot: how long a server must be unreachable before --cleanup-dead-servers removes it")
+	f.StringVar(&t.defaultMode, "default-mode", "default", `how a transaction runs when its request names no "mode": default (Begin logged before any Prepare) or fast (one log entry, after phase one; its participants must ask for outcomes, docs/fast-path.md). The leader's flag applies: give every node the same`)
 	f.IntVar(&t.memoryLimitMiB, "memory-limit-mib", 224, "soft limit on the Go heap in MiB, so the GC works harder before memory grows past it (0: none; GOMEMLIMIT, when set, wins)")
 }
 
@@ -99,6 +102,8 @@ func (t *tuning) validate() error {
 		return t.archive.validate()
 	case t.autopilot.ServerStabilizationTime < 0 || t.autopilot.DeadServerAfter <= 0:
 		return fmt.Errorf("--server-stabilization-time must not be negative and --dead-server-after must be positive")
+	case validMode(t.defaultMode) != nil:
+		return fmt.Errorf("--default-mode: %v", validMode(t.defaultMode))
 	case t.maxClockOffset < 0:
 		return fmt.Errorf("--max-clock-offset must not be negative (0 turns the check off)")
 	case t.leaderLease > t.heartbeatTimeout:
@@ -113,6 +118,7 @@ func (t *tuning) validate() error {
 func (t *tuning) apply(c *server.Config) {
 	c.API.DefaultTimeout, c.API.MaxTimeout, c.API.PhaseTwoWait = t.defaultTimeout, t.maxTimeout, t.phaseTwoWait
 	c.API.MaxServices = t.maxServices
+	c.API.DefaultMode, _ = coordinator.ParseMode(t.defaultMode) // validated
 	c.Engine.MaxInFlight, c.Engine.PhaseTwoMaxAttempts = t.maxInFlight, t.phaseTwoMaxAttempts
 	c.Engine.PhaseTwoRetryFor = t.phaseTwoRetryFor
 	if t.phaseTwoRetryFor == 0 {
@@ -259,4 +265,13 @@ func runServe(fl *serveFlags) error {
 	}
 	form.stop()
 	return srv.Close()
+}
+
+// validMode checks a --default-mode value ("" is not one: the flag has a default).
+func validMode(s string) error {
+	if s == "" {
+		return fmt.Errorf(`empty; want "default" or "fast"`)
+	}
+	_, err := coordinator.ParseMode(s)
+	return err
 }

@@ -23,6 +23,7 @@ func newSubmitCmd() *cobra.Command {
 		cf        connFlags
 		key       string
 		payloads  []string
+		mode      string
 		bodyFile  string
 		timeoutMs int
 		wait      time.Duration
@@ -68,11 +69,14 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 			}
 			ctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			services, timeout, err := submitServices(cmd.InOrStdin(), bodyFile, args, payloads, time.Duration(timeoutMs)*time.Millisecond)
+			services, timeout, err := submitServices(cmd.InOrStdin(), bodyFile, args, payloads, time.Duration(timeoutMs)*time.Millisecond, &mode)
 			if err != nil {
 				return failed(cmd, usageErrorf("%v", err))
 			}
-			out, err := c.Submit(ctx, client.Transaction{Services: services, Timeout: timeout, IdempotencyKey: key})
+			if mode != "" && mode != api.ModeDefault && mode != api.ModeFast {
+				return failed(cmd, usageErrorf("--mode must be default or fast, not %q", mode))
+			}
+			out, err := c.Submit(ctx, client.Transaction{Services: services, Timeout: timeout, IdempotencyKey: key, Mode: mode})
 			var inc *client.IncompleteError
 			if errors.As(err, &inc) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "txcoord:", err)
@@ -102,6 +106,7 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 	f := cmd.Flags()
 	f.IntVar(&timeoutMs, "timeout", 5000, "phase-one timeout in ms (the server's default)")
 	f.StringVar(&key, "key", "", "Idempotency-Key: a retry with the same key returns the same transaction (default: a fresh one)")
+	f.StringVar(&mode, "mode", "", "default or fast (docs/fast-path.md); empty: the cluster's --default-mode")
 	f.StringArrayVar(&payloads, "payload", nil, "PREPARE_URL=JSON: the payload sent to that participant in its Prepare (repeatable)")
 	f.StringVar(&bodyFile, "body", "", `file holding a JSON request body {"services": [...], "timeout": MS} ("-": standard input)`)
 	f.DurationVar(&wait, "wait", 0, "give up after this long (default: twice --timeout plus 30s)")
@@ -109,8 +114,9 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 }
 
 // submitServices returns the services and timeout of the transaction to submit: from the
-// --body file, or the PREPARE_URL arguments, each with its --payload if any.
-func submitServices(stdin io.Reader, bodyFile string, urls, payloads []string, timeout time.Duration) ([]api.Service, time.Duration, error) {
+// --body file, or the PREPARE_URL arguments, each with its --payload if any. A "mode" in
+// the --body file is set in *mode unless --mode gave one.
+func submitServices(stdin io.Reader, bodyFile string, urls, payloads []string, timeout time.Duration, mode *string) ([]api.Service, time.Duration, error) {
 	if bodyFile != "" {
 		var raw []byte
 		var err error
@@ -125,6 +131,9 @@ func submitServices(stdin io.Reader, bodyFile string, urls, payloads []string, t
 		var req api.TransactionRequest
 		if err := json.Unmarshal(raw, &req); err != nil {
 			return nil, 0, fmt.Errorf("--body %s: %v", bodyFile, err)
+		}
+		if req.Mode != "" && *mode == "" {
+			*mode = req.Mode
 		}
 		if req.TimeoutMs != nil {
 			timeout = time.Duration(*req.TimeoutMs) * time.Millisecond

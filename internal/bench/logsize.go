@@ -29,7 +29,7 @@ type LogStats struct {
 	LastIndex  uint64              `json:"lastIndex"`
 	Entries    int                 `json:"entries"`
 	ByType     map[string]TypeStat `json:"byType"`
-	// Transactions counts the Begin entries still in the log; Completions the items of the
+	// Transactions counts the Begin and FastDecide entries still in the log; Completions the items of the
 	// Complete entries (more items than entries means completions were batched).
 	Transactions int `json:"transactions"`
 	Completions  int `json:"completions"`
@@ -43,7 +43,7 @@ type LogStats struct {
 	DirBytes      int64   `json:"dataDirBytes"` // raft.db and snapshots
 }
 
-var txnKinds = map[string]bool{"begin": true, "define": true, "decide": true, "complete": true, "fail": true, "progress": true}
+var txnKinds = map[string]bool{"begin": true, "fast": true, "define": true, "decide": true, "complete": true, "fail": true, "progress": true}
 
 func kindOf(l *raft.Log) (string, fsm.Command) {
 	if l.Type != raft.LogCommand {
@@ -58,6 +58,10 @@ func kindOf(l *raft.Log) (string, fsm.Command) {
 		return "begin", cmd
 	case *fsm.Decide, *fsm.DecideCommit:
 		return "decide", cmd
+	case *fsm.FastDecide:
+		return "fast", cmd // a fast-mode transaction and its decision, in one entry
+	case *fsm.PresumeAbort:
+		return "presume-abort", cmd
 	case *fsm.Define:
 		return "define", cmd
 	case *fsm.Complete:
@@ -110,7 +114,7 @@ func MeasureLog(node, dataDir string) (*LogStats, error) {
 			ts.StoredBytes += int64(len(k) + len(v))
 			st.ByType[kind] = ts
 			switch c := cmd.(type) {
-			case *fsm.Begin:
+			case *fsm.Begin, *fsm.FastDecide:
 				st.Transactions++
 			case *fsm.Complete:
 				st.Completions += len(c.Items)

@@ -69,7 +69,7 @@ const DeadlineFormat = "2006-01-02T15:04:05.000Z07:00"
 const MaxReplyBytes = 64 << 10
 
 // Request is the JSON body of every call:
-// {"transactionId": "...", "deadline": "...", "payload": <any JSON value>}.
+// {"transactionId": "...", "deadline": "...", "payload": <any JSON value>, "inquiry": [...]}.
 // Deadline is the absolute end of phase one (RFC 3339, ms, UTC); a participant should not
 // hold its prepare callback past it. Payload is what the client gave this participant for
 // this transaction (absent when none); the coordinator sends it in Prepare only, and a
@@ -78,6 +78,12 @@ type Request struct {
 	TransactionID string          `json:"transactionId"`
 	Deadline      string          `json:"deadline"`
 	Payload       json.RawMessage `json:"payload,omitempty"`
+	// Inquiry, in Prepare, lists the base URLs of the coordinator cluster's nodes' HTTP APIs
+	// ("http://10.0.0.1:8080"): where a participant that voted yes and holds the transaction
+	// past its deadline asks for the outcome, GET <url>/v1/transactions/{id}/outcome
+	// ?deadline=<Deadline> (docs/participant-protocol.md, "Inquiry"). Absent when the
+	// coordinator knows no address; never sent in Commit or Rollback.
+	Inquiry []string `json:"inquiry,omitempty"`
 	// Term is the sender's Raft term from the Txcoord-Term header (0 when absent). It is
 	// not part of the body: the library's Handler.ServeHTTP fills it in, the coordinator's
 	// client sends the header from the context (call.WithOrigin).

@@ -1,0 +1,80 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/txcoord/txcoord/api"
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+)
+
+// InquiryPath is where a participant asks what became of a transaction it voted on
+// (issue 17; docs/participant-protocol.md, "Inquiry").
+const InquiryPath = "/v1/transactions/:id/outcome"
+
+// InquiryAnswer is the answer of GET /v1/transactions/{id}/outcome (api.InquiryAnswer).
+type InquiryAnswer = api.InquiryAnswer
+
+// Inquirer is implemented by the Submitter (*coordinator.Engine does): Inquire answers an
+// inquiry on the leader, logging a presumed abort when that is the answer.
+type Inquirer interface {
+	Inquire(ctx context.Context, id string, deadline time.Time) (coordinator.Answer, error)
+}
+
+// getOutcome serves GET /v1/transactions/{id}/outcome?deadline=<the Prepare's deadline> on
+// every node. A decision in this node's FSM is final (the first decision wins, and nothing
+// changes it), so any node answers it without a hop; everything else is the leader's to
+// answer (Engine.Inquire): followers forward, as reads do.
+func (s *Server) getOutcome(c echo.Context) error {
+	if aerr := checkParams(c, "deadline"); aerr != nil {
+		return writeError(c, aerr)
+	}
+	id := c.Param("id")
+	var deadline time.Time
+	if v := c.QueryParam("deadline"); v != "" {
+		d, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return writeError(c, badRequest(fmt.Sprintf(`"deadline" must be the deadline of the Prepare, RFC 3339 (2026-12-02T06:40:00.000Z), not %q`, v)))
+		}
+		deadline = d
+	}
+	if t, ok := s.state.Get(id); ok && t.Decision != fsm.DecisionNone {
+		return writeInquiry(c, id, coordinator.Answer{Outcome: coordinator.OutcomeOf(t), Txn: t})
+	}
+	inq, ok := s.sub.(Inquirer)
+	if !s.node.LeaderReady() || !ok {
+		return s.forwardRead(c)
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+	defer cancel()
+	a, err := inq.Inquire(ctx, id, deadline)
+	if err != nil {
+		if errors.Is(err, coordinator.ErrNotLeader) && c.Request().Header.Get(forwardedHeader) == "" {
+			return s.forwardRead(c) // leadership just moved
+		}
+		ae := errorOf(err, codeInternal)
+		if errors.Is(err, coordinator.ErrIndeterminate) || transient(err) {
+			ae = &apiError{Code: codeUnavailable, retryAfter: "1", Detail: err.Error() + "; ask again"}
+		}
+		if ae.Code == codeInternal {
+			s.lg.Error("inquiry failed", "txn", id, "error", err)
+		}
+		return writeError(c, ae)
+	}
+	return writeInquiry(c, id, a)
+}
+
+func writeInquiry(c echo.Context, id string, a coordinator.Answer) error {
+	if a.Outcome == coordinator.OutcomePending {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(a.RetryAfter, time.Second).Seconds()))))
+	}
+	return c.JSON(http.StatusOK, InquiryAnswer{TransactionID: id, Outcome: string(a.Outcome)})
+}

@@ -1,0 +1,169 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/participant"
+)
+
+// envLog is a coordinator.Log over the env's FSM.
+type envLog struct{ e *env }
+
+func (l envLog) Apply(_ context.Context, cmd fsm.Command) (fsm.Result, error) {
+	return l.e.apply(cmd), nil
+}
+
+// inquirySub is the fake submitter with a real engine's Inquire.
+type inquirySub struct {
+	*fakeSubmitter
+	eng *coordinator.Engine
+}
+
+func (s inquirySub) Inquire(ctx context.Context, id string, deadline time.Time) (coordinator.Answer, error) {
+	return s.eng.Inquire(ctx, id, deadline)
+}
+
+// inquiryEnv is an env whose submitter answers inquiries with a leading engine; gate is
+// the engine's FeatureGate (nil: every level enabled). The FSM is at feature level 3.
+func inquiryEnv(t *testing.T, gate func(uint32, string) error) *env {
+	e := newEnv(t, Config{})
+	e.apply(&fsm.SetFeatures{Level: 3, At: time.Now().Add(-time.Hour).UnixMilli()})
+	eng := coordinator.New(coordinator.Config{FeatureGate: gate}, envLog{e}, e.fsm, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); eng.Lead(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); !eng.Leading(); {
+		if time.Now().After(deadline) {
+			t.Fatal("engine not leading")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.srv = New(Config{}, e.node, e.fsm, inquirySub{e.sub, eng})
+	return e
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func outcomePath(id string, deadline time.Time) string {
+	p := "/v1/transactions/" + id + "/outcome"
+	if !deadline.IsZero() {
+		p += "?deadline=" + url.QueryEscape(participant.FormatDeadline(deadline))
+	}
+	return p
+}
+
+func inquiryAnswer(t *testing.T, rec *httptest.ResponseRecorder) InquiryAnswer {
+	t.Helper()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil || len(m) != 2 {
+		t.Fatalf("answer is not exactly transactionId and outcome: %s", rec.Body)
+	}
+	var a InquiryAnswer
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestInquiryRoute(t *testing.T) {
+	e := inquiryEnv(t, nil)
+	committed, _ := e.commitAll(context.Background(), coordinator.Request{Participants: []fsm.Participant{{Prepare: flight, Commit: flight + "c", Rollback: flight + "r"}}, Timeout: time.Second})
+	past := time.Now().Add(-time.Minute)
+
+	if a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath(committed.ID, past), nil)); a.Outcome != "committed" || a.TransactionID != committed.ID {
+		t.Fatalf("committed: %+v", a)
+	}
+	// Unknown, without a deadline or before it: pending, with Retry-After; nothing logged.
+	idx := e.fsm.AppliedIndex()
+	rec := e.do(http.MethodGet, outcomePath("never-seen", time.Time{}), nil)
+	if a := inquiryAnswer(t, rec); a.Outcome != "pending" || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("no deadline: %+v, Retry-After %q", a, rec.Header().Get("Retry-After"))
+	}
+	rec = e.do(http.MethodGet, outcomePath("never-seen", time.Now().Add(20*time.Second)), nil)
+	if a := inquiryAnswer(t, rec); a.Outcome != "pending" || atoi(rec.Header().Get("Retry-After")) < 19 {
+		t.Fatalf("before the deadline: %+v, Retry-After %q", a, rec.Header().Get("Retry-After"))
+	}
+	if e.fsm.AppliedIndex() != idx {
+		t.Fatal("a pending inquiry logged something")
+	}
+	// Unknown past its deadline: presumed aborted through the log.
+	if a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath("never-seen", past), nil)); a.Outcome != "rolled_back" {
+		t.Fatalf("past the deadline: %+v", a)
+	}
+	if tx, ok := e.fsm.Get("never-seen"); !ok || !tx.PresumedAborted() {
+		t.Fatalf("no presumed-abort record: %+v", tx)
+	}
+	// GET of the transaction shows the record, with its note.
+	rec = e.do(http.MethodGet, "/v1/transactions/never-seen", nil)
+	if rec.Code != http.StatusOK || !json.Valid(rec.Body.Bytes()) {
+		t.Fatalf("GET the presumed-abort record: %d %s", rec.Code, rec.Body)
+	}
+	var v TransactionView
+	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || v.Status != "rolled_back" || v.Note != fsm.PresumedAbortNote || len(v.Participants) != 0 {
+		t.Fatalf("view %+v (%v)", v, err)
+	}
+	// Bad input.
+	checkRec(t, e.do(http.MethodGet, "/v1/transactions/x/outcome?deadline=yesterday", nil), http.StatusBadRequest, codeBadRequest)
+	checkRec(t, e.do(http.MethodGet, "/v1/transactions/x/outcome?consistency=stale", nil), http.StatusBadRequest, codeBadRequest)
+}
+
+// TestInquiryRefusals: 409 feature_unavailable before level 3, 404 not_found past the
+// horizon; nothing is logged for either.
+func TestInquiryRefusals(t *testing.T) {
+	past := time.Now().Add(-time.Minute)
+	gated := inquiryEnv(t, func(need uint32, what string) error {
+		return fmt.Errorf("%w: %s needs feature level %d", cluster.ErrFeatureUnavailable, what, need)
+	})
+	idx := gated.fsm.AppliedIndex()
+	checkRec(t, gated.do(http.MethodGet, outcomePath("x", past), nil), http.StatusConflict, codeFeature)
+	if gated.fsm.AppliedIndex() != idx {
+		t.Fatal("logged without the feature level")
+	}
+	old := inquiryEnv(t, nil)
+	old.apply(&fsm.Prune{FinishedBefore: time.Now().UnixMilli()})
+	checkRec(t, old.do(http.MethodGet, outcomePath("x", past), nil), http.StatusNotFound, codeNotFound)
+}
+
+// TestInquiryOnFollower: a follower answers a decision it holds itself and forwards the
+// rest to the leader, whose presumed abort it then answers with.
+func TestInquiryOnFollower(t *testing.T) {
+	lead := inquiryEnv(t, nil)
+	ls := httptest.NewServer(lead.srv.Handler())
+	t.Cleanup(ls.Close)
+	f := newEnv(t, Config{})
+	f.node.leaderReady = false
+	f.node.status.Role = "follower"
+	f.node.setLeaders(leader{id: "leader", addr: ls.URL})
+	committed, _ := f.commitAll(context.Background(), coordinator.Request{Participants: []fsm.Participant{{Prepare: flight, Commit: flight + "c", Rollback: flight + "r"}}, Timeout: time.Second})
+	past := time.Now().Add(-time.Minute)
+	if a := inquiryAnswer(t, f.do(http.MethodGet, outcomePath(committed.ID, past), nil)); a.Outcome != "committed" {
+		t.Fatalf("follower's own decision: %+v", a)
+	}
+	if a := inquiryAnswer(t, f.do(http.MethodGet, outcomePath("elsewhere", past), nil)); a.Outcome != "rolled_back" {
+		t.Fatalf("forwarded: %+v", a)
+	}
+	if tx, ok := lead.fsm.Get("elsewhere"); !ok || !tx.PresumedAborted() {
+		t.Fatal("the leader did not log the presumed abort")
+	}
+}
