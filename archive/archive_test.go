@@ -182,23 +182,27 @@ func TestTornTail(t *testing.T) {
 	}
 	// The last record (the 'P' marker) starts 4+2+1+n bytes before the end: find it.
 	lastStart := int64(0)
+	boundary := map[int64]bool{}
 	for off := int64(headerSize); off < int64(len(full)); {
 		_, _, n, err := parseRecord(full[off:])
 		if err != nil {
 			t.Fatal(err)
 		}
+		boundary[off] = true
 		lastStart = off
 		off += int64(n)
 	}
-	check := func(name string, b []byte) {
+	// skipped is how many torn or corrupt records the reopen must report: one, unless the
+	// bytes end between two whole records (an unfinished Prune, nothing damaged).
+	check := func(name string, b []byte, skipped int) {
 		d := t.TempDir()
 		if err := os.WriteFile(filepath.Join(d, "0000000000000001.seg"), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		a := open(t, d, Options{})
 		defer a.Close()
-		if st := a.Stats(); st.Through != 10 || st.Records != 2 || len(st.Gaps) != 0 || st.Bytes != cut {
-			t.Fatalf("%s: stats %+v, want 2 records through 10 in %d bytes", name, st, cut)
+		if st := a.Stats(); st.Through != 10 || st.Records != 2 || len(st.Gaps) != 0 || st.Bytes != cut || st.Skipped != skipped || st.Written != 0 {
+			t.Fatalf("%s: stats %+v, want 2 records through 10 in %d bytes, %d skipped, none written", name, st, cut, skipped)
 		}
 		for _, x := range first {
 			mustGet(t, a, x)
@@ -213,14 +217,21 @@ func TestTornTail(t *testing.T) {
 		for _, x := range append(first, second...) {
 			mustGet(t, a, x)
 		}
+		if st := a.Stats(); st.Written != int64(len(second)) || st.WriteErrors != 0 {
+			t.Fatalf("%s: after the replay: %+v, want %d written", name, st, len(second))
+		}
 	}
 	for n := cut; n < int64(len(full)); n++ {
-		check(fmt.Sprintf("cut at %d of %d", n, len(full)), full[:n])
+		skipped := 1
+		if boundary[n] {
+			skipped = 0
+		}
+		check(fmt.Sprintf("cut at %d of %d", n, len(full)), full[:n], skipped)
 	}
 	for i := lastStart; i < int64(len(full)); i++ {
 		b := bytes.Clone(full)
 		b[i] ^= 0x40
-		check(fmt.Sprintf("byte %d flipped", i), b)
+		check(fmt.Sprintf("byte %d flipped", i), b, 1)
 	}
 }
 
@@ -386,5 +397,46 @@ func TestRebase(t *testing.T) {
 	}
 	if st := a.Stats(); st.Through != 20 || len(st.Gaps) != 0 {
 		t.Fatalf("stats %+v, want through 20 and no gap", st)
+	}
+}
+
+// TestWriteErrorStopsSnapshots: a write that fails (here the next segment cannot be
+// created: a directory holds its name) is counted and reported, Covered fails so that no
+// snapshot drops log entries whose records are not archived, and Through does not move
+// past what is durable. After a restart without the obstacle, Raft's replay archives the
+// Prune.
+func TestWriteErrorStopsSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 64, Now: func() time.Time { return time.UnixMilli(t0) }} // no record expires
+	a := open(t, dir, o)
+	a.Pruned(10, []*fsm.Txn{committed(1)})
+	if err := a.Covered(10); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "0000000000000002.seg"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	a.Pruned(11, []*fsm.Txn{committed(2)}) // the first segment is full: rotation fails
+	if err := a.Covered(11); err == nil {
+		t.Fatal("Covered succeeded although the Prune at 11 could not be written")
+	}
+	st := a.Stats()
+	if st.WriteErrors < 1 || st.Error == "" || st.Through != 10 || st.Written != 1 {
+		t.Fatalf("stats after a failed write: %+v, want an error counted and set, through 10, 1 written", st)
+	}
+	a.Close()
+	if err := os.Remove(filepath.Join(dir, "0000000000000002.seg")); err != nil {
+		t.Fatal(err)
+	}
+	a = open(t, dir, o)
+	defer a.Close()
+	a.Pruned(11, []*fsm.Txn{committed(2)}) // Raft's replay
+	if err := a.Covered(11); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, a, committed(1))
+	mustGet(t, a, committed(2))
+	if st := a.Stats(); st.WriteErrors != 0 || st.Error != "" || st.Written != 1 {
+		t.Fatalf("after the restart: %+v", st)
 	}
 }

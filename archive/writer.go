@@ -185,6 +185,7 @@ func (w *writer) append(a *Archive, b []byte, endpoints []fsm.Participant, place
 	for _, p := range places {
 		s.add(p.t.ID, p.off, p.t, a.seed)
 	}
+	a.written += int64(len(places))
 	s.size += int64(len(b))
 	a.mu.Unlock()
 	if m := s.merged(); m != nil {
