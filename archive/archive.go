@@ -106,6 +106,9 @@ type Gap struct {
 	To   uint64 `json:"to"`
 }
 
+// String returns the range as "(From, To]".
+func (g Gap) String() string { return fmt.Sprintf("(%d, %d]", g.From, g.To) }
+
 // Stats describes an archive.
 type Stats struct {
 	Dir      string `json:"dir"`
