@@ -345,27 +345,27 @@ func (a *Archive) readSegment(seq uint64, last bool) (*segment, uint64, []Gap, e
 			bad = err
 			break
 		}
-		d := &dec{b: payload}
+		d := newDec(payload)
 		switch kind {
 		case kindEndpoint:
 			endpoints = append(endpoints, decodeEndpoint(d))
 		case kindTxn:
 			txns = append(txns, pending{off, decodeTxn(d, endpoints)})
 		case kindPrune:
-			idx, cnt := d.uvarint(), d.uvarint()
-			d.varint()
-			if d.err == nil && cnt != uint64(len(txns)) {
-				d.fail(fmt.Sprintf("prune record counts %d transactions, %d precede it", cnt, len(txns)))
+			idx, cnt := d.Uvarint(), d.Uvarint()
+			d.Varint()
+			if d.Err == nil && cnt != uint64(len(txns)) {
+				d.Fail(fmt.Sprintf("prune record counts %d transactions, %d precede it", cnt, len(txns)))
 			}
 			through = max(through, idx)
 		case kindCovered:
-			through = max(through, d.uvarint())
+			through = max(through, d.Uvarint())
 		case kindGap:
-			g := Gap{From: d.uvarint(), To: d.uvarint()}
+			g := Gap{From: d.Uvarint(), To: d.Uvarint()}
 			gaps = append(gaps, g)
 			through = max(through, g.To)
 		}
-		if err := d.end(); err != nil {
+		if err := d.End(); err != nil {
 			bad = err
 			break
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/codec"
 )
 
 const t0 = int64(1_760_000_000_000) // unix ms
@@ -27,7 +28,7 @@ func v7(ms int64, i int) string {
 		b[j] = byte(i)
 		i >>= 8
 	}
-	return uuidString(b[:])
+	return codec.UUIDString(b[:])
 }
 
 func parts(n int) []fsm.Participant {
@@ -84,9 +85,9 @@ func TestTxnRoundTrip(t *testing.T) {
 		}
 		var e enc
 		encodeTxn(&e, want, func(p fsm.Participant) uint32 { return refs[p] })
-		d := &dec{b: e.b}
+		d := newDec(e.B)
 		got := decodeTxn(d, table)
-		if err := d.end(); err != nil || !reflect.DeepEqual(got, want) {
+		if err := d.End(); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip (%v):\n got %+v\nwant %+v", err, got, want)
 		}
 	}

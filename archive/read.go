@@ -75,9 +75,9 @@ func readTxnAt(f *os.File, off int64, endpoints []fsm.Participant) (*fsm.Txn, er
 	if kind != kindTxn {
 		return nil, fmt.Errorf("%w: index points at a record of kind %q", ErrCorrupt, kind)
 	}
-	d := &dec{b: payload}
+	d := newDec(payload)
 	t := decodeTxn(d, endpoints)
-	return t, d.end()
+	return t, d.End()
 }
 
 // Cursor is a position in the archive: a segment and the offset of a record in it. The
@@ -166,13 +166,13 @@ func scanSegment(path string, size int64, fn func(t *fsm.Txn, off int64) bool) (
 		if err != nil {
 			return false, fmt.Errorf("%s at %d: %w", path, off, err)
 		}
-		d := &dec{b: payload}
+		d := newDec(payload)
 		switch kind {
 		case kindEndpoint:
 			endpoints = append(endpoints, decodeEndpoint(d))
 		case kindTxn:
 			t := decodeTxn(d, endpoints)
-			if err := d.end(); err != nil {
+			if err := d.End(); err != nil {
 				return false, fmt.Errorf("%s at %d: %w", path, off, err)
 			}
 			if !fn(t, off) {
