@@ -311,9 +311,23 @@ func TestSnapshotSaveRestoreCommands(t *testing.T) {
 	leader := src.WaitLeader(30 * time.Second)
 	follower := (leader + 1) % 3
 	submitMany(t, src, 20)
-	src.WaitConverged(30 * time.Second)
 	node := src.Node(follower).URL()
-	want := listAll(t, node)
+	// An outcome is answered at the decision; wait for phase two to finish everywhere, so
+	// that the restored cluster has nothing to resume and its list can equal the source's.
+	var want []api.TransactionView
+	if err := src.Eventually(30*time.Second, func() error {
+		want = listAll(t, node)
+		for _, v := range want {
+			if v.Status != api.StatusCommitted && v.Status != api.StatusRolledBack {
+				return fmt.Errorf("%s is %s", v.TransactionID, v.Status)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	src.WaitConverged(30 * time.Second)
+	want = listAll(t, node)
 	if len(want) != 20 {
 		t.Fatalf("source lists %d transactions, want 20", len(want))
 	}
