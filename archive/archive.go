@@ -128,7 +128,7 @@ type Stats struct {
 	// or a bad record that ends the readable part of a sealed segment (see Corrupt).
 	Skipped int `json:"skipped,omitempty"`
 	// WriteErrors counts the writes (a batch of queued work, then its fsync) that failed
-	// since the archive opened; the first one also sets Error.
+	// since the archive opened: 0 or 1, as the archive stops at the first (and sets Error).
 	WriteErrors int64 `json:"writeErrors,omitempty"`
 	// Error is the write error that stopped the archive, "" while it works. Snapshots fail
 	// while it is set (the log is not compacted), so no record is lost.
@@ -417,7 +417,17 @@ func (a *Archive) run() {
 		closed := a.closed
 		a.qmu.Unlock()
 		if len(items) > 0 {
-			err := a.w.write(a, items)
+			// After a failed write the archive stops: the segment may end in a partial
+			// record its index does not account for, so nothing more is appended. What is
+			// handed over meanwhile stays in the Raft log (Covered fails, no snapshot
+			// compacts it) and is archived when the node restarts and replays.
+			a.mu.RLock()
+			stopped := a.err != nil
+			a.mu.RUnlock()
+			var err error
+			if !stopped {
+				err = a.w.write(a, items)
+			}
 			a.mu.Lock()
 			if err != nil {
 				a.werrs++

@@ -422,22 +422,36 @@ func TestWriteErrorStopsSnapshots(t *testing.T) {
 		t.Fatal("Covered succeeded although the Prune at 11 could not be written")
 	}
 	st := a.Stats()
-	if st.WriteErrors < 1 || st.Error == "" || st.Through != 10 || st.Written != 1 {
+	if st.WriteErrors != 1 || st.Error == "" || st.Through != 10 || st.Written != 1 {
 		t.Fatalf("stats after a failed write: %+v, want an error counted and set, through 10, 1 written", st)
 	}
-	a.Close()
+	// The archive has stopped: with the obstacle gone, a later Prune is still not
+	// written (it stays in the log), and the error stays.
 	if err := os.Remove(filepath.Join(dir, "0000000000000002.seg")); err != nil {
 		t.Fatal(err)
 	}
+	a.Pruned(12, []*fsm.Txn{committed(3)})
+	if err := a.Sync(); err == nil {
+		t.Fatal("Sync succeeded after the archive stopped")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "0000000000000002.seg")); !os.IsNotExist(err) {
+		t.Fatalf("a stopped archive went on writing: %v", err)
+	}
+	if st := a.Stats(); st.WriteErrors != 1 || st.Written != 1 || st.Through != 10 {
+		t.Fatalf("stats of a stopped archive: %+v", st)
+	}
+	a.Close()
 	a = open(t, dir, o)
 	defer a.Close()
 	a.Pruned(11, []*fsm.Txn{committed(2)}) // Raft's replay
-	if err := a.Covered(11); err != nil {
+	a.Pruned(12, []*fsm.Txn{committed(3)})
+	if err := a.Covered(12); err != nil {
 		t.Fatal(err)
 	}
 	mustGet(t, a, committed(1))
 	mustGet(t, a, committed(2))
-	if st := a.Stats(); st.WriteErrors != 0 || st.Error != "" || st.Written != 1 {
+	mustGet(t, a, committed(3))
+	if st := a.Stats(); st.WriteErrors != 0 || st.Error != "" || st.Written != 2 {
 		t.Fatalf("after the restart: %+v", st)
 	}
 }
