@@ -106,6 +106,9 @@ type Gap struct {
 	To   uint64 `json:"to"`
 }
 
+// String returns the range as "(From, To]".
+func (g Gap) String() string { return fmt.Sprintf("(%d, %d]", g.From, g.To) }
+
 // Stats describes an archive.
 type Stats struct {
 	Dir      string `json:"dir"`
@@ -117,6 +120,16 @@ type Stats struct {
 	// Corrupt counts sealed segments whose reading stopped at a bad record when the archive
 	// opened (the records before it are kept; the file is left as it is).
 	Corrupt int `json:"corrupt,omitempty"`
+	// Written counts the transaction records written since the archive opened (a replayed
+	// Prune the archive already held is not written again, so not counted).
+	Written int64 `json:"written"`
+	// Skipped counts the torn or corrupt records met when the archive opened: a torn or
+	// damaged last record of the last segment (cut off; Raft hands that Prune over again)
+	// or a bad record that ends the readable part of a sealed segment (see Corrupt).
+	Skipped int `json:"skipped,omitempty"`
+	// WriteErrors counts the writes (a batch of queued work, then its fsync) that failed
+	// since the archive opened: 0 or 1, as the archive stops at the first (and sets Error).
+	WriteErrors int64 `json:"writeErrors,omitempty"`
 	// Error is the write error that stopped the archive, "" while it works. Snapshots fail
 	// while it is set (the log is not compacted), so no record is lost.
 	Error string `json:"error,omitempty"`
@@ -218,6 +231,9 @@ type Archive struct {
 	through uint64     // durable
 	gaps    []Gap
 	corrupt int
+	skipped int
+	written int64 // transaction records written since Open
+	werrs   int64 // failed writes since Open
 	err     error // sticky write error
 	// qmu guards only the queue, so that Pruned (on Raft's apply goroutine) never waits
 	// for the writer or a reader.
@@ -329,27 +345,27 @@ func (a *Archive) readSegment(seq uint64, last bool) (*segment, uint64, []Gap, e
 			bad = err
 			break
 		}
-		d := &dec{b: payload}
+		d := newDec(payload)
 		switch kind {
 		case kindEndpoint:
 			endpoints = append(endpoints, decodeEndpoint(d))
 		case kindTxn:
 			txns = append(txns, pending{off, decodeTxn(d, endpoints)})
 		case kindPrune:
-			idx, cnt := d.uvarint(), d.uvarint()
-			d.varint()
-			if d.err == nil && cnt != uint64(len(txns)) {
-				d.fail(fmt.Sprintf("prune record counts %d transactions, %d precede it", cnt, len(txns)))
+			idx, cnt := d.Uvarint(), d.Uvarint()
+			d.Varint()
+			if d.Err == nil && cnt != uint64(len(txns)) {
+				d.Fail(fmt.Sprintf("prune record counts %d transactions, %d precede it", cnt, len(txns)))
 			}
 			through = max(through, idx)
 		case kindCovered:
-			through = max(through, d.uvarint())
+			through = max(through, d.Uvarint())
 		case kindGap:
-			g := Gap{From: d.uvarint(), To: d.uvarint()}
+			g := Gap{From: d.Uvarint(), To: d.Uvarint()}
 			gaps = append(gaps, g)
 			through = max(through, g.To)
 		}
-		if err := d.end(); err != nil {
+		if err := d.End(); err != nil {
 			bad = err
 			break
 		}
@@ -375,8 +391,14 @@ func (a *Archive) readSegment(seq uint64, last bool) (*segment, uint64, []Gap, e
 				return nil, 0, nil, fmt.Errorf("repairing %s: %w", path, err)
 			}
 		}
+		if bad != nil {
+			a.skipped++
+		}
 	} else if bad != nil || good < int64(len(b)) {
 		a.corrupt++
+		if bad != nil {
+			a.skipped++
+		}
 		a.lg.Error("archive segment is damaged: records after the damage are not readable", "file", path, "offset", good, "error", bad)
 	}
 	s.size = good
@@ -395,8 +417,21 @@ func (a *Archive) run() {
 		closed := a.closed
 		a.qmu.Unlock()
 		if len(items) > 0 {
-			err := a.w.write(a, items)
+			// After a failed write the archive stops: the segment may end in a partial
+			// record its index does not account for, so nothing more is appended. What is
+			// handed over meanwhile stays in the Raft log (Covered fails, no snapshot
+			// compacts it) and is archived when the node restarts and replays.
+			a.mu.RLock()
+			stopped := a.err != nil
+			a.mu.RUnlock()
+			var err error
+			if !stopped {
+				err = a.w.write(a, items)
+			}
 			a.mu.Lock()
+			if err != nil {
+				a.werrs++
+			}
 			if err != nil && a.err == nil {
 				a.err = err
 				a.lg.Error("archive write failed: the archive stops, and snapshots fail until the node restarts", "error", err)
@@ -490,7 +525,8 @@ func (a *Archive) Dir() string { return a.dir }
 func (a *Archive) Stats() Stats {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	st := Stats{Dir: a.dir, Segments: len(a.segs), Through: a.through, Gaps: append([]Gap(nil), a.gaps...), Corrupt: a.corrupt}
+	st := Stats{Dir: a.dir, Segments: len(a.segs), Through: a.through, Gaps: append([]Gap(nil), a.gaps...), Corrupt: a.corrupt,
+		Written: a.written, Skipped: a.skipped, WriteErrors: a.werrs}
 	for _, s := range a.segs {
 		st.Bytes += s.size
 		st.Records += s.count

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/codec"
 )
 
 const t0 = int64(1_760_000_000_000) // unix ms
@@ -27,7 +28,7 @@ func v7(ms int64, i int) string {
 		b[j] = byte(i)
 		i >>= 8
 	}
-	return uuidString(b[:])
+	return codec.UUIDString(b[:])
 }
 
 func parts(n int) []fsm.Participant {
@@ -84,9 +85,9 @@ func TestTxnRoundTrip(t *testing.T) {
 		}
 		var e enc
 		encodeTxn(&e, want, func(p fsm.Participant) uint32 { return refs[p] })
-		d := &dec{b: e.b}
+		d := newDec(e.B)
 		got := decodeTxn(d, table)
-		if err := d.end(); err != nil || !reflect.DeepEqual(got, want) {
+		if err := d.End(); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip (%v):\n got %+v\nwant %+v", err, got, want)
 		}
 	}
@@ -182,23 +183,27 @@ func TestTornTail(t *testing.T) {
 	}
 	// The last record (the 'P' marker) starts 4+2+1+n bytes before the end: find it.
 	lastStart := int64(0)
+	boundary := map[int64]bool{}
 	for off := int64(headerSize); off < int64(len(full)); {
 		_, _, n, err := parseRecord(full[off:])
 		if err != nil {
 			t.Fatal(err)
 		}
+		boundary[off] = true
 		lastStart = off
 		off += int64(n)
 	}
-	check := func(name string, b []byte) {
+	// skipped is how many torn or corrupt records the reopen must report: one, unless the
+	// bytes end between two whole records (an unfinished Prune, nothing damaged).
+	check := func(name string, b []byte, skipped int) {
 		d := t.TempDir()
 		if err := os.WriteFile(filepath.Join(d, "0000000000000001.seg"), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		a := open(t, d, Options{})
 		defer a.Close()
-		if st := a.Stats(); st.Through != 10 || st.Records != 2 || len(st.Gaps) != 0 || st.Bytes != cut {
-			t.Fatalf("%s: stats %+v, want 2 records through 10 in %d bytes", name, st, cut)
+		if st := a.Stats(); st.Through != 10 || st.Records != 2 || len(st.Gaps) != 0 || st.Bytes != cut || st.Skipped != skipped || st.Written != 0 {
+			t.Fatalf("%s: stats %+v, want 2 records through 10 in %d bytes, %d skipped, none written", name, st, cut, skipped)
 		}
 		for _, x := range first {
 			mustGet(t, a, x)
@@ -213,14 +218,21 @@ func TestTornTail(t *testing.T) {
 		for _, x := range append(first, second...) {
 			mustGet(t, a, x)
 		}
+		if st := a.Stats(); st.Written != int64(len(second)) || st.WriteErrors != 0 {
+			t.Fatalf("%s: after the replay: %+v, want %d written", name, st, len(second))
+		}
 	}
 	for n := cut; n < int64(len(full)); n++ {
-		check(fmt.Sprintf("cut at %d of %d", n, len(full)), full[:n])
+		skipped := 1
+		if boundary[n] {
+			skipped = 0
+		}
+		check(fmt.Sprintf("cut at %d of %d", n, len(full)), full[:n], skipped)
 	}
 	for i := lastStart; i < int64(len(full)); i++ {
 		b := bytes.Clone(full)
 		b[i] ^= 0x40
-		check(fmt.Sprintf("byte %d flipped", i), b)
+		check(fmt.Sprintf("byte %d flipped", i), b, 1)
 	}
 }
 
@@ -411,4 +423,111 @@ func TestPresumedAbortRecord(t *testing.T) {
 	defer a.Close()
 	mustGet(t, a, tomb)
 	mustGet(t, a, committed(1))
+}
+
+// TestWriteErrorStopsSnapshots: a write that fails (here the next segment cannot be
+// created: a directory holds its name) is counted and reported, Covered fails so that no
+// snapshot drops log entries whose records are not archived, and Through does not move
+// past what is durable. After a restart without the obstacle, Raft's replay archives the
+// Prune.
+func TestWriteErrorStopsSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 64, Now: func() time.Time { return time.UnixMilli(t0) }} // no record expires
+	a := open(t, dir, o)
+	a.Pruned(10, []*fsm.Txn{committed(1)})
+	if err := a.Covered(10); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "0000000000000002.seg"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	a.Pruned(11, []*fsm.Txn{committed(2)}) // the first segment is full: rotation fails
+	if err := a.Covered(11); err == nil {
+		t.Fatal("Covered succeeded although the Prune at 11 could not be written")
+	}
+	st := a.Stats()
+	if st.WriteErrors != 1 || st.Error == "" || st.Through != 10 || st.Written != 1 {
+		t.Fatalf("stats after a failed write: %+v, want an error counted and set, through 10, 1 written", st)
+	}
+	// The archive has stopped: with the obstacle gone, a later Prune is still not
+	// written (it stays in the log), and the error stays.
+	if err := os.Remove(filepath.Join(dir, "0000000000000002.seg")); err != nil {
+		t.Fatal(err)
+	}
+	a.Pruned(12, []*fsm.Txn{committed(3)})
+	if err := a.Sync(); err == nil {
+		t.Fatal("Sync succeeded after the archive stopped")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "0000000000000002.seg")); !os.IsNotExist(err) {
+		t.Fatalf("a stopped archive went on writing: %v", err)
+	}
+	if st := a.Stats(); st.WriteErrors != 1 || st.Written != 1 || st.Through != 10 {
+		t.Fatalf("stats of a stopped archive: %+v", st)
+	}
+	a.Close()
+	a = open(t, dir, o)
+	defer a.Close()
+	a.Pruned(11, []*fsm.Txn{committed(2)}) // Raft's replay
+	a.Pruned(12, []*fsm.Txn{committed(3)})
+	if err := a.Covered(12); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, a, committed(1))
+	mustGet(t, a, committed(2))
+	mustGet(t, a, committed(3))
+	if st := a.Stats(); st.WriteErrors != 0 || st.Error != "" || st.Written != 2 {
+		t.Fatalf("after the restart: %+v", st)
+	}
+}
+
+// TestScanResumesAtCursor: paging reads a segment from the cursor on, with the segment's
+// endpoint table from memory; endpoints first written after the cursor (each Prune here
+// brings a new participant) still decode, every record comes once and whole, and a cursor
+// that is not a record's offset (edited by hand) falls back to reading the segment from
+// its start rather than failing.
+func TestScanResumesAtCursor(t *testing.T) {
+	a := open(t, t.TempDir(), Options{SegmentBytes: 4096, Now: func() time.Time { return time.UnixMilli(t0) }})
+	defer a.Close()
+	var want []*fsm.Txn
+	for i := 0; i < 60; i++ {
+		x := committed(i)
+		x.Participants = append([]fsm.Participant{{Prepare: fmt.Sprintf("http://10.1.0.%d:9000/prepare", i), Commit: fmt.Sprintf("http://10.1.0.%d:9000/commit", i), Rollback: "http://elsewhere/rollback"}}, x.Participants[1:]...)
+		want = append(want, x)
+		a.Pruned(uint64(i+1), []*fsm.Txn{x})
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().Segments < 2 {
+		t.Fatalf("want several segments, have %+v", a.Stats())
+	}
+	var got []*fsm.Txn
+	var cur Cursor
+	for page := 0; page < 100; page++ {
+		n, more := 0, false
+		if err := a.Scan(0, 0, cur, func(x *fsm.Txn, at Cursor) bool {
+			if n == 4 {
+				more = true
+				return false
+			}
+			got, cur, n = append(got, x), at, n+1
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("paged scan: %d records, want %d, or different ones", len(got), len(want))
+	}
+	bogus := Cursor{Seg: cur.Seg, Off: cur.Off - 1}
+	var rest []*fsm.Txn
+	if err := a.Scan(0, 0, bogus, func(x *fsm.Txn, _ Cursor) bool { rest = append(rest, x); return true }); err != nil {
+		t.Fatalf("a cursor off a record boundary: %v", err)
+	}
+	if len(rest) == 0 || !reflect.DeepEqual(rest[len(rest)-1], want[len(want)-1]) {
+		t.Fatalf("a cursor off a record boundary: %d records", len(rest))
+	}
 }

@@ -2,13 +2,12 @@ package archive
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"strings"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/codec"
 )
 
 // Segment format, version 1. A segment file (NNNNNNNNNNNNNNNN.seg, numbered from 1) is a
@@ -121,119 +120,24 @@ func parseRecord(b []byte) (kind byte, payload []byte, n int, err error) {
 	return b[0], b[1+m : end], end + 4, nil
 }
 
-// enc and dec are the little encoder and decoder of record payloads.
-type enc struct{ b []byte }
+// enc and dec are the shared byte-level helpers (internal/codec); dec's errors wrap
+// ErrCorrupt.
+type (
+	enc = codec.Encoder
+	dec = codec.Decoder
+)
 
-func (e *enc) byte(v byte)      { e.b = append(e.b, v) }
-func (e *enc) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
-func (e *enc) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
-func (e *enc) string(s string)  { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
-
-type dec struct {
-	b   []byte
-	err error
+func newDec(payload []byte) *dec {
+	d := codec.NewDecoder(payload, ErrCorrupt)
+	return &d
 }
 
-func (d *dec) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
-	}
-}
-
-func (d *dec) byte() byte {
-	if d.err != nil || len(d.b) < 1 {
-		d.fail("short byte")
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *dec) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad uvarint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) bytes(n int) []byte {
-	if d.err != nil || n < 0 || len(d.b) < n {
-		d.fail("short bytes")
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) string() string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail("string length")
-		return ""
-	}
-	return string(d.bytes(int(n)))
-}
-
-func (d *dec) end() error {
-	if d.err == nil && len(d.b) != 0 {
-		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
-	}
-	return d.err
-}
-
-func encodeEndpoint(e *enc, p fsm.Participant) {
-	if i := strings.LastIndex(p.Prepare, "prepare"); i >= 0 {
-		pre, post := p.Prepare[:i], p.Prepare[i+len("prepare"):]
-		if p.Commit == pre+"commit"+post && p.Rollback == pre+"rollback"+post {
-			e.byte(0)
-			e.string(p.Prepare)
-			return
-		}
-	}
-	e.byte(1)
-	e.string(p.Prepare)
-	e.string(p.Commit)
-	e.string(p.Rollback)
-}
+// encodeEndpoint writes one participant as fsm does in its log (codec.Encoder.Endpoints).
+func encodeEndpoint(e *enc, p fsm.Participant) { e.Endpoints(p.Prepare, p.Commit, p.Rollback) }
 
 func decodeEndpoint(d *dec) fsm.Participant {
-	switch d.byte() {
-	case 0:
-		p := d.string()
-		i := strings.LastIndex(p, "prepare")
-		if i < 0 {
-			d.fail("derived endpoint without prepare")
-			return fsm.Participant{}
-		}
-		pre, post := p[:i], p[i+len("prepare"):]
-		return fsm.Participant{Prepare: p, Commit: pre + "commit" + post, Rollback: pre + "rollback" + post}
-	case 1:
-		return fsm.Participant{Prepare: d.string(), Commit: d.string(), Rollback: d.string()}
-	default:
-		d.fail("endpoint tag")
-		return fsm.Participant{}
-	}
+	p, c, r := d.Endpoints()
+	return fsm.Participant{Prepare: p, Commit: c, Rollback: r}
 }
 
 // Flags of a 'T' record's first byte.
@@ -261,7 +165,7 @@ const (
 // [reason] | [lastError]. A 3-participant committed transaction takes about 37 bytes.
 func encodeTxn(e *enc, t *fsm.Txn, ref func(fsm.Participant) uint32) {
 	var flags byte
-	raw, isUUID := uuidBytes(t.ID)
+	raw, isUUID := codec.UUIDBytes(t.ID)
 	if isUUID {
 		flags |= flagUUID
 	}
@@ -277,31 +181,31 @@ func encodeTxn(e *enc, t *fsm.Txn, ref func(fsm.Participant) uint32) {
 	if t.FinishedAt != 0 {
 		flags |= flagFinished
 	}
-	e.byte(flags)
-	e.byte(byte(t.Status)&0x0f | byte(t.Decision)<<4)
+	e.Byte(flags)
+	e.Byte(byte(t.Status)&0x0f | byte(t.Decision)<<4)
 	if isUUID {
-		e.b = append(e.b, raw[:]...)
+		e.B = append(e.B, raw[:]...)
 	} else {
-		e.string(t.ID)
+		e.String(t.ID)
 	}
 	if t.Key != "" {
-		e.string(t.Key)
+		e.String(t.Key)
 	}
-	e.varint(t.CreatedAt - idTime(raw, isUUID))
-	e.varint(t.Deadline - t.CreatedAt)
+	e.Varint(t.CreatedAt - idTime(raw, isUUID))
+	e.Varint(t.Deadline - t.CreatedAt)
 	if t.DecidedAt != 0 {
-		e.varint(t.DecidedAt - t.CreatedAt)
+		e.Varint(t.DecidedAt - t.CreatedAt)
 	}
 	if t.FinishedAt != 0 {
-		e.varint(t.FinishedAt - t.CreatedAt)
+		e.Varint(t.FinishedAt - t.CreatedAt)
 	}
 	if t.Note != "" {
-		e.string(t.Note)
+		e.String(t.Note)
 	}
-	e.uvarint(t.Index)
-	e.uvarint(uint64(len(t.Participants)))
+	e.Uvarint(t.Index)
+	e.Uvarint(uint64(len(t.Participants)))
 	for i, p := range t.Participants {
-		e.uvarint(uint64(ref(p)))
+		e.Uvarint(uint64(ref(p)))
 		st := t.States[i]
 		b := byte(st.Vote) & 3
 		if st.Acked {
@@ -313,68 +217,68 @@ func encodeTxn(e *enc, t *fsm.Txn, ref func(fsm.Participant) uint32) {
 		if st.LastError != "" {
 			b |= stLastError
 		}
-		e.byte(b)
-		e.uvarint(uint64(st.Attempts))
+		e.Byte(b)
+		e.Uvarint(uint64(st.Attempts))
 		if st.Reason != "" {
-			e.string(st.Reason)
+			e.String(st.Reason)
 		}
 		if st.LastError != "" {
-			e.string(st.LastError)
+			e.String(st.LastError)
 		}
 	}
 }
 
 // decodeTxn reads a 'T' payload; endpoints is the segment's table.
 func decodeTxn(d *dec, endpoints []fsm.Participant) *fsm.Txn {
-	flags := d.byte()
-	sd := d.byte()
+	flags := d.Byte()
+	sd := d.Byte()
 	t := &fsm.Txn{Status: fsm.Status(sd & 0x0f), Decision: fsm.Decision(sd >> 4)}
 	var raw [16]byte
 	isUUID := flags&flagUUID != 0
 	if isUUID {
-		copy(raw[:], d.bytes(16))
-		t.ID = uuidString(raw[:])
+		copy(raw[:], d.Bytes(16))
+		t.ID = codec.UUIDString(raw[:])
 	} else {
-		t.ID = d.string()
+		t.ID = d.String()
 	}
 	if flags&flagKey != 0 {
-		t.Key = d.string()
+		t.Key = d.String()
 	}
-	t.CreatedAt = d.varint() + idTime(raw, isUUID)
-	t.Deadline = t.CreatedAt + d.varint()
+	t.CreatedAt = d.Varint() + idTime(raw, isUUID)
+	t.Deadline = t.CreatedAt + d.Varint()
 	if flags&flagDecided != 0 {
-		t.DecidedAt = t.CreatedAt + d.varint()
+		t.DecidedAt = t.CreatedAt + d.Varint()
 	}
 	if flags&flagFinished != 0 {
-		t.FinishedAt = t.CreatedAt + d.varint()
+		t.FinishedAt = t.CreatedAt + d.Varint()
 	}
 	if flags&flagNote != 0 {
-		t.Note = d.string()
+		t.Note = d.String()
 	}
-	t.Index = d.uvarint()
-	n := d.uvarint()
-	if n > uint64(len(d.b))/3 {
-		d.fail("participant count")
+	t.Index = d.Uvarint()
+	n := d.Uvarint()
+	if n > uint64(len(d.B))/3 {
+		d.Fail("participant count")
 		return t
 	}
 	t.Participants = make([]fsm.Participant, n)
 	t.States = make([]fsm.ParticipantState, n)
 	for i := range t.Participants {
-		if idx := d.uvarint(); idx < uint64(len(endpoints)) {
+		if idx := d.Uvarint(); idx < uint64(len(endpoints)) {
 			t.Participants[i] = endpoints[idx]
 		} else {
-			d.fail("endpoint index out of range")
+			d.Fail("endpoint index out of range")
 		}
-		b := d.byte()
-		st := fsm.ParticipantState{Vote: fsm.Vote(b & 3), Acked: b&stAcked != 0, Attempts: uint32(d.uvarint())}
+		b := d.Byte()
+		st := fsm.ParticipantState{Vote: fsm.Vote(b & 3), Acked: b&stAcked != 0, Attempts: uint32(d.Uvarint())}
 		if b&stReason != 0 {
-			st.Reason = d.string()
+			st.Reason = d.String()
 		}
 		if b&stLastError != 0 {
-			st.LastError = d.string()
+			st.LastError = d.String()
 		}
 		t.States[i] = st
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 	}
@@ -390,25 +294,4 @@ func idTime(raw [16]byte, isUUID bool) int64 {
 	var b [8]byte
 	copy(b[2:], raw[:6])
 	return int64(binary.BigEndian.Uint64(b[:]))
-}
-
-// uuidBytes parses the canonical 36-character lower-case form only, so that decoding gives
-// back exactly the string that was encoded.
-func uuidBytes(s string) (out [16]byte, ok bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return out, false
-	}
-	h := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
-	if strings.ToLower(h) != h {
-		return out, false
-	}
-	if _, err := hex.Decode(out[:], []byte(h)); err != nil {
-		return out, false
-	}
-	return out, true
-}
-
-func uuidString(b []byte) string {
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

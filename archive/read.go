@@ -75,9 +75,9 @@ func readTxnAt(f *os.File, off int64, endpoints []fsm.Participant) (*fsm.Txn, er
 	if kind != kindTxn {
 		return nil, fmt.Errorf("%w: index points at a record of kind %q", ErrCorrupt, kind)
 	}
-	d := &dec{b: payload}
+	d := newDec(payload)
 	t := decodeTxn(d, endpoints)
-	return t, d.end()
+	return t, d.End()
 }
 
 // Cursor is a position in the archive: a segment and the offset of a record in it. The
@@ -106,11 +106,14 @@ func ParseCursor(s string) (Cursor, error) {
 // id within one Prune), for every archived transaction created in [from, to) (unix ms;
 // to <= 0: no upper bound) whose record lies after the cursor after. fn returns false to
 // stop; at is the record's cursor, which resumes the scan after it. Segments wholly outside
-// the range are not read.
+// the range are not read, and a scan that resumes at a cursor reads its segment from the
+// cursor on (with the segment's endpoint table from memory), so paging through an archive
+// reads it once rather than once per page.
 func (a *Archive) Scan(from, to int64, after Cursor, fn func(t *fsm.Txn, at Cursor) bool) error {
 	type view struct {
-		seq, size int64
-		path      string
+		seq, size, start int64
+		path             string
+		endpoints        []fsm.Participant // nil: decode the table from the segment's start
 	}
 	var segs []view
 	a.mu.RLock()
@@ -118,11 +121,16 @@ func (a *Archive) Scan(from, to int64, after Cursor, fn func(t *fsm.Txn, at Curs
 		if s.seq < after.Seg || s.count == 0 || s.maxCreated < from || (to > 0 && s.minCreated >= to) {
 			continue
 		}
-		segs = append(segs, view{int64(s.seq), s.size, s.path})
+		v := view{seq: int64(s.seq), size: s.size, start: headerSize, path: s.path}
+		if s.seq == after.Seg && s.holds(after.Off) {
+			// endpoints is append-only: this prefix is the whole table of the first size bytes.
+			v.start, v.endpoints = after.Off, s.endpoints[:len(s.endpoints):len(s.endpoints)]
+		}
+		segs = append(segs, v)
 	}
 	a.mu.RUnlock()
 	for _, s := range segs {
-		more, err := scanSegment(s.path, s.size, func(t *fsm.Txn, off int64) bool {
+		more, err := scanSegment(s.path, s.start, s.size, s.endpoints, func(t *fsm.Txn, off int64) bool {
 			at := Cursor{uint64(s.seq), off}
 			if at.Seg == after.Seg && off <= after.Off {
 				return true
@@ -142,9 +150,25 @@ func (a *Archive) Scan(from, to int64, after Cursor, fn func(t *fsm.Txn, at Curs
 	return nil
 }
 
-// scanSegment reads the first size bytes of a segment and calls fn for each transaction;
-// it reports whether fn wanted more. A segment removed by retention meanwhile is skipped.
-func scanSegment(path string, size int64, fn func(t *fsm.Txn, off int64) bool) (bool, error) {
+// holds reports whether off is the offset of one of the segment's transaction records (a
+// cursor Scan handed out), so that reading may start there. It runs under a.mu.
+func (s *segment) holds(off int64) bool {
+	if off <= headerSize || off >= s.size {
+		return false
+	}
+	for _, e := range s.entries {
+		if int64(e&0xffffffff) == off {
+			return true
+		}
+	}
+	return false
+}
+
+// scanSegment reads bytes [start, size) of a segment (start is the header's end, or the
+// offset of a record when endpoints is the segment's table as of size) and calls fn for
+// each transaction; it reports whether fn wanted more. A segment removed by retention
+// meanwhile is skipped.
+func scanSegment(path string, start, size int64, endpoints []fsm.Participant, fn func(t *fsm.Txn, off int64) bool) (bool, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return true, nil
@@ -153,33 +177,40 @@ func scanSegment(path string, size int64, fn func(t *fsm.Txn, off int64) bool) (
 		return false, err
 	}
 	defer f.Close()
-	b := make([]byte, size)
-	if _, err := io.ReadFull(f, b); err != nil {
+	head := make([]byte, headerSize)
+	if _, err := io.ReadFull(f, head); err != nil {
 		return false, fmt.Errorf("%s: %w", path, err)
 	}
-	if _, err := decodeHeader(b); err != nil {
+	if _, err := decodeHeader(head); err != nil {
 		return false, fmt.Errorf("%s: %w", path, err)
 	}
-	var endpoints []fsm.Participant
-	for off := int64(headerSize); off < size; {
-		kind, payload, n, err := parseRecord(b[off:])
+	fromTable := endpoints != nil
+	b := make([]byte, size-start)
+	if _, err := f.ReadAt(b, start); err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	for pos := int64(0); pos < int64(len(b)); {
+		off := start + pos
+		kind, payload, n, err := parseRecord(b[pos:])
 		if err != nil {
 			return false, fmt.Errorf("%s at %d: %w", path, off, err)
 		}
-		d := &dec{b: payload}
+		d := newDec(payload)
 		switch kind {
 		case kindEndpoint:
-			endpoints = append(endpoints, decodeEndpoint(d))
+			if !fromTable {
+				endpoints = append(endpoints, decodeEndpoint(d))
+			}
 		case kindTxn:
 			t := decodeTxn(d, endpoints)
-			if err := d.end(); err != nil {
+			if err := d.End(); err != nil {
 				return false, fmt.Errorf("%s at %d: %w", path, off, err)
 			}
 			if !fn(t, off) {
 				return false, nil
 			}
 		}
-		off += int64(n)
+		pos += int64(n)
 	}
 	return true, nil
 }

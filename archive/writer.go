@@ -94,9 +94,9 @@ func (w *writer) write(a *Archive, items []item) error {
 			err = w.prune(a, it.index, it.txns)
 		case itemCovered:
 			if it.index > w.through {
-				w.e.b = w.e.b[:0]
-				w.e.uvarint(it.index)
-				err = w.append(a, appendRecord(w.buf[:0], kindCovered, w.e.b), nil, nil)
+				w.e.B = w.e.B[:0]
+				w.e.Uvarint(it.index)
+				err = w.append(a, appendRecord(w.buf[:0], kindCovered, w.e.B), nil, nil)
 				w.through = it.index
 			}
 		case itemRestored:
@@ -104,10 +104,10 @@ func (w *writer) write(a *Archive, items []item) error {
 				g := Gap{From: w.through, To: it.index}
 				a.lg.Warn("the state was replaced by a snapshot beyond what the archive holds: transactions pruned in between are not in this node's archive",
 					"from_index", g.From, "to_index", g.To)
-				w.e.b = w.e.b[:0]
-				w.e.uvarint(g.From)
-				w.e.uvarint(g.To)
-				err = w.append(a, appendRecord(w.buf[:0], kindGap, w.e.b), nil, nil)
+				w.e.B = w.e.B[:0]
+				w.e.Uvarint(g.From)
+				w.e.Uvarint(g.To)
+				err = w.append(a, appendRecord(w.buf[:0], kindGap, w.e.B), nil, nil)
 				a.mu.Lock()
 				a.gaps = append(a.gaps, g)
 				a.mu.Unlock()
@@ -150,21 +150,21 @@ func (w *writer) prune(a *Archive, index uint64, txns []*fsm.Txn) error {
 			if _, ok := w.refs[p]; !ok {
 				w.refs[p] = uint32(len(w.seg.endpoints) + len(newEndpoints))
 				newEndpoints = append(newEndpoints, p)
-				w.e.b = w.e.b[:0]
+				w.e.B = w.e.B[:0]
 				encodeEndpoint(&w.e, p)
-				b = appendRecord(b, kindEndpoint, w.e.b)
+				b = appendRecord(b, kindEndpoint, w.e.B)
 			}
 		}
-		w.e.b = w.e.b[:0]
+		w.e.B = w.e.B[:0]
 		encodeTxn(&w.e, t, ref)
 		places = append(places, placed{t, w.seg.size + int64(len(b))})
-		b = appendRecord(b, kindTxn, w.e.b)
+		b = appendRecord(b, kindTxn, w.e.B)
 	}
-	w.e.b = w.e.b[:0]
-	w.e.uvarint(index)
-	w.e.uvarint(uint64(len(txns)))
-	w.e.varint(w.opts.Now().UnixMilli())
-	b = appendRecord(b, kindPrune, w.e.b)
+	w.e.B = w.e.B[:0]
+	w.e.Uvarint(index)
+	w.e.Uvarint(uint64(len(txns)))
+	w.e.Varint(w.opts.Now().UnixMilli())
+	b = appendRecord(b, kindPrune, w.e.B)
 	w.buf = b
 	if err := w.append(a, b, newEndpoints, places); err != nil {
 		return err
@@ -185,6 +185,7 @@ func (w *writer) append(a *Archive, b []byte, endpoints []fsm.Participant, place
 	for _, p := range places {
 		s.add(p.t.ID, p.off, p.t, a.seed)
 	}
+	a.written += int64(len(places))
 	s.size += int64(len(b))
 	a.mu.Unlock()
 	if m := s.merged(); m != nil {

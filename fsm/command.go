@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/txcoord/txcoord/internal/codec"
 )
 
 // CommandType is the leading byte of every encoded command. Numbers are part of the log
@@ -94,14 +96,14 @@ type SetFeatures struct {
 // Type implements Command.
 func (*SetFeatures) Type() CommandType { return CmdSetFeatures }
 
-func (c *SetFeatures) encode(e *encoder) { e.uvarint(uint64(c.Level)); e.varint(c.At) }
+func (c *SetFeatures) encode(e *encoder) { e.Uvarint(uint64(c.Level)); e.Varint(c.At) }
 func (c *SetFeatures) decode(d *decoder) {
-	l := d.uvarint()
+	l := d.Uvarint()
 	if l > 1<<31 {
-		d.fail("feature level out of range")
+		d.Fail("feature level out of range")
 	}
 	c.Level = uint32(l)
-	c.At = d.varint()
+	c.At = d.Varint()
 }
 
 // Command is one entry of the replicated log. Every field, including ids and timestamps, is
@@ -154,8 +156,8 @@ type DecideCommit struct {
 // Type implements Command.
 func (*DecideCommit) Type() CommandType { return CmdDecideCommit }
 
-func (c *DecideCommit) encode(e *encoder) { e.id(c.ID); e.varint(c.AfterMs) }
-func (c *DecideCommit) decode(d *decoder) { c.ID = d.id(); c.AfterMs = d.varint() }
+func (c *DecideCommit) encode(e *encoder) { e.id(c.ID); e.Varint(c.AfterMs) }
+func (c *DecideCommit) decode(d *decoder) { c.ID = d.id(); c.AfterMs = d.Varint() }
 
 // asDecide expands c against the record it names (under f.mu).
 func (f *FSM) asDecide(c *DecideCommit) (*Decide, bool) {
@@ -256,10 +258,10 @@ func (*SetMember) Type() CommandType { return CmdSetMember }
 // Encode returns the log bytes of c: its type byte, then a compact body of varints and
 // length-prefixed strings. Golden tests pin the format.
 func Encode(c Command) []byte {
-	e := encoder{b: make([]byte, 0, 192)} // a 3-participant Begin with a key fits
-	e.byte(byte(c.Type()))
+	e := encoder{codec.Encoder{B: make([]byte, 0, 192)}} // a 3-participant Begin with a key fits
+	e.Byte(byte(c.Type()))
 	c.encode(&e)
-	return e.b
+	return e.B
 }
 
 // Decode parses bytes written by Encode. It returns an error wrapping ErrCorrupt for an
@@ -278,9 +280,9 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: %w %d", ErrCorrupt, ErrUnknownCommand, t)
 	}
 	c := spec.new()
-	d := decoder{b: b[1:]}
+	d := decoder{codec.NewDecoder(b[1:], ErrCorrupt)}
 	c.decode(&d)
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -288,14 +290,14 @@ func Decode(b []byte) (Command, error) {
 
 func (c *Begin) encode(e *encoder) {
 	e.id(c.ID)
-	e.string(c.Key)
-	e.varint(c.CreatedAt)
-	e.varint(c.Deadline - c.CreatedAt) // a small delta instead of a second timestamp
-	e.uvarint(uint64(len(c.Participants)))
+	e.String(c.Key)
+	e.Varint(c.CreatedAt)
+	e.Varint(c.Deadline - c.CreatedAt) // a small delta instead of a second timestamp
+	e.Uvarint(uint64(len(c.Participants)))
 	for i, p := range c.Participants {
 		if i < len(c.Refs) && c.Refs[i] >= 0 {
-			e.byte(participantRef)
-			e.uvarint(uint64(c.Refs[i]))
+			e.Byte(participantRef)
+			e.Uvarint(uint64(c.Refs[i]))
 			continue
 		}
 		e.participant(p)
@@ -307,24 +309,24 @@ func (c *Begin) encode(e *encoder) {
 			if i < len(c.Payloads) {
 				pl = c.Payloads[i]
 			}
-			e.string(pl)
+			e.String(pl)
 		}
 	}
 }
 
 func (c *Begin) decode(d *decoder) {
 	c.ID = d.id()
-	c.Key = d.string()
-	c.CreatedAt = d.varint()
-	c.Deadline = c.CreatedAt + d.varint()
-	n := d.count(2)
+	c.Key = d.String()
+	c.CreatedAt = d.Varint()
+	c.Deadline = c.CreatedAt + d.Varint()
+	n := d.Count(2)
 	c.Participants = make([]Participant, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		if len(d.b) > 0 && d.b[0] == participantRef {
-			d.byte()
-			ref := d.uvarint()
+	for i := 0; i < n && d.Err == nil; i++ {
+		if len(d.B) > 0 && d.B[0] == participantRef {
+			d.Byte()
+			ref := d.Uvarint()
 			if ref >= MaxEndpoints {
-				d.fail("endpoint reference out of range")
+				d.Fail("endpoint reference out of range")
 			}
 			if c.Refs == nil {
 				c.Refs = make([]int32, i, n)
@@ -343,93 +345,93 @@ func (c *Begin) decode(d *decoder) {
 	}
 	if c.Payloads != nil { // type 13
 		c.Payloads = make([]string, 0, n)
-		for i := 0; i < n && d.err == nil; i++ {
-			c.Payloads = append(c.Payloads, d.string())
+		for i := 0; i < n && d.Err == nil; i++ {
+			c.Payloads = append(c.Payloads, d.String())
 		}
 	}
 }
 
 func (c *Decide) encode(e *encoder) {
 	e.id(c.ID)
-	e.byte(byte(c.Decision))
-	e.varint(c.At)
-	e.uvarint(uint64(len(c.Votes)))
+	e.Byte(byte(c.Decision))
+	e.Varint(c.At)
+	e.Uvarint(uint64(len(c.Votes)))
 	for i, v := range c.Votes {
-		e.byte(byte(v))
+		e.Byte(byte(v))
 		reason := ""
 		if i < len(c.Reasons) {
 			reason = c.Reasons[i]
 		}
-		e.string(reason)
+		e.String(reason)
 	}
 }
 
 func (c *Decide) decode(d *decoder) {
 	c.ID = d.id()
-	c.Decision = Decision(d.byte())
-	c.At = d.varint()
-	n := d.count(2)
+	c.Decision = Decision(d.Byte())
+	c.At = d.Varint()
+	n := d.Count(2)
 	c.Votes = make([]Vote, n)
 	c.Reasons = make([]string, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		c.Votes[i] = Vote(d.byte())
-		c.Reasons[i] = d.string()
+	for i := 0; i < n && d.Err == nil; i++ {
+		c.Votes[i] = Vote(d.Byte())
+		c.Reasons[i] = d.String()
 	}
 }
 
 func (c *Complete) encode(e *encoder) {
-	e.varint(c.At)
-	e.uvarint(uint64(len(c.Items)))
+	e.Varint(c.At)
+	e.Uvarint(uint64(len(c.Items)))
 	for _, it := range c.Items {
 		e.id(it.ID)
-		e.uvarint(uint64(len(it.Attempts)))
+		e.Uvarint(uint64(len(it.Attempts)))
 		for _, a := range it.Attempts {
-			e.uvarint(uint64(a))
+			e.Uvarint(uint64(a))
 		}
 	}
 }
 
 func (c *Complete) decode(d *decoder) {
-	c.At = d.varint()
-	n := d.count(3)
+	c.At = d.Varint()
+	n := d.Count(3)
 	c.Items = make([]Completion, n)
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		c.Items[i].ID = d.id()
-		m := d.count(1)
+		m := d.Count(1)
 		c.Items[i].Attempts = make([]uint32, m)
-		for j := 0; j < m && d.err == nil; j++ {
-			c.Items[i].Attempts[j] = uint32(d.uvarint())
+		for j := 0; j < m && d.Err == nil; j++ {
+			c.Items[i].Attempts[j] = uint32(d.Uvarint())
 		}
 	}
 }
 
 func encodeReports(e *encoder, rs []Report) {
-	e.uvarint(uint64(len(rs)))
+	e.Uvarint(uint64(len(rs)))
 	for _, r := range rs {
-		e.bool(r.Acked)
-		e.uvarint(uint64(r.Attempts))
-		e.string(r.Error)
+		e.Bool(r.Acked)
+		e.Uvarint(uint64(r.Attempts))
+		e.String(r.Error)
 	}
 }
 
 func decodeReports(d *decoder) []Report {
-	n := d.count(3)
+	n := d.Count(3)
 	rs := make([]Report, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		rs[i] = Report{Acked: d.bool(), Attempts: uint32(d.uvarint()), Error: d.string()}
+	for i := 0; i < n && d.Err == nil; i++ {
+		rs[i] = Report{Acked: d.Bool(), Attempts: uint32(d.Uvarint()), Error: d.String()}
 	}
 	return rs
 }
 
 func (c *Fail) encode(e *encoder) {
 	e.id(c.ID)
-	e.varint(c.At)
+	e.Varint(c.At)
 	encodeReports(e, c.Reports)
 }
 
 func (c *Fail) decode(d *decoder) {
 	c.ID = d.id()
-	c.At = d.varint()
+	c.At = d.Varint()
 	c.Reports = decodeReports(d)
 }
 
@@ -443,14 +445,14 @@ func (c *Progress) decode(d *decoder) {
 	c.Reports = decodeReports(d)
 }
 
-func (c *Retry) encode(e *encoder) { e.id(c.ID); e.varint(c.At); e.string(c.Note) }
-func (c *Retry) decode(d *decoder) { c.ID = d.id(); c.At = d.varint(); c.Note = d.string() }
+func (c *Retry) encode(e *encoder) { e.id(c.ID); e.Varint(c.At); e.String(c.Note) }
+func (c *Retry) decode(d *decoder) { c.ID = d.id(); c.At = d.Varint(); c.Note = d.String() }
 
-func (c *Resolve) encode(e *encoder) { e.id(c.ID); e.varint(c.At); e.string(c.Note) }
-func (c *Resolve) decode(d *decoder) { c.ID = d.id(); c.At = d.varint(); c.Note = d.string() }
+func (c *Resolve) encode(e *encoder) { e.id(c.ID); e.Varint(c.At); e.String(c.Note) }
+func (c *Resolve) decode(d *decoder) { c.ID = d.id(); c.At = d.Varint(); c.Note = d.String() }
 
-func (c *Prune) encode(e *encoder) { e.varint(c.FinishedBefore); e.varint(c.KeysBefore) }
-func (c *Prune) decode(d *decoder) { c.FinishedBefore = d.varint(); c.KeysBefore = d.varint() }
+func (c *Prune) encode(e *encoder) { e.Varint(c.FinishedBefore); e.Varint(c.KeysBefore) }
+func (c *Prune) decode(d *decoder) { c.FinishedBefore = d.Varint(); c.KeysBefore = d.Varint() }
 
-func (c *SetMember) encode(e *encoder) { e.string(c.NodeID); e.string(c.HTTPAddr) }
-func (c *SetMember) decode(d *decoder) { c.NodeID = d.string(); c.HTTPAddr = d.string() }
+func (c *SetMember) encode(e *encoder) { e.String(c.NodeID); e.String(c.HTTPAddr) }
+func (c *SetMember) decode(d *decoder) { c.NodeID = d.String(); c.HTTPAddr = d.String() }

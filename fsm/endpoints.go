@@ -16,16 +16,16 @@ type Define struct {
 func (*Define) Type() CommandType { return CmdDefine }
 
 func (c *Define) encode(e *encoder) {
-	e.uvarint(uint64(len(c.Participants)))
+	e.Uvarint(uint64(len(c.Participants)))
 	for _, p := range c.Participants {
 		e.participant(p)
 	}
 }
 
 func (c *Define) decode(d *decoder) {
-	n := d.count(2)
+	n := d.Count(2)
 	c.Participants = make([]Participant, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		c.Participants = append(c.Participants, d.participant())
 	}
 }

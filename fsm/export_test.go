@@ -17,8 +17,8 @@ const CmdTestLevel1 CommandType = 0x7d
 type TestLevel1 struct{ NodeID string }
 
 func (*TestLevel1) Type() CommandType   { return CmdTestLevel1 }
-func (c *TestLevel1) encode(e *encoder) { e.string(c.NodeID) }
-func (c *TestLevel1) decode(d *decoder) { c.NodeID = d.string() }
+func (c *TestLevel1) encode(e *encoder) { e.String(c.NodeID) }
+func (c *TestLevel1) decode(d *decoder) { c.NodeID = d.String() }
 func (c *TestLevel1) apply(f *FSM, _ uint64) (Result, []string) {
 	f.members[c.NodeID] = "level-1"
 	return Result{}, nil

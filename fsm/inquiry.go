@@ -45,11 +45,11 @@ type PresumeAbort struct {
 // Type implements Command.
 func (*PresumeAbort) Type() CommandType { return CmdPresumeAbort }
 
-func (c *PresumeAbort) encode(e *encoder) { e.id(c.ID); e.varint(c.At); e.varint(c.At - c.Deadline) }
+func (c *PresumeAbort) encode(e *encoder) { e.id(c.ID); e.Varint(c.At); e.Varint(c.At - c.Deadline) }
 func (c *PresumeAbort) decode(d *decoder) {
 	c.ID = d.id()
-	c.At = d.varint()
-	c.Deadline = c.At - d.varint()
+	c.At = d.Varint()
+	c.Deadline = c.At - d.Varint()
 }
 
 func (c *PresumeAbort) apply(f *FSM, index uint64) (Result, []string) {
@@ -108,35 +108,35 @@ func (c *FastDecide) encode(e *encoder) {
 	b := c.Begin
 	b.Payloads = nil // never logged (see FastDecide)
 	b.encode(e)
-	e.byte(byte(c.Decision))
-	e.varint(c.AfterMs)
+	e.Byte(byte(c.Decision))
+	e.Varint(c.AfterMs)
 	if c.Decision == DecisionCommit {
 		return
 	}
-	e.uvarint(uint64(len(c.Votes)))
+	e.Uvarint(uint64(len(c.Votes)))
 	for i, v := range c.Votes {
-		e.byte(byte(v))
+		e.Byte(byte(v))
 		reason := ""
 		if i < len(c.Reasons) {
 			reason = c.Reasons[i]
 		}
-		e.string(reason)
+		e.String(reason)
 	}
 }
 
 func (c *FastDecide) decode(d *decoder) {
 	c.Begin.decode(d)
-	c.Decision = Decision(d.byte())
-	c.AfterMs = d.varint()
+	c.Decision = Decision(d.Byte())
+	c.AfterMs = d.Varint()
 	if c.Decision == DecisionCommit {
 		return
 	}
-	n := d.count(2)
+	n := d.Count(2)
 	c.Votes = make([]Vote, n)
 	c.Reasons = make([]string, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		c.Votes[i] = Vote(d.byte())
-		c.Reasons[i] = d.string()
+	for i := 0; i < n && d.Err == nil; i++ {
+		c.Votes[i] = Vote(d.Byte())
+		c.Reasons[i] = d.String()
 	}
 }
 

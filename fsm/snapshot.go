@@ -152,22 +152,22 @@ func (s *snapshot) write(w io.Writer) error {
 	var e encoder
 	record := func() error {
 		var lenBuf [binary.MaxVarintLen64]byte
-		n := binary.PutUvarint(lenBuf[:], uint64(len(e.b)))
+		n := binary.PutUvarint(lenBuf[:], uint64(len(e.B)))
 		if _, err := bw.Write(lenBuf[:n]); err != nil {
 			return err
 		}
-		_, err := bw.Write(e.b)
-		e.b = e.b[:0]
+		_, err := bw.Write(e.B)
+		e.B = e.B[:0]
 		return err
 	}
-	e.uvarint(s.applied)
-	e.uvarint(uint64(len(s.txns)))
-	e.uvarint(uint64(len(s.keys)))
-	e.uvarint(uint64(len(s.members)))
-	e.uvarint(uint64(len(s.endpoints)))
-	e.uvarint(uint64(s.level))
-	e.varint(s.lastTs)
-	e.varint(s.horizon)
+	e.Uvarint(s.applied)
+	e.Uvarint(uint64(len(s.txns)))
+	e.Uvarint(uint64(len(s.keys)))
+	e.Uvarint(uint64(len(s.members)))
+	e.Uvarint(uint64(len(s.endpoints)))
+	e.Uvarint(uint64(s.level))
+	e.Varint(s.lastTs)
+	e.Varint(s.horizon)
 	if err := record(); err != nil {
 		return err
 	}
@@ -189,16 +189,16 @@ func (s *snapshot) write(w io.Writer) error {
 		}
 	}
 	for _, k := range s.keys {
-		e.string(k.Key)
+		e.String(k.Key)
 		e.id(k.ID)
-		e.varint(k.CreatedAt)
+		e.Varint(k.CreatedAt)
 		if err := record(); err != nil {
 			return err
 		}
 	}
 	for _, m := range s.members {
-		e.string(m[0])
-		e.string(m[1])
+		e.String(m[0])
+		e.String(m[1])
 		if err := record(); err != nil {
 			return err
 		}
@@ -301,22 +301,22 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return nil, fmt.Errorf("%w: snapshot record: %v", ErrCorrupt, err)
 		}
-		return &decoder{b: buf}, nil
+		return newDecoder(buf), nil
 	}
 	d, err := next()
 	if err != nil {
 		return nil, err
 	}
-	f.applied = d.uvarint()
-	nTxns, nKeys, nMembers := d.uvarint(), d.uvarint(), d.uvarint()
+	f.applied = d.Uvarint()
+	nTxns, nKeys, nMembers := d.Uvarint(), d.Uvarint(), d.Uvarint()
 	var nEndpoints uint64
 	if l != layoutV1 {
-		nEndpoints = d.uvarint()
+		nEndpoints = d.Uvarint()
 	}
 	if l >= layoutV3 {
-		level := d.uvarint()
-		f.lastTs = d.varint()
-		if d.err == nil && level > uint64(version.FeatureLevel) {
+		level := d.Uvarint()
+		f.lastTs = d.Varint()
+		if d.Err == nil && level > uint64(version.FeatureLevel) {
 			// As for a SetFeatures entry of that level: the log from here on may hold
 			// commands this build cannot apply.
 			return nil, fmt.Errorf("%w: snapshot of a cluster at feature level %d; this build supports up to %d", ErrCorrupt, level, version.FeatureLevel)
@@ -324,9 +324,9 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		f.level = uint32(level)
 	}
 	if l >= layoutV5 {
-		f.horizon = d.varint()
+		f.horizon = d.Varint()
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	if nEndpoints > MaxEndpoints {
@@ -339,7 +339,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 				return err
 			}
 			p := d.participant()
-			if err := d.end(); err != nil {
+			if err := d.End(); err != nil {
 				return err
 			}
 			if _, dup := f.endpointIdx[p]; dup {
@@ -366,7 +366,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 			return nil, err
 		}
 		t := decodeTxn(d, f.endpoints, tableOnly, l >= layoutV4)
-		if err := d.end(); err != nil {
+		if err := d.End(); err != nil {
 			return nil, err
 		}
 		f.put(t)
@@ -375,9 +375,9 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		if d, err = next(); err != nil {
 			return nil, err
 		}
-		k := d.string()
-		e := keyEntry{ID: d.id(), CreatedAt: d.varint()}
-		if err := d.end(); err != nil {
+		k := d.String()
+		e := keyEntry{ID: d.id(), CreatedAt: d.Varint()}
+		if err := d.End(); err != nil {
 			return nil, err
 		}
 		f.keys[k] = e
@@ -386,8 +386,8 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		if d, err = next(); err != nil {
 			return nil, err
 		}
-		id, addr := d.string(), d.string()
-		if err := d.end(); err != nil {
+		id, addr := d.String(), d.String()
+		if err := d.End(); err != nil {
 			return nil, err
 		}
 		f.members[id] = addr
@@ -405,34 +405,34 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 
 func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 	e.id(t.ID)
-	e.string(t.Key)
-	e.varint(t.CreatedAt)
-	e.varint(t.Deadline - t.CreatedAt)
-	e.byte(byte(t.Status))
-	e.byte(byte(t.Decision))
-	e.varint(t.DecidedAt)
-	e.varint(t.FinishedAt)
-	e.string(t.Note)
-	e.uvarint(t.Index)
-	e.uvarint(uint64(len(t.Participants)))
+	e.String(t.Key)
+	e.Varint(t.CreatedAt)
+	e.Varint(t.Deadline - t.CreatedAt)
+	e.Byte(byte(t.Status))
+	e.Byte(byte(t.Decision))
+	e.Varint(t.DecidedAt)
+	e.Varint(t.FinishedAt)
+	e.String(t.Note)
+	e.Uvarint(t.Index)
+	e.Uvarint(uint64(len(t.Participants)))
 	for i, p := range t.Participants {
 		if idx, ok := refs[p]; ok {
-			e.byte(participantRef)
-			e.uvarint(uint64(idx))
+			e.Byte(participantRef)
+			e.Uvarint(uint64(idx))
 		} else {
 			e.participant(p)
 		}
 		st := t.States[i]
-		e.byte(byte(st.Vote))
-		e.string(st.Reason)
-		e.bool(st.Acked)
-		e.uvarint(uint64(st.Attempts))
-		e.string(st.LastError)
+		e.Byte(byte(st.Vote))
+		e.String(st.Reason)
+		e.Bool(st.Acked)
+		e.Uvarint(uint64(st.Attempts))
+		e.String(st.LastError)
 	}
-	e.varint(t.RetriedAt)
-	e.uvarint(uint64(len(t.Payloads)))
+	e.Varint(t.RetriedAt)
+	e.Uvarint(uint64(len(t.Payloads)))
 	for _, pl := range t.Payloads {
-		e.string(pl)
+		e.String(pl)
 	}
 }
 
@@ -440,46 +440,46 @@ func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 // tableOnly set, a participant written inline that tableOnly holds is an error. v4 says
 // the record has retriedAt and payloads (snapshot version 4).
 func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32, v4 bool) *Txn {
-	t := &Txn{ID: d.id(), Key: d.string(), CreatedAt: d.varint()}
-	t.Deadline = t.CreatedAt + d.varint()
-	t.Status = Status(d.byte())
-	t.Decision = Decision(d.byte())
-	t.DecidedAt, t.FinishedAt = d.varint(), d.varint()
-	t.Note = d.string()
-	t.Index = d.uvarint()
-	n := d.count(6)
+	t := &Txn{ID: d.id(), Key: d.String(), CreatedAt: d.Varint()}
+	t.Deadline = t.CreatedAt + d.Varint()
+	t.Status = Status(d.Byte())
+	t.Decision = Decision(d.Byte())
+	t.DecidedAt, t.FinishedAt = d.Varint(), d.Varint()
+	t.Note = d.String()
+	t.Index = d.Uvarint()
+	n := d.Count(6)
 	t.Participants = make([]Participant, n)
 	t.States = make([]ParticipantState, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		if len(d.b) > 0 && d.b[0] == participantRef {
-			d.byte()
-			if idx := d.uvarint(); idx < uint64(len(endpoints)) {
+	for i := 0; i < n && d.Err == nil; i++ {
+		if len(d.B) > 0 && d.B[0] == participantRef {
+			d.Byte()
+			if idx := d.Uvarint(); idx < uint64(len(endpoints)) {
 				t.Participants[i] = endpoints[idx]
 			} else {
-				d.fail("participant names an endpoint the snapshot does not hold")
+				d.Fail("participant names an endpoint the snapshot does not hold")
 			}
 		} else {
 			t.Participants[i] = d.participant()
-			if _, ok := tableOnly[t.Participants[i]]; ok && d.err == nil {
-				d.fail("participant inline though the endpoint table holds it")
+			if _, ok := tableOnly[t.Participants[i]]; ok && d.Err == nil {
+				d.Fail("participant inline though the endpoint table holds it")
 			}
 		}
-		t.States[i] = ParticipantState{Vote: Vote(d.byte()), Reason: d.string(), Acked: d.bool(), Attempts: uint32(d.uvarint()), LastError: d.string()}
+		t.States[i] = ParticipantState{Vote: Vote(d.Byte()), Reason: d.String(), Acked: d.Bool(), Attempts: uint32(d.Uvarint()), LastError: d.String()}
 	}
 	if v4 {
-		t.RetriedAt = d.varint()
-		if m := d.count(1); m > 0 {
+		t.RetriedAt = d.Varint()
+		if m := d.Count(1); m > 0 {
 			if m != n {
-				d.fail(fmt.Sprintf("%d payloads for %d participants", m, n))
+				d.Fail(fmt.Sprintf("%d payloads for %d participants", m, n))
 			}
 			t.Payloads = make([]string, 0, m)
-			for i := 0; i < m && d.err == nil; i++ {
-				t.Payloads = append(t.Payloads, d.string())
+			for i := 0; i < m && d.Err == nil; i++ {
+				t.Payloads = append(t.Payloads, d.String())
 			}
 		}
 	}
-	if d.err == nil && (t.Status < StatusPreparing || t.Status > StatusFailed) {
-		d.fail(fmt.Sprintf("status %d", t.Status))
+	if d.Err == nil && (t.Status < StatusPreparing || t.Status > StatusFailed) {
+		d.Fail(fmt.Sprintf("status %d", t.Status))
 	}
 	return t
 }

@@ -86,6 +86,20 @@ func (s *Server) archived(c echo.Context, id string) (bool, error) {
 	return true, c.JSON(http.StatusOK, ArchivedView{TransactionView: viewOf(t), Archived: true})
 }
 
+// archiveGaps is what a 404 adds when this node's archive has gaps: the transaction may
+// have been pruned while the node was being sent a snapshot, and another node's archive
+// may hold it ("" without gaps).
+func (s *Server) archiveGaps() string {
+	if s.cfg.History == nil {
+		return ""
+	}
+	gaps := s.cfg.History.Stats().Gaps
+	if len(gaps) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; this node's archive misses the transactions pruned in Raft index ranges %v (its state was replaced by a snapshot): ask a node whose GET /v1/archive shows no gaps", gaps)
+}
+
 func (s *Server) listHistory(c echo.Context) error {
 	if aerr := checkParams(c, "from", "to", "limit", "after"); aerr != nil {
 		return writeError(c, aerr)

@@ -47,7 +47,7 @@ func (s *Server) getTransaction(c echo.Context) error {
 		if done, err := s.archived(c, id); done {
 			return err
 		}
-		return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q on node %s (%s read at applied index %d)", id, s.node.ID(), level, ri.AppliedIndex)})
+		return writeError(c, &apiError{Code: codeNotFound, Detail: fmt.Sprintf("no transaction %q on node %s (%s read at applied index %d)", id, s.node.ID(), level, ri.AppliedIndex) + s.archiveGaps()})
 	}
 	v := viewOf(t)
 	if s.node.LeaderReady() {

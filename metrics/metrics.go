@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/version"
@@ -36,6 +37,9 @@ type Sources struct {
 	// txcoord_data_dir_bytes and the filesystem gauges (empty: not exported, e.g. in
 	// memory).
 	DataDir string
+	// Archive is the node's archive of pruned transactions (*archive.Archive), read at
+	// scrape time for the txcoord_archive_ series (nil: none, e.g. --no-archive).
+	Archive interface{ Stats() archive.Stats }
 }
 
 // Metrics is one node's registry.
@@ -180,10 +184,22 @@ var (
 	descMaxOffset = prometheus.NewDesc("txcoord_clock_max_offset_seconds", "The tolerated clock offset (--max-clock-offset).", nil, nil)
 	descFeatures  = prometheus.NewDesc("txcoord_feature_level", "Feature level the cluster has enabled (from the log).", nil, nil)
 	descBuild     = prometheus.NewDesc("txcoord_build_info", "Always 1; labels name this node's build.", []string{"version", "commit", "feature_level", "goversion"}, nil)
+
+	// The archive of pruned transactions (package archive), from its Stats.
+	descArcBytes    = prometheus.NewDesc("txcoord_archive_bytes", "Size on disk of this node's archive of pruned transactions (all segment files).", nil, nil)
+	descArcSegments = prometheus.NewDesc("txcoord_archive_segments", "Segment files in the archive.", nil, nil)
+	descArcRecords  = prometheus.NewDesc("txcoord_archive_records", "Archived transactions kept (retention deletes whole segments by --archive-max-bytes and --archive-max-age).", nil, nil)
+	descArcWritten  = prometheus.NewDesc("txcoord_archive_records_written_total", "Transaction records the archive wrote since the node started (a replayed Prune already archived is not written again).", nil, nil)
+	descArcSkipped  = prometheus.NewDesc("txcoord_archive_records_skipped_total", "Torn or corrupt records met when the archive opened at start: a torn last record cut off (Raft hands its Prune over again), or a bad record ending the readable part of a sealed segment.", nil, nil)
+	descArcCorrupt  = prometheus.NewDesc("txcoord_archive_corrupt_segments", "Sealed segments whose reading stopped at a bad record when the archive opened (records after it cannot be read on this node).", nil, nil)
+	descArcErrors   = prometheus.NewDesc("txcoord_archive_write_errors_total", "Failed archive writes since the node started; after the first, snapshots fail (the log is kept, nothing is lost) until the cause is fixed and the node restarted.", nil, nil)
+	descArcGaps     = prometheus.NewDesc("txcoord_archive_gaps", "Raft index ranges whose pruned transactions this node's archive never received (its state was replaced by a snapshot); another node's archive has them.", nil, nil)
+	descArcOldest   = prometheus.NewDesc("txcoord_archive_oldest_record_age_seconds", "Age of the oldest archived transaction kept, from its creation time (0 when the archive is empty).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descOldest, descDataDir, descFSSize, descFSAvail, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes, descOffset, descOffLeader, descMaxOffset, descFeatures, descBuild} {
+	for _, d := range []*prometheus.Desc{descInFlight, descByStatus, descStuck, descOldest, descDataDir, descFSSize, descFSAvail, descRaftState, descTerm, descCommit, descApplied, descLast, descContact, descReady, descSnapshots, descSnapBytes, descOffset, descOffLeader, descMaxOffset, descFeatures, descBuild,
+		descArcBytes, descArcSegments, descArcRecords, descArcWritten, descArcSkipped, descArcCorrupt, descArcErrors, descArcGaps, descArcOldest} {
 		ch <- d
 	}
 }
@@ -192,6 +208,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	src := c.m.src
 	if src.InFlight != nil {
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(src.InFlight()))
+	}
+	if src.Archive != nil {
+		collectArchive(ch, src.Archive.Stats(), time.Now())
 	}
 	n := src.Node
 	if n == nil {
@@ -262,4 +281,25 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMaxOffset, prometheus.GaugeValue, st.MaxClockOffsetMs/1000)
 	ch <- prometheus.MustNewConstMetric(descFeatures, prometheus.GaugeValue, float64(st.FeatureLevel))
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, version.Version, version.CommitHash(), strconv.Itoa(int(version.FeatureLevel)), runtime.Version())
+}
+
+// collectArchive sends the txcoord_archive_ series of st, ages as of now.
+func collectArchive(ch chan<- prometheus.Metric, st archive.Stats, now time.Time) {
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge(descArcBytes, float64(st.Bytes))
+	gauge(descArcSegments, float64(st.Segments))
+	gauge(descArcRecords, float64(st.Records))
+	counter(descArcWritten, float64(st.Written))
+	counter(descArcSkipped, float64(st.Skipped))
+	gauge(descArcCorrupt, float64(st.Corrupt))
+	counter(descArcErrors, float64(st.WriteErrors))
+	gauge(descArcGaps, float64(len(st.Gaps)))
+	age := 0.0
+	if st.Oldest > 0 {
+		age = max(0, float64(now.UnixMilli()-st.Oldest)/1000)
+	}
+	gauge(descArcOldest, age)
 }

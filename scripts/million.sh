@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The long-run size test of issue 5: N transactions (default 1,000,000) through three
-# `txcoord serve` processes on loopback, then each node's data directory size and resident
-# memory, then one node restarted and timed until /readyz answers 200.
+# The long-run size test of issues 5 and 18: N transactions (default 1,000,000) through
+# three `txcoord serve` processes on loopback, then each node's data directory size and
+# resident memory, then one node restarted and timed until /readyz answers 200, then every
+# transaction looked up on every node (scripts/lookup: the state, or the archive for the
+# ones retention pruned beyond the newest 100,000), with each node's archive bytes per
+# transaction. It exits non-zero when a lookup fails.
 #   scripts/million.sh [count] [concurrency]
 # Everything runs on loopback and stops by itself; all processes are killed on exit.
 set -euo pipefail
@@ -11,6 +14,8 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/txcoord-million.XXXXXX)
 bin=$work/txcoord
 CGO_ENABLED=0 go build -o "$bin" ./cmd/txcoord
+CGO_ENABLED=0 go build -o "$work/lookup" ./scripts/lookup
+started=$(date +%s)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -55,3 +60,6 @@ victim=$(( leader % 3 + 1 ))
 kill "${pids[$victim]}"; wait "${pids[$victim]}" 2>/dev/null || true
 start "$victim"
 echo "  n$victim restarted: ready (serving) after $(ready "$victim") s"
+ready "$victim" >/dev/null
+"$work/lookup" -nodes http://127.0.0.1:8401,http://127.0.0.1:8402,http://127.0.0.1:8403 -expect "$count"
+echo "total $(( $(date +%s) - started )) s"

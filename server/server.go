@@ -127,7 +127,11 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Engine.InquiryURLs = func() []string { return nodeURLs(node.FSM.Members(), https) }
 	}
 	var eng *coordinator.Engine
-	m := metrics.New(metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter, DataDir: dataDirOf(cfg.Cluster)})
+	msrc := metrics.Sources{Node: node, InFlight: func() int64 { return eng.InFlight() }, StuckAfter: cfg.StuckAfter, DataDir: dataDirOf(cfg.Cluster)}
+	if arc != nil { // never a typed nil in the interface
+		msrc.Archive = arc
+	}
+	m := metrics.New(msrc)
 	cfg.Engine.Observer = m
 	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/txcoord/txcoord/api"
 )
 
 // apiCall sends one request to a node's API and decodes a 2xx JSON answer into out; any
-// other answer becomes an error carrying the API's {"error","detail"}.
+// other answer becomes an error wrapping the API's {"error","detail"} as an *api.Error.
 func apiCall(ctx context.Context, method, base, path string, in, out any) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -40,9 +42,11 @@ func apiCall(ctx context.Context, method, base, path string, in, out any) error 
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error, Detail string }
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: HTTP %d %s: %s", method, path, resp.StatusCode, e.Error, e.Detail)
+		// The API's {"error","detail"} as an *api.Error, so that failed maps it to the
+		// documented exit status (a 400 is 64).
+		e := &api.Error{HTTPStatus: resp.StatusCode}
+		if json.Unmarshal(raw, e) == nil && e.Code != "" {
+			return fmt.Errorf("%s %s: HTTP %d: %w", method, path, resp.StatusCode, e)
 		}
 		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
 	}

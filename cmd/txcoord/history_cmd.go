@@ -60,10 +60,15 @@ func newHistoryCmd() *cobra.Command {
 transaction as GET /v1/transactions/{id} shows it, with "archived": true. TIME is RFC 3339
 (2026-01-02T15:04:05Z) or unix ms; either bound may be left out. Every node archives every
 transaction it saw pruned; a node whose archive has gaps (it was restored from a snapshot)
-says so on stderr.`,
+says so on stderr.
+
+` + exitCodesHelp,
 		Example: `  txcoord history --node http://127.0.0.1:8081 --from 2026-03-01T00:00:00Z --to 2026-03-02T00:00:00Z > march-1.jsonl`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 1 || limit > 1000 {
+				return failed(cmd, usageErrorf("--page must be from 1 to 1000, not %d", limit))
+			}
 			out := json.NewEncoder(cmd.OutOrStdout())
 			after := ""
 			warned := false
@@ -76,7 +81,7 @@ says so on stderr.`,
 				}
 				var page httpapi.HistoryPage
 				if err := apiCall(cmd.Context(), http.MethodGet, node, "/v1/history?"+q.Encode(), nil, &page); err != nil {
-					return err
+					return failed(cmd, err)
 				}
 				if len(page.Gaps) > 0 && !warned {
 					warned = true
@@ -84,7 +89,7 @@ says so on stderr.`,
 				}
 				for _, t := range page.Transactions {
 					if err := out.Encode(t); err != nil {
-						return err
+						return failed(cmd, err)
 					}
 				}
 				if page.Next == "" {
@@ -98,6 +103,8 @@ says so on stderr.`,
 	cmd.Flags().StringVar(&from, "from", "", "earliest creation time (inclusive)")
 	cmd.Flags().StringVar(&to, "to", "", "latest creation time (exclusive)")
 	cmd.Flags().IntVar(&limit, "page", 1000, "transactions per request (1 to 1000)")
+	cmd.Args = usageArgs(cmd.Args)
+	cmd.SetFlagErrorFunc(flagError)
 	return cmd
 }
 
@@ -117,14 +124,16 @@ func newSnapshotCmd() *cobra.Command {
 takes a Raft snapshot now (it keeps serving) and sends it. Needs the cluster token
 (TXCOORD_CLUSTER_TOKEN) when authentication is on. FILE is written to FILE.tmp, checked
 (size and CRC-32C) and renamed, so a FILE that exists is complete. The archive of pruned
-transactions is not in it (copy DATA/archive for that).`,
+transactions is not in it (copy DATA/archive for that).
+
+` + exitCodesHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := node
 			if !local {
 				var st cluster.Status
 				if err := apiCall(cmd.Context(), http.MethodGet, node, "/v1/cluster", nil, &st); err != nil {
-					return err
+					return failed(cmd, err)
 				}
 				src = ""
 				for _, m := range st.Members {
@@ -133,12 +142,12 @@ transactions is not in it (copy DATA/archive for that).`,
 					}
 				}
 				if src == "" {
-					return fmt.Errorf("no leader known to %s (leader %q): retry, or pass --local to back up that node", node, st.LeaderID)
+					return failed(cmd, fmt.Errorf("no leader known to %s (leader %q): retry, or pass --local to back up that node", node, st.LeaderID))
 				}
 			}
 			meta, err := downloadBackup(cmd.Context(), src, args[0], timeout)
 			if err != nil {
-				return err
+				return failed(cmd, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "saved %s: snapshot of node %s at index %d (term %d), %d bytes of state\n", args[0], meta.NodeID, meta.Index, meta.Term, meta.Size)
 			return nil
@@ -156,32 +165,42 @@ transactions is not in it (copy DATA/archive for that).`,
 --servers (usually just the node that will hold it). The next txcoord serve on DIR forces
 that configuration (the peers.json recovery) and starts a cluster holding the snapshot;
 start the other nodes empty and let them join (docs/operations.md, Backing up and
-restoring). DIR must hold no Raft state.`,
+restoring). DIR must hold no Raft state. A damaged or cut FILE is refused (exit status 1)
+and leaves DIR without Raft state.
+
+` + exitCodesHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dataDir == "" {
-				return fmt.Errorf("--data-dir is required")
+				return failed(cmd, usageErrorf("--data-dir is required"))
 			}
 			peers, err := parsePeers(servers)
 			if err != nil {
-				return err
+				return failed(cmd, usageErrorf("--servers: %v", err))
 			}
 			if len(peers) == 0 {
-				return fmt.Errorf("--servers is required")
+				return failed(cmd, usageErrorf("--servers is required"))
+			}
+			if archiveFrom != "" { // before anything is written, so that a typo leaves DIR empty
+				if st, err := os.Stat(archiveFrom); err != nil {
+					return failed(cmd, usageErrorf("--archive-from: %v", err))
+				} else if !st.IsDir() {
+					return failed(cmd, usageErrorf("--archive-from %s: not a directory (want an old node's DATA/archive)", archiveFrom))
+				}
 			}
 			meta, err := cluster.RestoreBackup(args[0], dataDir, nil)
 			if err != nil {
-				return err
+				return failed(cmd, fmt.Errorf("%s: %w", args[0], err))
 			}
 			if archiveFrom != "" {
 				n, err := copyArchive(archiveFrom, filepath.Join(dataDir, server.ArchiveDir), meta.Index)
 				if err != nil {
-					return fmt.Errorf("--archive-from: %w", err)
+					return failed(cmd, fmt.Errorf("--archive-from: %w", err))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "copied %d archive segments from %s\n", n, archiveFrom)
 			}
 			if err := cluster.WritePeersJSON(dataDir, peers); err != nil {
-				return err
+				return failed(cmd, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "restored the snapshot of node %s at index %d (taken %s) into %s and wrote %s: start the node\n",
 				meta.NodeID, meta.Index, meta.TakenAt.Format(time.RFC3339), dataDir, cluster.PeersJSON)
@@ -191,7 +210,11 @@ restoring). DIR must hold no Raft state.`,
 	restore.Flags().StringVar(&dataDir, "data-dir", "", "the new node's (empty) data directory")
 	restore.Flags().StringVar(&archiveFrom, "archive-from", "", "an old node's archive directory (DATA/archive, copied from a stopped node) to keep its history in the new cluster")
 	restore.Flags().StringVar(&servers, "servers", "", "the new cluster's first servers, id=raftaddr,... (usually one)")
+	for _, c := range []*cobra.Command{save, restore} {
+		c.Args = usageArgs(c.Args)
+	}
 	cmd.AddCommand(save, restore)
+	cmd.SetFlagErrorFunc(flagError)
 	return cmd
 }
 
