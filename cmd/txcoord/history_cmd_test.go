@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -122,11 +123,18 @@ func TestHistoryCommand(t *testing.T) {
 	leader := cl.WaitLeader(30 * time.Second)
 	follower := (leader + 1) % 3
 	posted := submitMany(t, cl, 30)
-	// Retention prunes down to about 5 (it may stop at a few more: it prunes by time only
-	// up to what the log vouches for). Each node archives as it applies the Prunes.
+	// From feature level 3 a record is kept until its deadline is also before the prune's
+	// cut-off (the retention horizon, docs/fast-path.md), and the count limit's cut-off is
+	// the finish of the 6th newest. Once every posted deadline (5 s after its creation, on
+	// this machine's clock) has passed, six more transactions move that cut-off past all 30,
+	// and no deadline of theirs has passed it: the archive then holds exactly the 30.
+	lastDeadline := time.Now().Add(5*time.Second + 50*time.Millisecond)
+	time.Sleep(time.Until(lastDeadline)) // the condition is the wall clock itself
+	maps.Copy(posted, submitMany(t, cl, 6))
+	// Each node archives as it applies the Prunes.
 	if err := cl.Eventually(60*time.Second, func() error {
 		for i := 0; i < cl.Len(); i++ {
-			if n := cl.Node(i).Archive.Stats().Records; n < len(posted)-10 {
+			if n := cl.Node(i).Archive.Stats().Records; n < 30 {
 				return fmt.Errorf("node %d archived %d of %d", i, n, len(posted))
 			}
 		}
