@@ -107,6 +107,46 @@ func TestConnectionRefusedEndsRolledBack(t *testing.T) {
 	}
 }
 
+// TestNeverDeliveredSurvivesLeaderChange (issue 14, item 2): that no call ever reached a
+// participant is known only to the term that sent its Prepare; it is logged before the
+// other Rollbacks, so a later leader that finishes phase two never calls that URL either
+// and the transaction still ends rolled_back, not failed after the retry window.
+func TestNeverDeliveredSurvivesLeaderChange(t *testing.T) {
+	fps := newFPs(t, 1)
+	// The other participant's Rollback hangs: no failed attempt (whose Progress entry would
+	// carry every report anyway) before the leader changes.
+	fps[0].Set(rollback, participanttest.Hang())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	r := newRig(t)
+	l1 := r.lead(fastCfg(), nil)
+	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	txn, err := l1.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, txn.ID, "rolling_back with the unreached participant logged as acknowledged", func(x *fsm.Txn) bool {
+		return x != nil && x.Status == fsm.StatusRollingBack && x.States[1].Acked
+	})
+	waitFP(t, fps[0], "its Rollback held", func() bool { return len(fps[0].Held()) > 0 })
+	l1.stop(t)
+	fps[0].Set(rollback, participanttest.ACK())
+	fps[0].Release(rollback)
+	l2 := r.lead(fastCfg(), nil)
+	if got := r.waitTerminal(t, txn.ID); got.Status != fsm.StatusRolledBack {
+		t.Fatalf("got %s, want rolled_back", describe(got))
+	}
+	for i, l := range []*leader{l1, l2} {
+		if n := len(l.caller.times(dead + "/rollback")); n != 0 {
+			t.Errorf("leader %d sent %d rollbacks to a participant that never received a call", i+1, n)
+		}
+	}
+}
+
 // resetter is a participant that answers Commit with 500 on a new connection and, on a
 // reused keep-alive connection, reads the request and then resets the connection; it ACKs
 // once it has seen ackAfter requests. It counts every request it read.

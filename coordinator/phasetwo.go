@@ -37,6 +37,7 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, ear
 		p2.reports[i] = fsm.Report{Acked: st.Acked, Attempts: st.Attempts, Error: st.LastError}
 	}
 	var pending []int
+	undelivered := false
 	for i := range txn.Participants {
 		switch {
 		case txn.States[i].Acked:
@@ -44,8 +45,19 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, ear
 			p2.reports[i] = early[i]
 		case phase == participant.PhaseRollback && reached != nil && !reached[i]:
 			p2.reports[i].Acked = true // never reached: nothing to roll back
+			undelivered = true
 		default:
 			pending = append(pending, i)
+		}
+	}
+	if undelivered && len(pending) > 0 {
+		// Only this term knows that no call ever reached that participant (reached is
+		// memory). Log it as acknowledged before the others' Rollbacks, which may take long:
+		// a later leader then skips it too, instead of calling a URL where nothing listens
+		// until the retry window ends the transaction failed (issue 14). Best effort: if the
+		// entry is lost with this term, the later leader calls it, as before.
+		if _, err := e.log.Apply(ctx, &fsm.Progress{ID: txn.ID, Reports: p2.snapshot()}); err != nil && ctx.Err() == nil {
+			e.lg.Debug("logging never-delivered participants failed", "txn", txn.ID, "error", err)
 		}
 	}
 	e.mu.Lock()
