@@ -103,6 +103,10 @@ type Record struct {
 	// transaction; a call from a lower term is refused (ErrStaleTerm), so a deposed leader
 	// that resumes after a pause cannot act after its successor did.
 	Term uint64 `json:"term,omitempty"`
+	// Inquiry is the Prepare's "inquiry" list (absent when none): the coordinator nodes the
+	// Handler asks for the outcome when no Commit or Rollback comes (Handler.Run). Kept
+	// while prepared; a final record drops it.
+	Inquiry []string `json:"inquiry,omitempty"`
 }
 
 // Final reports whether the record is in a state that no later call can change.
@@ -159,6 +163,19 @@ func (s *MemStore) Put(ctx context.Context, rec Record, effect func(ctx context.
 	defer s.mu.Unlock()
 	s.recs[rec.TransactionID] = rec
 	return nil
+}
+
+// Prepared implements PreparedLister.
+func (s *MemStore) Prepared(context.Context) ([]Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Record
+	for _, r := range s.recs {
+		if r.State == StatePrepared {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Records returns a copy of every record, keyed by transaction id.
