@@ -8,6 +8,7 @@
 //		Rollback: func(ctx context.Context, txID string) error { ... },
 //	}, store)
 //	mux.Handle("POST /tx/{phase}", h) // routes on the last path segment
+//	go h.Run(ctx)                     // inquiry: asks for outcomes that do not come
 //	// echo: e.POST("/tx/:phase", echo.WrapHandler(h))
 //
 // The Handler keeps a durable Record per transaction id in a Store and runs each callback
@@ -37,6 +38,10 @@
 //     no second effect: exactly once. With a store that is not atomic with the callback's
 //     effects, a crash between effect and record makes the retry run the callback again:
 //     at least once, and the callback must be idempotent itself.
+//   - Inquiry (Handler.Run): a transaction held past its deadline plus a grace period
+//     without a Commit or Rollback is asked about at the Prepare's inquiry URLs until the
+//     cluster answers committed or rolled_back, and the answer is applied exactly as that
+//     call would be; invalid answers are never applied.
 //
 // One Handler must own a Store: two handlers (or processes) sharing one store lose the
 // per-transaction lock. See docs/participant-library.md.
