@@ -104,7 +104,9 @@ func WithMaxBodyBytes(n int64) Option { return func(h *Handler) { h.maxBody = n 
 func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
 
 // Handler is the participant side of the protocol: an http.Handler for the three phases,
-// backed by a Store. It is safe for concurrent use. Create it with NewHandler.
+// backed by a Store. It is safe for concurrent use. Create it with NewHandler, and start
+// Run beside it so that it asks for the outcome of transactions whose phase two does not
+// come (inquiry; without Run it only answers calls).
 type Handler struct {
 	cb      Callbacks
 	store   Store
