@@ -457,3 +457,44 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A pending answer's Retry-After holds the next inquiry back at least that long, even
+// when the backoff alone would ask sooner; the token option is sent as a bearer token.
+func TestInquiryHonoursRetryAfterAndSendsToken(t *testing.T) {
+	var mu sync.Mutex
+	var auth []string
+	c := newFakeCluster(t, func(id string, n int, w http.ResponseWriter) {
+		mu.Lock()
+		auth = append(auth, w.Header().Get("X-Auth"))
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			fmt.Fprintf(w, `{"transactionId":%q,"outcome":"pending"}`, id)
+			return
+		}
+		answerJSON(w, id, protocol.OutcomeCommitted)
+	})
+	inner := c.srv.Config.Handler
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Auth", r.Header.Get("Authorization")) // read back by answer
+		inner.ServeHTTP(w, r)
+	})
+	f, store := newFake(), NewMemStore()
+	h := inquiringHandler(t, f, store, WithInquiryBackoff(time.Millisecond, 5*time.Millisecond), WithInquiryToken("s3cret"))
+	prepareWithInquiry(t, h, "t1", 20*time.Millisecond, c.srv.URL)
+	eventually(t, "the commit callback ran", func() bool { return f.count(PhaseCommit) > 0 })
+	qs := c.inquiries("t1")
+	if len(qs) < 2 {
+		t.Fatalf("%d inquiries, want at least 2", len(qs))
+	}
+	if gap := qs[1].at.Sub(qs[0].at); gap < time.Second {
+		t.Fatalf("asked again %v after a pending answer with Retry-After: 1", gap)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range auth {
+		if a != "Bearer s3cret" {
+			t.Fatalf("Authorization %q, want the bearer token", a)
+		}
+	}
+}
