@@ -36,9 +36,10 @@ func (o Outcome) Final() bool {
 	return o.Outcome == OutcomeCommitted || o.Outcome == OutcomeRolledBack
 }
 
-// MaxInquiryURLs bounds Request.Inquiry: a cluster has a handful of nodes, and a
-// participant keeps the list with every vote.
-const MaxInquiryURLs = 16
+// MaxInquiryURLs bounds Request.Inquiry: a participant keeps the list with every vote. A
+// cluster has a handful of voters; the bound leaves room for non-voters, and a longer list
+// is a bad request (the whole Prepare is refused), so the coordinator must not send more.
+const MaxInquiryURLs = 64
 
 // InquiryPathFormat is the path of the inquiry route below a node's base URL; %s is the
 // path-escaped transaction id.
