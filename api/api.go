@@ -21,6 +21,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // Headers a client sends or reads.
@@ -203,20 +205,20 @@ type ReadIndexAnswer struct {
 	CommitIndex uint64 `json:"commitIndex"`
 }
 
-// The outcomes of an InquiryAnswer.
+// The outcomes of an InquiryAnswer, as the participant protocol defines them
+// (participant/protocol).
 const (
-	OutcomeCommitted  = "committed"   // apply Commit
-	OutcomeRolledBack = "rolled_back" // apply Rollback
-	OutcomePending    = "pending"     // not decided yet: ask again after Retry-After seconds
+	OutcomeCommitted  = protocol.OutcomeCommitted  // apply Commit
+	OutcomeRolledBack = protocol.OutcomeRolledBack // apply Rollback
+	OutcomePending    = protocol.OutcomePending    // not decided yet: ask again after Retry-After seconds
 )
 
 // InquiryAnswer is GET /v1/transactions/{id}/outcome: what became of a transaction, for a
-// participant that voted on it (docs/participant-protocol.md, "Inquiry"). Outcome is
-// committed, rolled_back or pending (with a Retry-After header).
-type InquiryAnswer struct {
-	TransactionID string `json:"transactionId"`
-	Outcome       string `json:"outcome"`
-}
+// participant that voted on it (docs/participant-protocol.md, "Inquiry"):
+// {"transactionId": "...", "outcome": "committed" | "rolled_back" | "pending"} (with a
+// Retry-After header for pending). It is the participant protocol's type, the one the
+// participant library parses (protocol.ParseOutcome).
+type InquiryAnswer = protocol.Outcome
 
 // OperatorRequest is the body of POST /v1/transactions/{id}/retry and /resolve. Note is at
 // most 1024 bytes; resolve requires one (say how the transaction was settled).

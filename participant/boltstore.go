@@ -11,8 +11,36 @@ import (
 )
 
 // RecordsBucket is the bbolt bucket in which BoltStore keeps records: key = transaction id,
-// value = the Record as JSON.
+// value = the Record as JSON with a version field "v" (RecordVersion).
 const RecordsBucket = "txcoord.participant.records"
+
+// RecordVersion is the version of the stored record encoding that BoltStore writes, in the
+// value's "v" field. Version 1 (written before issue 17) has no "v" field; version 2 adds
+// "inquiry". BoltStore reads every version up to this one, and refuses a record of a later
+// version (written by a newer build) rather than drop what it does not know.
+const RecordVersion = 2
+
+// storedRecord is the stored form of a Record: the Record's fields and the version.
+type storedRecord struct {
+	V int `json:"v,omitempty"`
+	Record
+}
+
+func encodeRecord(rec Record) ([]byte, error) {
+	return json.Marshal(storedRecord{V: RecordVersion, Record: rec})
+}
+
+func decodeRecord(k, v []byte) (Record, error) {
+	var sr storedRecord
+	if err := json.Unmarshal(v, &sr); err != nil {
+		return Record{}, fmt.Errorf("participant: record %q: %w", k, err)
+	}
+	if sr.V > RecordVersion {
+		return Record{}, fmt.Errorf("participant: record %q has version %d; this build reads up to %d (downgrade after an upgrade?)", k, sr.V, RecordVersion)
+	}
+	// Version 1 is version 2 without "inquiry": the same fields decode the same way.
+	return sr.Record, nil
+}
 
 // BoltStore is the default Store: records in a bbolt database, each Put one fsynced bbolt
 // write transaction. It is atomic: during Put, effect's context carries the write
@@ -92,7 +120,7 @@ func (s *BoltStore) Get(_ context.Context, txID string) (rec Record, found bool,
 // Put implements Store: effect and the write of rec run in one bbolt write transaction.
 // A panic in effect rolls the transaction back and is re-raised.
 func (s *BoltStore) Put(ctx context.Context, rec Record, effect func(ctx context.Context) error) error {
-	val, err := json.Marshal(rec)
+	val, err := encodeRecord(rec)
 	if err != nil {
 		return err
 	}
@@ -122,9 +150,9 @@ func (s *BoltStore) ForEach(tx *bolt.Tx, fn func(Record) error) error {
 		return nil
 	}
 	return b.ForEach(func(k, v []byte) error {
-		var rec Record
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("participant: record %q: %w", k, err)
+		rec, err := decodeRecord(k, v)
+		if err != nil {
+			return err
 		}
 		return fn(rec)
 	})
@@ -143,9 +171,9 @@ func (s *BoltStore) Prune(cutoff time.Time) (int, error) {
 		}
 		var dead [][]byte
 		err := b.ForEach(func(k, v []byte) error {
-			var rec Record
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("participant: record %q: %w", k, err)
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				return err
 			}
 			if rec.Final() && rec.Updated.Before(cutoff) {
 				dead = append(dead, append([]byte(nil), k...))
@@ -166,6 +194,19 @@ func (s *BoltStore) Prune(cutoff time.Time) (int, error) {
 	return n, err
 }
 
+// Prepared implements PreparedLister: every record in StatePrepared, in key order. It reads
+// the whole bucket; Handler.Run calls it once when it starts.
+func (s *BoltStore) Prepared(context.Context) ([]Record, error) {
+	var out []Record
+	err := s.ForEach(nil, func(r Record) error {
+		if r.State == StatePrepared {
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
 func getRecord(tx *bolt.Tx, txID string) (Record, bool, error) {
 	b := tx.Bucket([]byte(RecordsBucket))
 	if b == nil {
@@ -175,9 +216,9 @@ func getRecord(tx *bolt.Tx, txID string) (Record, bool, error) {
 	if v == nil {
 		return Record{}, false, nil
 	}
-	var rec Record
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return Record{}, false, fmt.Errorf("participant: record %q: %w", txID, err)
+	rec, err := decodeRecord([]byte(txID), v)
+	if err != nil {
+		return Record{}, false, err
 	}
 	return rec, true, nil
 }

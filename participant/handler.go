@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/txcoord/txcoord/participant/protocol"
 )
 
 // Callbacks are a service's three steps of a transaction. A nil callback does nothing and
@@ -102,7 +104,9 @@ func WithMaxBodyBytes(n int64) Option { return func(h *Handler) { h.maxBody = n 
 func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
 
 // Handler is the participant side of the protocol: an http.Handler for the three phases,
-// backed by a Store. It is safe for concurrent use. Create it with NewHandler.
+// backed by a Store. It is safe for concurrent use. Create it with NewHandler, and start
+// Run beside it so that it asks for the outcome of transactions whose phase two does not
+// come (inquiry; without Run it only answers calls).
 type Handler struct {
 	cb      Callbacks
 	store   Store
@@ -112,6 +116,8 @@ type Handler struct {
 
 	mu    sync.Mutex
 	locks map[string]*txLock
+
+	inq inquirer // the transactions it holds, for Run
 }
 
 type txLock struct {
@@ -126,6 +132,8 @@ func NewHandler(cb Callbacks, store Store, opts ...Option) *Handler {
 	}
 	h := &Handler{cb: cb, store: store, log: slog.Default(), maxBody: DefaultMaxBodyBytes,
 		now: time.Now, locks: make(map[string]*txLock)}
+	h.inq = inquirer{grace: DefaultInquiryGrace, initial: inquiryBackoffInitial, max: DefaultInquiryBackoffMax,
+		hc: defaultInquiryClient(), held: make(map[string]*held)}
 	for _, o := range opts {
 		o(h)
 	}
@@ -231,6 +239,11 @@ func (h *Handler) Do(ctx context.Context, p Phase, req Request) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: deadline %q is not RFC 3339: %v", ErrBadRequest, req.Deadline, err)
 		}
 	}
+	if p == PhasePrepare {
+		if err := protocol.ValidateInquiry(req.Inquiry); err != nil {
+			return Reply{}, fmt.Errorf("%w: inquiry: %v", ErrBadRequest, err)
+		}
+	}
 	unlock, err := h.lock(ctx, id)
 	if err != nil {
 		return Reply{}, err
@@ -258,7 +271,7 @@ func (h *Handler) Do(ctx context.Context, p Phase, req Request) (Reply, error) {
 	term := max(req.Term, rec.Term)
 	switch p {
 	case PhasePrepare:
-		return h.prepare(withPayload(ctx, req.Payload), log, id, deadline, req.Payload, term, rec, found)
+		return h.prepare(withPayload(ctx, req.Payload), log, id, deadline, req, term, rec, found)
 	case PhaseCommit:
 		return h.commit(withPayload(ctx, payloadOf(rec, req)), log, id, rec, found)
 	default:
@@ -291,7 +304,7 @@ func runCallback(fn func(ctx context.Context) error) func(ctx context.Context) e
 	}
 }
 
-func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, deadline time.Time, payload json.RawMessage, term uint64, rec Record, found bool) (Reply, error) {
+func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, deadline time.Time, req Request, term uint64, rec Record, found bool) (Reply, error) {
 	if found {
 		switch rec.State {
 		case StatePrepared, StateCommitted:
@@ -315,7 +328,8 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 		defer cancel()
 	}
 	effect := runCallback(func(ctx context.Context) error { return h.cb.Prepare(ctx, id, deadline) })
-	err := h.store.Put(cctx, Record{TransactionID: id, State: StatePrepared, Deadline: deadline, Updated: now, Payload: payload, Term: term}, effect)
+	next := Record{TransactionID: id, State: StatePrepared, Deadline: deadline, Updated: now, Payload: req.Payload, Inquiry: req.Inquiry, Term: term}
+	err := h.store.Put(cctx, next, effect)
 	if cbErr := (callbackError{}); errors.As(err, &cbErr) {
 		log.Info("prepare callback voted NACK", "reason", cbErr.err)
 		return h.refuse(ctx, id, deadline, term, cbErr.err.Error())
@@ -323,6 +337,7 @@ func (h *Handler) prepare(ctx context.Context, log *slog.Logger, id string, dead
 	if err != nil {
 		return Reply{}, fmt.Errorf("participant: record prepare of %q: %w", id, err)
 	}
+	h.hold(next)
 	return ack(), nil
 }
 
@@ -357,6 +372,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, id string, rec R
 		log.Warn("commit failed; the coordinator will retry", "err", err)
 		return Reply{}, fmt.Errorf("participant: commit %q: %w", id, err)
 	}
+	h.release(id)
 	return ack(), nil
 }
 
@@ -381,6 +397,7 @@ func (h *Handler) rollback(ctx context.Context, log *slog.Logger, id string, ter
 		log.Warn("rollback failed; the coordinator will retry", "err", err)
 		return Reply{}, fmt.Errorf("participant: rollback %q: %w", id, err)
 	}
+	h.release(id)
 	return ack(), nil
 }
 

@@ -8,6 +8,7 @@
 //		Rollback: func(ctx context.Context, txID string) error { ... },
 //	}, store)
 //	mux.Handle("POST /tx/{phase}", h) // routes on the last path segment
+//	go h.Run(ctx)                     // inquiry: asks for outcomes that do not come
 //	// echo: e.POST("/tx/:phase", echo.WrapHandler(h))
 //
 // The Handler keeps a durable Record per transaction id in a Store and runs each callback
@@ -37,6 +38,10 @@
 //     no second effect: exactly once. With a store that is not atomic with the callback's
 //     effects, a crash between effect and record makes the retry run the callback again:
 //     at least once, and the callback must be idempotent itself.
+//   - Inquiry (Handler.Run): a transaction held past its deadline plus a grace period
+//     without a Commit or Rollback is asked about at the Prepare's inquiry URLs until the
+//     cluster answers committed or rolled_back, and the answer is applied exactly as that
+//     call would be; invalid answers are never applied.
 //
 // One Handler must own a Store: two handlers (or processes) sharing one store lose the
 // per-transaction lock. See docs/participant-library.md.
@@ -103,6 +108,10 @@ type Record struct {
 	// transaction; a call from a lower term is refused (ErrStaleTerm), so a deposed leader
 	// that resumes after a pause cannot act after its successor did.
 	Term uint64 `json:"term,omitempty"`
+	// Inquiry is the Prepare's "inquiry" list (absent when none): the coordinator nodes the
+	// Handler asks for the outcome when no Commit or Rollback comes (Handler.Run). Kept
+	// while prepared; a final record drops it.
+	Inquiry []string `json:"inquiry,omitempty"`
 }
 
 // Final reports whether the record is in a state that no later call can change.
@@ -159,6 +168,19 @@ func (s *MemStore) Put(ctx context.Context, rec Record, effect func(ctx context.
 	defer s.mu.Unlock()
 	s.recs[rec.TransactionID] = rec
 	return nil
+}
+
+// Prepared implements PreparedLister.
+func (s *MemStore) Prepared(context.Context) ([]Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Record
+	for _, r := range s.recs {
+		if r.State == StatePrepared {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Records returns a copy of every record, keyed by transaction id.

@@ -9,7 +9,8 @@
 # Environment (all optional): NODES (3; 5 for the 5-node variant), CLIENTS (8), RATE
 # (requests/s, 60), MIN_LEADER_KILLS (20 for 2m, pro rata for shorter runs), C04=1 to run the
 # C04 kill-point matrix first, KEEP=1 to keep the run directory, TXCOORD_CHAOS_BIN to run a
-# prebuilt binary, HEARTBEAT/ELECTION/LEASE the Raft timeouts (300ms/300ms/150ms).
+# prebuilt binary, HEARTBEAT/ELECTION/LEASE the Raft timeouts (300ms/300ms/150ms), MODE=fast
+# to run every transaction in fast mode (issue 17; the demo participants inquire).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-2m}"
@@ -21,7 +22,8 @@ export TXCOORD_CHAOS_NODES="${NODES:-3}" TXCOORD_CHAOS_CLIENTS="${CLIENTS:-8}" T
 [ -n "${HEARTBEAT:-}" ] && export TXCOORD_CHAOS_HEARTBEAT="$HEARTBEAT"
 [ -n "${ELECTION:-}" ] && export TXCOORD_CHAOS_ELECTION="$ELECTION"
 [ -n "${LEASE:-}" ] && export TXCOORD_CHAOS_LEASE="$LEASE"
-echo "chaos: duration $duration, seed $seed, ${TXCOORD_CHAOS_NODES} nodes (rerun: scripts/chaos.sh $duration $seed)"
+[ -n "${MODE:-}" ] && export TXCOORD_CHAOS_MODE="$MODE"
+echo "chaos: duration $duration, seed $seed, ${TXCOORD_CHAOS_NODES} nodes, mode ${MODE:-default} (rerun: ${MODE:+MODE=$MODE }scripts/chaos.sh $duration $seed)"
 if [ -n "${C04:-}" ]; then
   go test -count=1 -v -timeout 20m -run 'TestC04_' ./internal/chaos
 fi

@@ -2,6 +2,8 @@
 # The participant conformance kit (issue 15) against the Python example participant
 # (examples/python-participant, standard library only) and a demo service
 # (`txcoord participant`), each on a free loopback port. Needs bin/txcoord (make build).
+# Both inquire (docs/participant-protocol.md, "Inquiry"), so both are checked with --fast:
+# a participant that does not ask fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=bin/txcoord
@@ -25,7 +27,7 @@ start() {
 }
 
 start python python3 examples/python-participant/participant.py --listen 127.0.0.1:0 --state "$tmp/seats.json"
-echo "-- Python example at $url"; "$bin" participant-check --prepare "$url"
+echo "-- Python example at $url"; "$bin" participant-check --fast --prepare "$url"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start demo "$bin" participant --kind hotel --listen "127.0.0.1:$port" --data-dir "$tmp/hotel"
-echo "-- demo hotel service at $url"; "$bin" participant-check --prepare "$url"
+echo "-- demo hotel service at $url"; "$bin" participant-check --fast --prepare "$url"

@@ -31,6 +31,7 @@ type benchFlags struct {
 	nackRate                   float64
 	delay                      time.Duration
 	concurrency                []int
+	modes                      []string
 	duration, warmup, timeout  time.Duration
 	count, sample              int
 	keys, floor, asJSON, quiet bool
@@ -123,6 +124,7 @@ func newBenchCmd() *cobra.Command {
 	f.Float64Var(&fl.nackRate, "nack-rate", 0, "share of transactions a built-in participant refuses (0..1)")
 	f.DurationVar(&fl.delay, "participant-delay", 0, "delay of every built-in participant call")
 	f.IntSliceVar(&fl.concurrency, "concurrency", []int{1}, "concurrent clients; a list runs one measurement per level (e.g. 1,64)")
+	f.StringSliceVar(&fl.modes, "mode", nil, `transactions' "mode": default, fast, or both (default,fast: every level in each mode, in that order, and a comparison); none: the server's default`)
 	f.DurationVar(&fl.duration, "duration", 10*time.Second, "length of each measurement (0 with --count: until the count)")
 	f.IntVar(&fl.count, "count", 0, "stop each measurement after this many transactions (0: by duration only)")
 	f.DurationVar(&fl.warmup, "warmup", time.Second, "load sent before each measurement and not counted")
@@ -195,7 +197,7 @@ func runBench(out, errOut io.Writer, fl *benchFlags) error {
 
 	cfg := bench.Config{
 		Nodes: fl.nodes, Target: fl.target, Participants: fl.participants, NumParticipants: fl.numParticipants,
-		NackRate: fl.nackRate, Delay: fl.delay, Concurrency: fl.concurrency, Duration: fl.duration, Count: fl.count,
+		NackRate: fl.nackRate, Delay: fl.delay, Concurrency: fl.concurrency, Modes: fl.modes, Duration: fl.duration, Count: fl.count,
 		Warmup: fl.warmup, Timeout: fl.timeout, Keys: fl.keys, Sample: fl.sample, PayloadBytes: fl.payloadBytes,
 		Floor: fl.floor, FloorTime: fl.floorTime, FloorConc: fl.floorConc, MeasureLog: !fl.noLogSize,
 		DataDir: fl.dataDir, Logger: lg,

@@ -9,7 +9,13 @@ votes and tombstones:
   - Commit and Rollback of a finished transaction are ACKed without doing anything again;
   - Rollback of a transaction never prepared is ACKed and leaves a tombstone, and a later
     Prepare for it is refused with NACK (case C02);
-  - Commit of a transaction never prepared is refused with NACK.
+  - Commit of a transaction never prepared is refused with NACK;
+  - inquiry: a prepared transaction still without Commit or Rollback --grace seconds past
+    its deadline is asked about at the Prepare's "inquiry" URLs,
+    GET {url}/v1/transactions/{id}/outcome?deadline=..., one node after the other with
+    capped exponential backoff and jitter, until the answer is committed or rolled_back,
+    which is then applied exactly as the Commit or Rollback call (the same code, under the
+    same lock). Any other answer is ignored (docs/participant-protocol.md, "Inquiry").
 
 Run:  python3 participant.py --listen 127.0.0.1:9101 --state /tmp/seats.json --seats 100
 Its prepare URL is then http://127.0.0.1:9101/prepare. Check it with
@@ -19,11 +25,18 @@ Its prepare URL is then http://127.0.0.1:9101/prepare. Check it with
 import argparse
 import json
 import os
+import random
 import sys
 import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_BODY = 64 * 1024
+MAX_ANSWER = 64 * 1024
 
 
 class Store:
@@ -46,7 +59,7 @@ class Store:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def prepare(self, tid):
+    def prepare(self, tid, deadline="", inquiry=()):
         t = self.data["txns"].get(tid)
         if t is not None:  # repeated Prepare: the same vote
             if t["state"] in ("prepared", "committed"):
@@ -57,7 +70,7 @@ class Store:
             self.save()
             return {"status": "NACK", "reason": "no seats left"}
         self.data["free"] -= 1
-        self.data["txns"][tid] = {"state": "prepared"}
+        self.data["txns"][tid] = {"state": "prepared", "deadline": deadline, "inquiry": list(inquiry)}
         self.save()
         return {"status": "ACK"}
 
@@ -69,6 +82,7 @@ class Store:
             return {"status": "NACK", "reason": "already rolled back"}
         if t["state"] == "prepared":
             t["state"] = "committed"
+            t.pop("inquiry", None)
             self.data["sold"] += 1
             self.save()
         return {"status": "ACK"}
@@ -85,8 +99,75 @@ class Store:
             self.data["free"] += 1
         if t["state"] != "rolled_back":
             t["state"], t["reason"] = "rolled_back", "already rolled back"
+            t.pop("inquiry", None)
             self.save()
         return {"status": "ACK"}
+
+
+def parse_deadline(s):
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+def ask(base, tid, deadline, timeout=10):
+    """One inquiry: returns (outcome or None, Retry-After seconds)."""
+    url = base.rstrip("/") + "/v1/transactions/" + urllib.parse.quote(tid, safe="") + "/outcome"
+    if deadline:
+        url += "?deadline=" + urllib.parse.quote(deadline)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}), timeout=timeout) as r:
+            body, retry = r.read(MAX_ANSWER + 1), r.headers.get("Retry-After")
+    except urllib.error.HTTPError as e:
+        return None, e.headers.get("Retry-After")
+    except (OSError, ValueError):
+        return None, None
+    if len(body) > MAX_ANSWER:
+        return None, retry
+    try:
+        a = json.loads(body)
+    except ValueError:
+        return None, retry
+    if not isinstance(a, dict) or a.get("transactionId") != tid:
+        return None, retry
+    if a.get("outcome") not in ("committed", "rolled_back", "pending"):
+        return None, retry
+    return a["outcome"], retry
+
+
+def inquirer(store, grace, stop):
+    """Asks about prepared transactions held past deadline + grace, and applies the answer."""
+    sched = {}  # tid -> [next time, attempt, node index]
+    while not stop.wait(0.2):
+        now = time.time()
+        with store.lock:
+            held = {tid: (t.get("deadline", ""), t.get("inquiry") or [])
+                    for tid, t in store.data["txns"].items() if t["state"] == "prepared"}
+        for tid in list(sched):
+            if tid not in held:
+                del sched[tid]
+        for tid, (deadline, urls) in held.items():
+            dl = parse_deadline(deadline)
+            if not urls or dl is None:
+                continue
+            s = sched.setdefault(tid, [dl + grace, 0, 0])
+            if now < s[0]:
+                continue
+            outcome, retry = ask(urls[s[2] % len(urls)], tid, deadline)
+            if outcome in ("committed", "rolled_back"):
+                with store.lock:  # the same code as the call, under the same lock
+                    (store.commit if outcome == "committed" else store.rollback)(tid)
+                sys.stderr.write("inquiry %s: %s, applied\n" % (tid, outcome))
+                continue
+            if outcome is None:
+                s[2] += 1  # ask the next node
+            wait = min(0.25 * 2 ** s[1], 30) * random.uniform(0.5, 1.5)
+            try:
+                wait = max(wait, min(float(retry), 300))
+            except (TypeError, ValueError):
+                pass
+            s[0], s[1] = time.time() + wait, s[1] + 1
 
 
 def handler(store):
@@ -125,7 +206,13 @@ def handler(store):
             except (ValueError, KeyError, TypeError):
                 return self.reply(400, {"error": "want {\"transactionId\": ..., \"deadline\": ...}"})
             with store.lock:
-                out = getattr(store, phase)(tid)
+                if phase == "prepare":
+                    inquiry = req.get("inquiry") or []
+                    if not isinstance(inquiry, list) or not all(isinstance(u, str) for u in inquiry):
+                        return self.reply(400, {"error": "inquiry must be a list of URLs"})
+                    out = store.prepare(tid, req.get("deadline") or "", inquiry)
+                else:
+                    out = getattr(store, phase)(tid)
             self.reply(200, out)
 
     return H
@@ -136,9 +223,13 @@ def main():
     ap.add_argument("--listen", default="127.0.0.1:9101")
     ap.add_argument("--state", default="", help="JSON file for votes and tombstones ('' : memory only)")
     ap.add_argument("--seats", type=int, default=100)
+    ap.add_argument("--grace", type=float, default=2.0, help="seconds past a deadline before asking for the outcome")
     a = ap.parse_args()
     host, port = a.listen.rsplit(":", 1)
-    srv = ThreadingHTTPServer((host, int(port)), handler(Store(a.state, a.seats)))
+    store = Store(a.state, a.seats)
+    srv = ThreadingHTTPServer((host, int(port)), handler(store))
+    stop = threading.Event()
+    threading.Thread(target=inquirer, args=(store, a.grace, stop), daemon=True).start()
     print("listening; prepare URL: http://%s:%d/prepare" % srv.server_address[:2], flush=True)
     try:
         srv.serve_forever()

@@ -44,12 +44,16 @@ type Config struct {
 	Delay           time.Duration // built-in participants: added to every call
 
 	Concurrency []int // one load run per level, in order [1]
-	Duration    time.Duration
-	Count       int
-	Warmup      time.Duration
-	Timeout     time.Duration // the transactions' phase-one timeout [5s]
-	Keys        bool
-	Sample      int // see LoadConfig.Sample
+	// Modes: the concurrency levels are run once per mode, in order, on the same cluster
+	// ["": the server's default mode only]. With "default" and "fast" both, the report
+	// compares them (ModeRatios).
+	Modes    []string
+	Duration time.Duration
+	Count    int
+	Warmup   time.Duration
+	Timeout  time.Duration // the transactions' phase-one timeout [5s]
+	Keys     bool
+	Sample   int // see LoadConfig.Sample
 	// PayloadBytes gives every participant a payload of about this size (LoadConfig).
 	PayloadBytes int
 
@@ -72,12 +76,15 @@ type Config struct {
 
 // Report is the whole result; it is what --json prints.
 type Report struct {
-	Setup   Setup        `json:"setup"`
-	Floor   *Floor       `json:"floor,omitempty"`
-	Runs    []*RunResult `json:"runs"`
-	Ratios  []Ratios     `json:"ratios,omitempty"`
-	Log     []*LogStats  `json:"log,omitempty"`
-	Started time.Time    `json:"started"`
+	Setup  Setup        `json:"setup"`
+	Floor  *Floor       `json:"floor,omitempty"`
+	Runs   []*RunResult `json:"runs"`
+	Ratios []Ratios     `json:"ratios,omitempty"`
+	// ModeRatios compares fast mode with the default mode, per concurrency level, when
+	// both ran.
+	ModeRatios []ModeRatio `json:"modeRatios,omitempty"`
+	Log        []*LogStats `json:"log,omitempty"`
+	Started    time.Time   `json:"started"`
 }
 
 // Setup records what was measured.
@@ -113,6 +120,14 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 	}
 	if len(c.Concurrency) == 0 {
 		c.Concurrency = []int{1}
+	}
+	if len(c.Modes) == 0 {
+		c.Modes = []string{""}
+	}
+	for _, m := range c.Modes {
+		if m != "" && m != ModeDefault && m != ModeFast {
+			return nil, fmt.Errorf("mode %q: want default or fast", m)
+		}
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
@@ -233,11 +248,25 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 	}
 
 	hc := NewHTTPClient(maxOf(c.Concurrency))
-	for _, conc := range c.Concurrency {
+	type run struct {
+		mode string
+		conc int
+	}
+	var runs []run
+	for _, m := range c.Modes {
+		for _, conc := range c.Concurrency {
+			runs = append(runs, run{m, conc})
+		}
+	}
+	for _, r := range runs {
+		conc := r.conc
 		lc := LoadConfig{
 			Entry: entry, PrepareURLs: prepares, Concurrency: conc, Duration: c.Duration, Count: c.Count,
 			Timeout: c.Timeout, Keys: c.Keys, Rec: rec, Sample: c.Sample, HTTP: hc, Progress: c.Progress,
-			PayloadBytes: c.PayloadBytes,
+			PayloadBytes: c.PayloadBytes, Mode: r.mode,
+		}
+		if r.mode != "" {
+			c.note("mode %s:", r.mode)
 		}
 		if c.Warmup > 0 {
 			c.note("concurrency %d: warming up for %s", conc, c.Warmup)
@@ -262,6 +291,7 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 		if err != nil {
 			return nil, err
 		}
+		res.Mode = r.mode
 		rep.Runs = append(rep.Runs, res)
 		if rep.Floor != nil {
 			rep.Ratios = append(rep.Ratios, Compare(rep.Floor, res))
@@ -270,6 +300,8 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 			break
 		}
 	}
+
+	rep.ModeRatios = CompareModes(rep.Runs)
 
 	if cl != nil && c.MeasureLog {
 		c.note("stopping the cluster and reading the raft logs")

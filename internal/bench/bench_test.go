@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -193,5 +194,28 @@ func TestRunAgainstURLs(t *testing.T) {
 	}
 	if len(rep.Setup.Entry) != 1 || rep.Setup.Entry[0] == cl.Leader().URL() || rep.Log != nil {
 		t.Fatalf("entry %v (leader %s), log %v", rep.Setup.Entry, cl.Leader().URL(), rep.Log)
+	}
+}
+
+// Fast-mode runs are compared with default-mode runs of the same concurrency: ratios of
+// p50, committed/s and CPU per transaction; without both modes, no comparison.
+func TestCompareModes(t *testing.T) {
+	run := func(mode string, conc int, p50, committed, cpu float64) *RunResult {
+		return &RunResult{Mode: mode, Concurrency: conc, Latency: Dist{P50: p50}, CommittedPerSec: committed, CPUPerTxnMs: cpu}
+	}
+	got := CompareModes([]*RunResult{
+		run(ModeDefault, 1, 2, 500, 1), run(ModeDefault, 64, 20, 1000, 0.8),
+		run(ModeFast, 1, 1, 1000, 0.5), run(ModeFast, 64, 10, 1500, 0.4),
+	})
+	want := []ModeRatio{{Concurrency: 1, P50: 0.5, Committed: 2, CPUPerTxn: 0.5}, {Concurrency: 64, P50: 0.5, Committed: 1.5, CPUPerTxn: 0.5}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("CompareModes = %v, want %v", got, want)
+	}
+	if got := CompareModes([]*RunResult{run("", 1, 2, 500, 1)}); got != nil {
+		t.Fatalf("one mode only: %v, want none", got)
+	}
+	f := &Floor{FloorMs: 4, FastFloorMs: 2}
+	if r := Compare(f, run(ModeFast, 1, 3, 0, 0)); r.P50OverFloor != 1.5 {
+		t.Fatalf("fast run over its floor: %v, want 1.5 (over the one-commit floor)", r.P50OverFloor)
 	}
 }

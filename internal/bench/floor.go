@@ -61,6 +61,9 @@ type Floor struct {
 	// ThreeCommitMs adds a third commit: the floor of a design that logs completion before
 	// it answers (txcoord before commit 7998e58), kept to compare older builds.
 	ThreeCommitMs float64 `json:"threeCommitFloorMs"`
+	// FastFloorMs is the latency floor of a transaction in fast mode (issue 17): 1 Raft
+	// commit (the one entry with the decision) and 2 participant rounds.
+	FastFloorMs float64 `json:"fastFloorMs"`
 	// RaftBoundTxnPerSec = RaftAppliesPerSec / 2: two entries per transaction, the
 	// completion folded away. HTTPBoundTxnPerSec = ParticipantCallsPerSec / (2P+1): one
 	// client POST and P prepare and P commit calls. Each is measured with the whole machine
@@ -204,6 +207,7 @@ func (o *FloorOps) Round(ctx context.Context) error {
 func (f *Floor) derive() {
 	f.FloorMs = 2*f.RaftApply.P50 + 2*f.ParticipantRound.P50
 	f.ThreeCommitMs = 3*f.RaftApply.P50 + 2*f.ParticipantRound.P50
+	f.FastFloorMs = f.RaftApply.P50 + 2*f.ParticipantRound.P50
 	exchanges := float64(2*f.Participants + 1)
 	if f.RaftAppliesPerSec > 0 {
 		f.RaftBoundTxnPerSec = f.RaftAppliesPerSec / 2
@@ -270,9 +274,11 @@ func throughput(ctx context.Context, d time.Duration, conc int, fn func(i int) e
 
 // Ratios compares a load run with the floor.
 type Ratios struct {
-	Concurrency int `json:"concurrency"`
+	Mode        string `json:"mode,omitempty"`
+	Concurrency int    `json:"concurrency"`
 	// P50OverFloor and P50OverThreeCommit: the run's p50 latency over each latency floor
-	// (concurrency-1 figures; meaningful for the concurrency-1 run).
+	// (concurrency-1 figures; meaningful for the concurrency-1 run). In fast mode
+	// P50OverFloor is over FastFloorMs (its floor has one Raft commit fewer).
 	P50OverFloor       float64 `json:"p50OverFloor"`
 	P50OverThreeCommit float64 `json:"p50OverThreeCommitFloor"`
 	// Throughput: committed txn/s as a share of each throughput bound.
@@ -292,13 +298,70 @@ func Compare(f *Floor, r *RunResult) Ratios {
 		}
 		return a / b
 	}
+	floor := f.FloorMs
+	if r.Mode == ModeFast {
+		floor = f.FastFloorMs
+	}
 	return Ratios{
+		Mode:               r.Mode,
 		Concurrency:        r.Concurrency,
-		P50OverFloor:       div(r.Latency.P50, f.FloorMs),
+		P50OverFloor:       div(r.Latency.P50, floor),
 		P50OverThreeCommit: div(r.Latency.P50, f.ThreeCommitMs),
 		OfRaftBound:        div(r.CommittedPerSec, f.RaftBoundTxnPerSec),
 		OfHTTPBound:        div(r.CommittedPerSec, f.HTTPBoundTxnPerSec),
 		OfCombinedBound:    div(r.CommittedPerSec, f.CombinedBoundTxnPerSec),
 		CPUOverFloor:       div(r.CPUPerTxnMs, f.CPUFloorPerTxnMs),
 	}
+}
+
+// The transaction modes a run can send (api "mode"; issue 17).
+const (
+	ModeDefault = "default"
+	ModeFast    = "fast"
+)
+
+// ModeRatio compares the fast-mode run with the default-mode run at one concurrency level,
+// both from the same invocation: P50 is fast's p50 latency over default's, Committed
+// fast's committed txn/s over default's, CPUPerTxn fast's CPU per transaction over
+// default's. Below 1 is faster (or cheaper) for P50 and CPUPerTxn, above 1 for Committed.
+type ModeRatio struct {
+	Concurrency int     `json:"concurrency"`
+	P50         float64 `json:"p50FastOverDefault"`
+	Committed   float64 `json:"committedFastOverDefault"`
+	CPUPerTxn   float64 `json:"cpuPerTxnFastOverDefault"`
+}
+
+// CompareModes pairs the runs of mode "default" (or "", the server's default, which is
+// the default mode unless the cluster was started with --default-mode fast) with the runs
+// of mode "fast" at the same concurrency; nil when not both ran.
+func CompareModes(runs []*RunResult) []ModeRatio {
+	def, fast := map[int]*RunResult{}, map[int]*RunResult{}
+	var order []int
+	for _, r := range runs {
+		switch r.Mode {
+		case ModeFast:
+			if fast[r.Concurrency] == nil {
+				order = append(order, r.Concurrency)
+			}
+			fast[r.Concurrency] = r
+		default:
+			def[r.Concurrency] = r
+		}
+	}
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	var out []ModeRatio
+	for _, c := range order {
+		d, f := def[c], fast[c]
+		if d == nil {
+			continue
+		}
+		out = append(out, ModeRatio{Concurrency: c, P50: div(f.Latency.P50, d.Latency.P50),
+			Committed: div(f.CommittedPerSec, d.CommittedPerSec), CPUPerTxn: div(f.CPUPerTxnMs, d.CPUPerTxnMs)})
+	}
+	return out
 }

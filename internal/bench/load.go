@@ -47,6 +47,9 @@ type LoadConfig struct {
 	Sample   int
 	HTTP     *http.Client
 	Progress io.Writer // nil: no progress line
+	// Mode is the transactions' "mode": "" (the server's default), "default" or "fast"
+	// (issue 17: one log entry per transaction; docs/participant-protocol.md, "Inquiry").
+	Mode string
 }
 
 // Phases breaks a transaction's latency down. PhaseOne runs from the POST to the decision,
@@ -73,6 +76,8 @@ type Phases struct {
 
 // RunResult is the outcome of one load run.
 type RunResult struct {
+	// Mode is the transactions' "mode" ("": the server's default).
+	Mode        string  `json:"mode,omitempty"`
 	Concurrency int     `json:"concurrency"`
 	Seconds     float64 `json:"seconds"`
 	// Answered counts POSTs answered 200 or 202; Outcomes splits them by status.
@@ -157,7 +162,11 @@ func RunLoad(ctx context.Context, c LoadConfig) (*RunResult, error) {
 		}
 		services = objs
 	}
-	body, _ := json.Marshal(map[string]any{"services": services, "timeout": c.Timeout.Milliseconds()})
+	req := map[string]any{"services": services, "timeout": c.Timeout.Milliseconds()}
+	if c.Mode != "" {
+		req["mode"] = c.Mode
+	}
+	body, _ := json.Marshal(req)
 	if c.Warmup > 0 {
 		w := c
 		w.Duration, w.Count, w.Progress = c.Warmup, 0, nil

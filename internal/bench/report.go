@@ -39,6 +39,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  participant calls, c=%-3d  %.0f calls/s\n", f.Concurrency, f.ParticipantCallsPerSec)
 		fmt.Fprintf(w, "  latency floor:            %.3f ms  (2 raft commits + 2 rounds, from the p50s)\n", f.FloorMs)
 		fmt.Fprintf(w, "  3-commit floor:           %.3f ms  (completion logged before the answer, as before 7998e58)\n", f.ThreeCommitMs)
+		fmt.Fprintf(w, "  fast-mode floor:          %.3f ms  (1 raft commit + 2 rounds: the decision entry only)\n", f.FastFloorMs)
 		fmt.Fprintf(w, "  throughput bounds:        raft %.0f txn/s (2 entries/txn), http %.0f txn/s (%d exchanges/txn), both sharing the CPU %.0f txn/s\n",
 			f.RaftBoundTxnPerSec, f.HTTPBoundTxnPerSec, 2*f.Participants+1, f.CombinedBoundTxnPerSec)
 		fmt.Fprintf(w, "  cpu floor:                %.3f ms per apply, %.3f ms per call -> %.3f ms CPU per transaction, %.0f txn/s on %d CPUs\n",
@@ -46,8 +47,12 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 
 	for i, run := range r.Runs {
-		fmt.Fprintf(w, "\nConcurrency %d: %.1fs, %d answered, %.1f txn/s, %.1f committed/s\n",
-			run.Concurrency, run.Seconds, run.Answered, run.TxnPerSec, run.CommittedPerSec)
+		mode := ""
+		if run.Mode != "" {
+			mode = "mode " + run.Mode + ", "
+		}
+		fmt.Fprintf(w, "\n%sConcurrency %d: %.1fs, %d answered, %.1f txn/s, %.1f committed/s\n",
+			mode, run.Concurrency, run.Seconds, run.Answered, run.TxnPerSec, run.CommittedPerSec)
 		fmt.Fprintf(w, "  outcomes:   %s\n", countsString(run.Outcomes))
 		if run.CPUPerTxnMs > 0 {
 			fmt.Fprintf(w, "  cpu:        %.2f cores busy (this process), %.3f ms CPU per transaction\n", run.CPUCores, run.CPUPerTxnMs)
@@ -76,6 +81,13 @@ func (r *Report) WriteText(w io.Writer) {
 			q := r.Ratios[i]
 			fmt.Fprintf(w, "  vs floor:   p50 = %.2fx the floor (%.2fx the 3-commit floor); committed/s = %.0f%% of raft bound, %.0f%% of http bound, %.0f%% of combined bound; CPU per txn = %.2fx the CPU floor\n",
 				q.P50OverFloor, q.P50OverThreeCommit, 100*q.OfRaftBound, 100*q.OfHTTPBound, 100*q.OfCombinedBound, q.CPUOverFloor)
+		}
+	}
+
+	if len(r.ModeRatios) > 0 {
+		fmt.Fprintf(w, "\nFast mode vs default mode (same cluster, same run):\n")
+		for _, m := range r.ModeRatios {
+			fmt.Fprintf(w, "  concurrency %-4d p50 %.2fx, committed/s %.2fx, CPU per txn %.2fx\n", m.Concurrency, m.P50, m.Committed, m.CPUPerTxn)
 		}
 	}
 

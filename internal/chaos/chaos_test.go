@@ -73,6 +73,10 @@ func TestChaos(t *testing.T) {
 		HeartbeatTimeout: envDuration(t, "TXCOORD_CHAOS_HEARTBEAT", 0),
 		ElectionTimeout:  envDuration(t, "TXCOORD_CHAOS_ELECTION", 0),
 		LeaderLease:      envDuration(t, "TXCOORD_CHAOS_LEASE", 0),
+		Mode:             os.Getenv("TXCOORD_CHAOS_MODE"),
+	}
+	if cfg.Mode != "" && cfg.Mode != "default" && cfg.Mode != "fast" {
+		t.Fatalf("TXCOORD_CHAOS_MODE=%q: want default or fast", cfg.Mode)
 	}
 	t.Logf("chaos seed %d (TXCOORD_CHAOS_SEED=%d reproduces the schedule)", seed, seed)
 	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)

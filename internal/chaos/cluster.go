@@ -48,6 +48,7 @@ type nodeStatus struct {
 	CommitIndex  uint64 `json:"commitIndex"`
 	AppliedIndex uint64 `json:"appliedIndex"`
 	Ready        bool   `json:"ready"`
+	FeatureLevel uint32 `json:"featureLevel"` // the level the cluster has enabled
 }
 
 // Cluster is a running set of coordinator nodes and demo participants on loopback.
@@ -184,7 +185,30 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 	if err := c.WaitAllReady(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
+	if cfg.Mode == "fast" {
+		// Fast mode needs feature level 3 (a 409 feature_unavailable before): the leader
+		// raises it once every node advertises it, a moment after the cluster forms.
+		if err := c.waitFeatureLevel(ctx, 3, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// waitFeatureLevel waits up to timeout until a ready leader reports the cluster at level.
+func (c *Cluster) waitFeatureLevel(ctx context.Context, level uint32, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if _, st, ok := c.Leader(ctx); ok && st.FeatureLevel >= level {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the cluster did not reach feature level %d within %s", level, timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // serveArgs returns the `txcoord serve` arguments of node n when it runs binary bin: the

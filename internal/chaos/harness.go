@@ -52,6 +52,11 @@ type Config struct {
 	MinLeaderKills           int           // force leader kills to reach at least this many [0]
 	NoFaults                 bool          // load only (a baseline)
 	NoParticipantFaults      bool          // no participant knobs
+	// Mode is the "mode" of every transaction: "" (the server's default) or "fast" (issue
+	// 17: Prepare before anything is logged; the demo participants inquire). In fast mode a
+	// participant may get a Prepare or a Rollback for a transaction no node has a record of
+	// (its leader died before logging it), never a Commit; O1 checks that instead.
+	Mode string
 
 	QuietTimeout time.Duration // bound on the wait for quiet after the faults [90s]
 	PollInterval time.Duration // leader monitor's poll interval [50ms]

@@ -105,7 +105,11 @@ func (g *loadGen) one(hard context.Context, rng *rand.Rand, key string) {
 	g.mu.Lock()
 	g.reqs = append(g.reqs, r)
 	g.mu.Unlock()
-	body, _ := json.Marshal(map[string]any{"services": g.c.PrepareURLs(), "timeout": g.cfg.TxnTimeout.Milliseconds()})
+	req := map[string]any{"services": g.c.PrepareURLs(), "timeout": g.cfg.TxnTimeout.Milliseconds()}
+	if g.cfg.Mode != "" {
+		req["mode"] = g.cfg.Mode
+	}
+	body, _ := json.Marshal(req)
 	budget := time.Now().Add(g.cfg.MaxRequestTime)
 	backoff := 50 * time.Millisecond
 	for {

@@ -13,7 +13,19 @@
 //   - rollback-unknown: Rollback of a transaction never prepared is ACKed;
 //   - tombstone: a Prepare arriving after that Rollback is refused with NACK (case C02);
 //   - commit-unprepared: Commit of a transaction never prepared is not ACKed (NACK or an
-//     error).
+//     error);
+//   - inquires: a participant that ACKed a Prepare (deadline InquiryDeadline ahead, with the
+//     kit's own inquiry URL in its "inquiry" list) and gets no decision asks
+//     GET {kit}/v1/transactions/{id}/outcome?deadline=<the Prepare's deadline> within
+//     InquiryWithin past the deadline (docs/participant-protocol.md, "Inquiry"); the kit
+//     answers pending (Retry-After: 1);
+//   - inquiry-applied: it asks again after pending, within InquiryWithin, and applies the
+//     rolled_back the kit then answers: a Prepare of it is refused afterwards, as after a
+//     Rollback.
+//
+// A participant that does not inquire is safe in the default mode and not fit for fast
+// mode, so the two inquiry checks only warn (Result.Warning) unless Config.FastMode is set;
+// "inquires" then says "does not inquire (required for fast mode)".
 //
 // Checks that need an ACKed Prepare are skipped when the participant votes NACK (it may be
 // out of stock); run it against a participant that can say yes. Every transaction id starts
@@ -43,6 +55,22 @@ type Config struct {
 	HTTPClient *http.Client
 	// CallTimeout bounds each call [10 s]; the deadline sent is this far ahead too.
 	CallTimeout time.Duration
+	// InquiryListen is where the kit listens for the participant's inquiries
+	// ["127.0.0.1:0": a free loopback port].
+	InquiryListen string
+	// InquiryURL is the base URL the kit sends in the Prepare's "inquiry" list
+	// ["http://" + the address InquiryListen got]; set it when the participant reaches the
+	// kit by another address (a container).
+	InquiryURL string
+	// InquiryDeadline is how far ahead the deadline of the inquiry check's Prepare is [1 s].
+	InquiryDeadline time.Duration
+	// InquiryWithin bounds how long past that deadline the kit waits for the first inquiry,
+	// and then for the next one after its pending answer [10 s: the Go library asks 2 s past
+	// the deadline, and again 1 s after pending]. Negative skips the inquiry checks.
+	InquiryWithin time.Duration
+	// FastMode makes the inquiry checks failures instead of warnings: the participant is
+	// meant for transactions run in fast mode, which rely on its inquiries.
+	FastMode bool
 }
 
 // Result is one check.
@@ -52,12 +80,15 @@ type Result struct {
 	Saw     string // what the participant did, e.g. `200 {"status":"ACK"}`
 	Pass    bool
 	Skipped bool // not run: an earlier call did not set up what it needs (Saw says why)
+	// Warning: not passed, but not required in the mode checked (the inquiry checks
+	// without Config.FastMode); it does not fail the run.
+	Warning bool
 }
 
-// Passed reports whether no check failed (skipped ones do not fail).
+// Passed reports whether no check failed (skipped ones and warnings do not fail).
 func Passed(rs []Result) bool {
 	for _, r := range rs {
-		if !r.Pass && !r.Skipped {
+		if !r.Pass && !r.Skipped && !r.Warning {
 			return false
 		}
 	}
@@ -101,6 +132,29 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.InquiryDeadline <= 0 {
+		cfg.InquiryDeadline = time.Second
+	}
+	if cfg.InquiryWithin == 0 {
+		cfg.InquiryWithin = DefaultInquiryWithin
+	}
+	if cfg.InquiryListen == "" {
+		cfg.InquiryListen = "127.0.0.1:0"
+	}
+	var inq *inquiryServer
+	if cfg.InquiryWithin > 0 {
+		var err error
+		if inq, err = startInquiryServer(cfg.InquiryListen); err != nil {
+			return nil, err
+		}
+		defer inq.close()
+		if cfg.InquiryURL == "" {
+			cfg.InquiryURL = "http://" + inq.addr
+		}
+		if _, err := protocol.ValidateURL(cfg.InquiryURL); err != nil {
+			return nil, fmt.Errorf("inquiry URL: %w", err)
+		}
 	}
 	ck := &checker{cfg: cfg, hc: cfg.HTTPClient}
 	if ck.hc == nil {
@@ -161,6 +215,10 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	t4 := newID()
 	c4 := ck.call(ctx, participant.PhaseCommit, t4)
 	add("commit-unprepared", "not ACK (NACK or an error)", c4, !c4.ack())
+
+	if inq != nil {
+		rs = append(rs, ck.inquiry(ctx, inq)...)
+	}
 	return rs, nil
 }
 
@@ -169,18 +227,24 @@ func newID() string { return "conformance-" + strings.ToLower(rand.Text()) }
 // call sends one call as a coordinator would: the JSON body, Idempotency-Key
 // "<id>:<phase>", and the Txcoord-Node and Txcoord-Term headers.
 func (ck *checker) call(ctx context.Context, p participant.Phase, id string) answer {
+	return ck.send(ctx, p, participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(ck.cfg.CallTimeout))})
+}
+
+// send sends req as phase p, as call does.
+func (ck *checker) send(ctx context.Context, p participant.Phase, req participant.Request) answer {
+	id := req.TransactionID
 	ctx, cancel := context.WithTimeout(ctx, ck.cfg.CallTimeout)
 	defer cancel()
-	body, _ := json.Marshal(participant.Request{TransactionID: id, Deadline: participant.FormatDeadline(time.Now().Add(ck.cfg.CallTimeout))})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ck.cfg.Endpoints.URL(p), bytes.NewReader(body))
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, ck.cfg.Endpoints.URL(p), bytes.NewReader(body))
 	if err != nil {
 		return answer{netErr: err}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Txcoord-Node", "participant-check")
-	req.Header.Set("Txcoord-Term", "0")
-	req.Header.Set(participant.IdempotencyKeyHeader, id+":"+string(p))
-	resp, err := ck.hc.Do(req)
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Txcoord-Node", "participant-check")
+	hreq.Header.Set("Txcoord-Term", "0")
+	hreq.Header.Set(participant.IdempotencyKeyHeader, id+":"+string(p))
+	resp, err := ck.hc.Do(hreq)
 	if err != nil {
 		return answer{netErr: err}
 	}

@@ -21,21 +21,26 @@ import (
 	"github.com/txcoord/txcoord/participant"
 )
 
-func run(t *testing.T, prepareURL string) []conformance.Result {
+func run(t *testing.T, prepareURL string, opts ...func(*conformance.Config)) []conformance.Result {
 	t.Helper()
 	ep, err := participant.Derive(prepareURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	rs, err := conformance.Run(ctx, conformance.Config{Endpoints: ep})
+	cfg := conformance.Config{Endpoints: ep}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	rs, err := conformance.Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rs
 }
 
+// failures returns the checks that did not pass, warnings included, by name.
 func failures(rs []conformance.Result) map[string]string {
 	out := map[string]string{}
 	for _, r := range rs {
@@ -44,6 +49,28 @@ func failures(rs []conformance.Result) map[string]string {
 		}
 	}
 	return out
+}
+
+// quickInquiry bounds the inquiry checks for participants that are known not to ask, so
+// that their tests do not wait the default bound.
+func quickInquiry(c *conformance.Config) { c.InquiryWithin = 300 * time.Millisecond }
+
+// notInquiring checks what a participant that never asks gets: "inquires" not passed, a
+// warning unless fast, and "inquiry-applied" skipped.
+func notInquiring(t *testing.T, rs []conformance.Result, fast bool) {
+	t.Helper()
+	for _, r := range rs {
+		switch r.Name {
+		case "inquires":
+			if r.Pass || r.Warning == fast || !strings.HasPrefix(r.Saw, conformance.NotInquiring) {
+				t.Errorf("inquires: %+v; want not passed, warning=%v, saw %q", r, !fast, conformance.NotInquiring)
+			}
+		case "inquiry-applied":
+			if !r.Skipped {
+				t.Errorf("inquiry-applied: %+v, want skipped", r)
+			}
+		}
+	}
 }
 
 // The demo services (built on the participant library) pass every check.
@@ -58,8 +85,8 @@ func TestDemoServicesPass(t *testing.T) {
 			srv := httptest.NewServer(svc.Handler())
 			defer srv.Close()
 			rs := run(t, srv.URL+"/prepare")
-			if len(failures(rs)) != 0 || len(rs) != 9 {
-				t.Fatalf("failed or skipped: %v (%d checks, want 9)", failures(rs), len(rs))
+			if len(failures(rs)) != 0 || len(rs) != 11 {
+				t.Fatalf("failed or skipped: %v (%d checks, want 11)", failures(rs), len(rs))
 			}
 		})
 	}
@@ -86,7 +113,7 @@ func TestPythonExamplePasses(t *testing.T) {
 	if i < 0 {
 		t.Fatalf("no URL in %q", line)
 	}
-	if rs := run(t, strings.TrimSpace(line[i:])); len(failures(rs)) != 0 || len(rs) != 9 {
+	if rs := run(t, strings.TrimSpace(line[i:]), func(c *conformance.Config) { c.FastMode = true }); len(failures(rs)) != 0 || len(rs) != 11 {
 		t.Fatalf("failed or skipped: %v", failures(rs))
 	}
 }
@@ -133,17 +160,28 @@ func (f *forgetful) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestForgottenTombstoneFails(t *testing.T) {
 	bad := httptest.NewServer(&forgetful{state: map[string]string{}})
 	defer bad.Close()
-	f := failures(run(t, bad.URL+"/prepare"))
+	rs := run(t, bad.URL+"/prepare", quickInquiry)
+	notInquiring(t, rs, false)
+	f := failures(rs)
+	delete(f, "inquires")
+	delete(f, "inquiry-applied")
 	if _, ok := f["tombstone"]; !ok || len(f) != 1 {
-		t.Fatalf("failures %v, want only tombstone", f)
+		t.Fatalf("failures %v, want only tombstone (and the inquiry warning)", f)
 	}
 	if !strings.Contains(f["tombstone"], `"ACK"`) {
 		t.Errorf("tombstone saw %q, want the ACK it got", f["tombstone"])
 	}
 	good := httptest.NewServer(&forgetful{state: map[string]string{}, tombs: true})
 	defer good.Close()
-	if f := failures(run(t, good.URL+"/prepare")); len(f) != 0 {
-		t.Fatalf("with tombstones: failures %v", f)
+	rs = run(t, good.URL+"/prepare", quickInquiry)
+	notInquiring(t, rs, false)
+	if !conformance.Passed(rs) {
+		t.Fatalf("with tombstones: failures %v, want only the inquiry warning", failures(rs))
+	}
+	rs = run(t, good.URL+"/prepare", quickInquiry, func(c *conformance.Config) { c.FastMode = true })
+	notInquiring(t, rs, true)
+	if conformance.Passed(rs) {
+		t.Fatalf("a participant that does not inquire passed with FastMode: %v", failures(rs))
 	}
 }
 
@@ -153,7 +191,7 @@ func TestOtherViolations(t *testing.T) {
 		_, _ = w.Write([]byte(`{"status":"ACK"}`))
 	}))
 	defer yes.Close()
-	f := failures(run(t, yes.URL+"/prepare"))
+	f := failures(run(t, yes.URL+"/prepare", quickInquiry))
 	if _, ok := f["commit-unprepared"]; !ok {
 		t.Errorf("always-ACK participant: failures %v, want commit-unprepared among them", f)
 	}
@@ -161,7 +199,7 @@ func TestOtherViolations(t *testing.T) {
 		_, _ = w.Write([]byte(`<html>ok</html>`))
 	}))
 	defer html.Close()
-	f = failures(run(t, html.URL+"/prepare"))
+	f = failures(run(t, html.URL+"/prepare", quickInquiry))
 	if _, ok := f["reply-format"]; !ok {
 		t.Errorf("HTML participant: failures %v, want reply-format", f)
 	}

@@ -86,6 +86,10 @@ type Config struct {
 	// RequestLogLimit bounds the request log (default DefaultRequestLogLimit); older entries
 	// are dropped first.
 	RequestLogLimit int
+	// InquiryGrace is how long past a prepare deadline the service waits for phase two
+	// before it asks the cluster for the outcome (participant.WithInquiryGrace) [the
+	// library's default, 2 s].
+	InquiryGrace time.Duration
 }
 
 // Faults are the fault knobs. Rates are probabilities in [0, 1], drawn per request.
@@ -151,18 +155,20 @@ const NodeHeader = participant.NodeHeader
 
 // Service is one running demo participant. Create it with New; serve Handler(); Close it.
 type Service struct {
-	cfg    Config
-	log    *slog.Logger
-	db     *bolt.DB
-	store  *participant.BoltStore
-	lib    *participant.Handler
-	mux    *http.ServeMux
-	pools  []string
-	outOf  string
-	unit   int64
-	exit   func(int)
-	closed chan struct{}
-	once   sync.Once
+	cfg     Config
+	log     *slog.Logger
+	db      *bolt.DB
+	store   *participant.BoltStore
+	lib     *participant.Handler
+	mux     *http.ServeMux
+	pools   []string
+	outOf   string
+	unit    int64
+	exit    func(int)
+	closed  chan struct{}
+	once    sync.Once
+	stopRun func()        // ends the library's inquiry loop (Handler.Run)
+	runDone chan struct{} // closed when it has returned
 
 	mu     sync.Mutex // guards the fields below
 	faults Faults
@@ -224,8 +230,20 @@ func New(cfg Config) (*Service, error) {
 		db.Close()
 		return nil, err
 	}
+	opts := []participant.Option{participant.WithLogger(s.log)}
+	if cfg.InquiryGrace > 0 {
+		opts = append(opts, participant.WithInquiryGrace(cfg.InquiryGrace))
+	}
 	s.lib = participant.NewHandler(participant.Callbacks{Prepare: s.prepare, Commit: s.commit, Rollback: s.rollback},
-		s.store, participant.WithLogger(s.log))
+		s.store, opts...)
+	// The service asks the cluster for outcomes that do not come (the Prepare's inquiry
+	// list), as a service built on the library should; Close ends it.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	s.stopRun, s.runDone = stopRun, make(chan struct{})
+	go func() {
+		defer close(s.runDone)
+		_ = s.lib.Run(runCtx)
+	}()
 	s.mux = http.NewServeMux()
 	for _, p := range []participant.Phase{participant.PhasePrepare, participant.PhaseCommit, participant.PhaseRollback} {
 		s.mux.Handle("/"+string(p), s.phase(p))
@@ -253,6 +271,8 @@ func (s *Service) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.closed)
+		s.stopRun()
+		<-s.runDone // no inquiry may touch the store once it is closed
 		err = s.db.Close()
 	})
 	return err

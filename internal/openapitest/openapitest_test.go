@@ -39,6 +39,19 @@ func TestCheckRejects(t *testing.T) {
 	if err := p.Check(req(false), 200, js, []byte(`{"status":"ACK"}`), true); err == nil {
 		t.Errorf("a call without Idempotency-Key passed")
 	}
+	// The Prepare's inquiry list (issue 17): a list of URLs, nothing else.
+	for body, ok := range map[string]bool{
+		`{"transactionId":"t1","deadline":"2026-11-29T14:41:30.500Z","inquiry":["http://n1:8081","http://n2:8081"]}`: true,
+		`{"transactionId":"t1","deadline":"2026-11-29T14:41:30.500Z","inquiry":"http://n1:8081"}`:                    false,
+		`{"transactionId":"t1","deadline":"2026-11-29T14:41:30.500Z","inquiry":[1]}`:                                 false,
+	} {
+		r := openapitest.Request("POST", "http://participant/prepare", []byte(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", "t1:prepare")
+		if err := p.Check(r, 200, js, []byte(`{"status":"ACK"}`), true); (err == nil) != ok {
+			t.Errorf("prepare %s: %v, want valid=%v", body, err, ok)
+		}
+	}
 
 	d := openapitest.Load(t, api.OpenAPI)
 	get := openapitest.Request("GET", "http://node/v1/cluster", nil)

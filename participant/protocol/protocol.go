@@ -82,7 +82,8 @@ type Request struct {
 	// ("http://10.0.0.1:8080"): where a participant that voted yes and holds the transaction
 	// past its deadline asks for the outcome, GET <url>/v1/transactions/{id}/outcome
 	// ?deadline=<Deadline> (docs/participant-protocol.md, "Inquiry"). Absent when the
-	// coordinator knows no address; never sent in Commit or Rollback.
+	// coordinator knows no address; never sent in Commit or Rollback. At most
+	// MaxInquiryURLs entries, each a valid URL (ValidateURL).
 	Inquiry []string `json:"inquiry,omitempty"`
 	// Term is the sender's Raft term from the Txcoord-Term header (0 when absent). It is
 	// not part of the body: the library's Handler.ServeHTTP fills it in, the coordinator's
