@@ -27,6 +27,12 @@ import (
 // has not enabled yet (some server runs an earlier build).
 var ErrFeatureUnavailable = errors.New("feature not enabled in this cluster yet")
 
+// ErrFeaturePending is returned by FeatureError while this node cannot yet tell whether a
+// feature level is enabled: it is still replaying the log after a restart, or no peer is
+// known to run an earlier build (the level is being raised, or this node has not applied
+// the entry that raised it). A transient condition: ask again in a moment.
+var ErrFeaturePending = errors.New("feature level not known on this node yet")
+
 // ErrClockOffset is returned by the clock check when this node's wall clock is further
 // than MaxClockOffset from a majority of the cluster's.
 var ErrClockOffset = errors.New("wall clock offset beyond --max-clock-offset")
@@ -366,10 +372,12 @@ func (n *Node) FeatureError(need uint32, what string) error {
 		return nil
 	}
 	var behind []string
-	if need > version.FeatureLevel {
+	knownBehind := need > version.FeatureLevel
+	if knownBehind {
 		behind = append(behind, n.cfg.NodeID+" ("+version.Version+")")
 	}
 	for _, p := range n.Peers() {
+		knownBehind = knownBehind || p.Reached && p.FeatureLevel < need
 		if !p.Reached || p.FeatureLevel < need {
 			v := p.Version
 			if v == "" {
@@ -377,6 +385,11 @@ func (n *Node) FeatureError(need uint32, what string) error {
 			}
 			behind = append(behind, p.ID+" ("+v+")")
 		}
+	}
+	if !knownBehind || !n.Ready() {
+		// A restarted node replaying its log, or one whose peers all advertise the level:
+		// what it has applied says nothing yet about the cluster (a 409 would look final).
+		return fmt.Errorf("%w: %s needs feature level %d; this node has applied %d and is still catching up or learning its peers' builds", ErrFeaturePending, what, need, have)
 	}
 	detail := "the upgrade is in progress"
 	if len(behind) > 0 {

@@ -30,6 +30,8 @@ func errorOf(err error, fallback api.Code) *apiError {
 		e.Code = codeConflict
 	case errors.Is(err, cluster.ErrFeatureUnavailable):
 		e.Code = codeFeature
+	case errors.Is(err, cluster.ErrFeaturePending):
+		e.Code = codeUnavailable
 	case errors.Is(err, coordinator.ErrNotLeader), errors.Is(err, cluster.ErrNotLeader):
 		e.Code = codeNoLeader
 	case errors.Is(err, coordinator.ErrBusy):

@@ -42,7 +42,7 @@ func (s *Server) postTransaction(c echo.Context) error {
 		// (feature level 2).
 		if fe, ok := s.node.(featureGate); ok {
 			if err := fe.FeatureError(2, "participant payloads"); err != nil {
-				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + "; send the request without payloads meanwhile"})
+				return writeError(c, featureRefusal(err, "; send the request without payloads meanwhile"))
 			}
 		}
 	}
@@ -52,7 +52,7 @@ func (s *Server) postTransaction(c echo.Context) error {
 		// that the decision can be logged.
 		if fe, ok := s.node.(featureGate); ok {
 			if err := fe.FeatureError(3, "fast mode"); err != nil {
-				return writeError(c, &apiError{Code: codeFeature, Detail: err.Error() + `; send the request with "mode": "default" meanwhile`})
+				return writeError(c, featureRefusal(err, `; send the request with "mode": "default" meanwhile`))
 			}
 		}
 	}
@@ -93,6 +93,17 @@ func (s *Server) submitLocal(c echo.Context, req txnRequest, key string, timeout
 func transient(err error) bool {
 	return errors.Is(err, cluster.ErrStorage) || errors.Is(err, raft.ErrRaftShutdown) ||
 		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrAbortedByRestore)
+}
+
+// featureRefusal maps a FeatureError: 409 feature_unavailable with advice when some server
+// is known to run an earlier build, 503 with Retry-After while this node cannot tell yet
+// (cluster.ErrFeaturePending: replaying its log after a restart).
+func featureRefusal(err error, advice string) *apiError {
+	ae := errorOf(err, codeFeature)
+	if ae.Code == codeFeature {
+		ae.Detail += advice
+	}
+	return ae
 }
 
 // featureGate is implemented by *cluster.Node: FeatureError says why a feature level is not

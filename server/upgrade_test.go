@@ -183,6 +183,11 @@ func TestFeatureLevelWaitsForEveryServer(t *testing.T) {
 	if !errors.Is(err, cluster.ErrFeatureUnavailable) || !strings.Contains(err.Error(), "n3") {
 		t.Fatalf("FeatureError while n3 is old: %v", err)
 	}
+	// n3 has reached no peer: it cannot tell whether the level is held back or being raised,
+	// so its answer is the transient one (a 503 with Retry-After, not a final-looking 409).
+	if err := c.Node(2).Node.FeatureError(1, "payloads"); !errors.Is(err, cluster.ErrFeaturePending) {
+		t.Fatalf("FeatureError on a node that knows no peer's build: %v, want ErrFeaturePending", err)
+	}
 	{
 		v := getView(t, c.Node(0).URL())
 		for _, m := range v.Members {
