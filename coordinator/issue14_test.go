@@ -132,7 +132,7 @@ func TestNeverDeliveredSurvivesLeaderChange(t *testing.T) {
 	r.waitFor(t, txn.ID, "rolling_back with the unreached participant logged as acknowledged", func(x *fsm.Txn) bool {
 		return x != nil && x.Status == fsm.StatusRollingBack && x.States[1].Acked
 	})
-	waitFP(t, fps[0], "its Rollback held", func() bool { return len(fps[0].Held()) > 0 })
+	waitFP(t, fps[0], "its Rollback arrived (and hangs)", func() bool { return fps[0].Count(rollback) > 0 })
 	l1.stop(t)
 	fps[0].Set(rollback, participanttest.ACK())
 	fps[0].Release(rollback)
