@@ -116,7 +116,7 @@ func (e *Engine) submitFast(ctx context.Context, t *term, r Request) (*fsm.Txn, 
 		e.fastKeys[r.Key] = run
 	}
 	e.mu.Unlock()
-	if !e.startRun(t, txn.ID, func(ctx context.Context) { e.driveFast(ctx, run) }) {
+	if !e.startRun(t, txn.ID, func(ctx context.Context) { e.driveFast(ctx, t.term, run) }) {
 		e.fastDone(run, nil, ErrNotLeader)
 	}
 	return e.waitFast(ctx, run)
@@ -164,7 +164,7 @@ func (e *Engine) fastDone(run *fastRun, res *fsm.Txn, err error) {
 
 // driveFast is the driver of one fast transaction: phase one, the decision entry, then the
 // ordinary driver (phase two, completion) on the logged record.
-func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
+func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun) {
 	txn := run.txn
 	ds := &driveState{fresh: true, reached: make([]bool, len(txn.Participants))}
 	fenceWait := e.cfg.RetryInitial
@@ -206,7 +206,7 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 		entry.Votes, entry.Reasons = votes, reasons
 		early = e.rollbackEarly(ctx, txn, ds.reached)
 	}
-	res, err := e.apply(ctx, entry)
+	res, err := e.apply(ctx, e.lg, entry)
 	if early != nil {
 		ds.early = early.wait()
 	}
@@ -225,7 +225,7 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 	}
 	e.lg.Debug("decided (fast)", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
 	e.fastDone(run, res.Txn, nil)
-	e.drive(ctx, txn.ID, ds)
+	e.drive(ctx, term, txn.ID, ds, nil)
 }
 
 // refusedFast handles a decision entry the FSM refused: a presumed abort came first (an
@@ -262,7 +262,7 @@ func (e *Engine) refusedFast(ctx context.Context, run *fastRun, res fsm.Result, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.deliver(ctx, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
+			e.deliver(ctx, e.lg, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
 		}()
 	}
 	wg.Wait()

@@ -152,7 +152,8 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		node.Run(ctx, func(lctx context.Context) {
 			// Every participant call of this term names this node and the term.
-			eng.Lead(call.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
+			term := node.Raft.CurrentTerm()
+			eng.Lead(call.WithOrigin(lctx, node.ID(), term), term)
 		})
 	}()
 	go api.RunCatchUp(ctx) // stale reads wait until this node applied the leader's commit index
