@@ -101,4 +101,3 @@ func TestEngineLogLinesNameTxnAndTerm(t *testing.T) {
 		})
 	}
 }
-
