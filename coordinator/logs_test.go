@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
 // lockedBuffer is a bytes.Buffer safe to read while loggers write to it.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/participanttest"
 	"github.com/txcoord/txcoord/participant"
-	"github.com/txcoord/txcoord/participant/participanttest"
 )
 
 // spans is what a span recorder holds, with lookups for the assertions below.
