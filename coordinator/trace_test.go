@@ -141,6 +141,19 @@ func TestTraceCommitted(t *testing.T) {
 		if cs := kids.named(coordinator.SpanCommit).where(coordinator.AttrParticipant, e.Commit); len(cs) == 0 || attr(cs[0], coordinator.AttrResult) != "ACK" || attr(cs[0], coordinator.AttrAttempt) != "1" {
 			t.Errorf("commit spans of %s: %v", e.Commit, cs)
 		}
+		// Every call carried the traceparent of its own span: the participant's spans join.
+		for _, c := range fp.Calls(txn.ID) {
+			name := coordinator.SpanPrepare
+			if c.Phase == participant.PhaseCommit {
+				name = coordinator.SpanCommit
+			}
+			ok := slices.ContainsFunc(kids.named(name), func(s sdktrace.ReadOnlySpan) bool {
+				return c.Traceparent == fmt.Sprintf("00-%s-%s-01", s.SpanContext().TraceID(), s.SpanContext().SpanID())
+			})
+			if !ok {
+				t.Errorf("%s call to %s carried traceparent %q, not one of its %s spans", c.Phase, fp.URL(), c.Traceparent, name)
+			}
+		}
 	}
 	if ds := kids.named(coordinator.SpanDecision); len(ds) != 1 || attr(ds[0], coordinator.AttrDecision) != "commit" {
 		t.Errorf("decision spans %v", ds)
