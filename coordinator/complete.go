@@ -53,7 +53,7 @@ func (e *Engine) completeLoop(ctx context.Context, lg hclog.Logger, ch chan comp
 		for i, r := range batch {
 			items[i] = r.c
 		}
-		_, err := e.apply(ctx, lg.With("txns", len(items), "first_txn", items[0].ID), &fsm.Complete{At: e.cfg.Now().UnixMilli(), Items: items})
+		_, err := e.apply(ctx, &lazyLog{mk: func() hclog.Logger { return lg.With("txns", len(items), "first_txn", items[0].ID) }}, &fsm.Complete{At: e.cfg.Now().UnixMilli(), Items: items})
 		for _, r := range batch {
 			r.done <- err
 		}

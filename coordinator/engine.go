@@ -550,7 +550,7 @@ func (e *Engine) drive(ctx context.Context, term uint64, id string, ds *driveSta
 	if span != nil {
 		ctx = trace.ContextWithSpan(ctx, span)
 	}
-	lg := e.txnLogger(id, term, span)
+	lg := &lazyLog{e: e, id: id, term: term, span: span}
 	var last *fsm.Txn
 	stopped := "leadership ended"
 	defer func() { endTxnSpan(span, last, stopped) }()
@@ -577,7 +577,7 @@ func (e *Engine) drive(ctx context.Context, term uint64, id string, ds *driveSta
 			ds.early = nil // counted once: a later pass (after an operator's Retry) reads the FSM
 		}
 		if errors.Is(err, errFenced) {
-			lg.Warn("leadership not confirmed: participant calls held back", "wait", fenceWait)
+			lg.L().Warn("leadership not confirmed: participant calls held back", "wait", fenceWait)
 			if !e.pause(ctx, fenceWait) {
 				return
 			}
@@ -586,7 +586,7 @@ func (e *Engine) drive(ctx context.Context, term uint64, id string, ds *driveSta
 		}
 		if err != nil {
 			if !errors.Is(err, errStop) {
-				lg.Warn("transaction driver stopped", "error", err)
+				lg.L().Warn("transaction driver stopped", "error", err)
 				stopped = err.Error()
 			}
 			return
@@ -615,7 +615,7 @@ func (e *Engine) pause(ctx context.Context, d time.Duration) bool {
 // the FSM come back in Result.Err, not here.
 //
 // lg names the transaction (or batch) and the term in its lines.
-func (e *Engine) apply(ctx context.Context, lg hclog.Logger, cmd fsm.Command) (fsm.Result, error) {
+func (e *Engine) apply(ctx context.Context, lg *lazyLog, cmd fsm.Command) (fsm.Result, error) {
 	wait := e.cfg.RetryInitial
 	for {
 		start := e.cfg.Now()
@@ -627,7 +627,7 @@ func (e *Engine) apply(ctx context.Context, lg hclog.Logger, cmd fsm.Command) (f
 		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || isNotLeader(err) || errors.Is(err, raft.ErrRaftShutdown) {
 			return res, fmt.Errorf("%w: %v", errStop, err)
 		}
-		lg.Warn("logging failed; will propose again", "command", fmt.Sprintf("%T", cmd), "error", err, "wait", wait)
+		lg.L().Warn("logging failed; will propose again", "command", fmt.Sprintf("%T", cmd), "error", err, "wait", wait)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -166,6 +166,7 @@ func (e *Engine) fastDone(run *fastRun, res *fsm.Txn, err error) {
 // ordinary driver (phase two, completion) on the logged record.
 func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun) {
 	txn := run.txn
+	lg := &lazyLog{e: e, id: txn.ID, term: term}
 	ds := &driveState{fresh: true, reached: make([]bool, len(txn.Participants))}
 	fenceWait := e.cfg.RetryInitial
 	var (
@@ -206,7 +207,7 @@ func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun) {
 		entry.Votes, entry.Reasons = votes, reasons
 		early = e.rollbackEarly(ctx, txn, ds.reached)
 	}
-	res, err := e.apply(ctx, e.lg, entry)
+	res, err := e.apply(ctx, lg, entry)
 	if early != nil {
 		ds.early = early.wait()
 	}
@@ -217,7 +218,7 @@ func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun) {
 		return
 	}
 	if res.Err != nil {
-		e.refusedFast(ctx, run, res, ds)
+		e.refusedFast(ctx, lg, run, res, ds)
 		return
 	}
 	if e.hooks != nil && e.hooks.AfterDecide != nil {
@@ -234,7 +235,7 @@ func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun) {
 // decided, and no record of its participants is in the log: this leader rolls back what it
 // prepared itself, until acknowledged or the term ends (then each participant asks and is
 // told rolled_back).
-func (e *Engine) refusedFast(ctx context.Context, run *fastRun, res fsm.Result, ds *driveState) {
+func (e *Engine) refusedFast(ctx context.Context, lg *lazyLog, run *fastRun, res fsm.Result, ds *driveState) {
 	txn := run.txn
 	e.lg.Info("fast decision refused: rolling back what was prepared", "txn", txn.ID, "reason", res.Err)
 	switch {
@@ -262,7 +263,7 @@ func (e *Engine) refusedFast(ctx context.Context, run *fastRun, res fsm.Result, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.deliver(ctx, e.lg, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
+			e.deliver(ctx, lg, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
 		}()
 	}
 	wg.Wait()

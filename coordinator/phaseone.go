@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -27,7 +26,7 @@ import (
 // set once a Prepare may have been written to it; a participant whose every Prepare failed
 // before a connection was made holds nothing, needs no Rollback, and its reason says so.
 // Returns errFenced, deciding nothing, when the fence held a Prepare back.
-func (e *Engine) phaseOne(ctx context.Context, lg hclog.Logger, txn *fsm.Txn, reached []bool) error {
+func (e *Engine) phaseOne(ctx context.Context, lg *lazyLog, txn *fsm.Txn, reached []bool) error {
 	decision, votes, reasons, err := e.collectVotes(ctx, txn, reached)
 	if err != nil {
 		return err
@@ -36,7 +35,7 @@ func (e *Engine) phaseOne(ctx context.Context, lg hclog.Logger, txn *fsm.Txn, re
 }
 
 // logDecision logs the decision phase one made (the "decision" span) and tells the hooks.
-func (e *Engine) logDecision(ctx context.Context, lg hclog.Logger, txn *fsm.Txn, decision fsm.Decision, votes []fsm.Vote, reasons []string) error {
+func (e *Engine) logDecision(ctx context.Context, lg *lazyLog, txn *fsm.Txn, decision fsm.Decision, votes []fsm.Vote, reasons []string) error {
 	if e.hooks != nil && e.hooks.BeforeDecide != nil {
 		e.hooks.BeforeDecide(txn.ID, decision)
 	}
@@ -67,8 +66,8 @@ func (e *Engine) logDecision(ctx context.Context, lg hclog.Logger, txn *fsm.Txn,
 	if e.hooks != nil && e.hooks.AfterDecide != nil && res.Txn != nil {
 		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
 	}
-	if res.Txn != nil {
-		lg.Debug("decided", "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	if res.Txn != nil && e.lg.IsDebug() { // asked first: the transaction's logger is made on use
+		lg.L().Debug("decided", "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -27,7 +26,7 @@ import (
 // holds nothing, and is recorded as acknowledged with no attempt. early (fast.go), when
 // set, holds Rollback calls already made before the decision was logged: those
 // acknowledged are not called again. Returns errFenced when the fence held a call back.
-func (e *Engine) phaseTwo(ctx context.Context, lg hclog.Logger, txn *fsm.Txn, reached []bool, early []fsm.Report) error {
+func (e *Engine) phaseTwo(ctx context.Context, lg *lazyLog, txn *fsm.Txn, reached []bool, early []fsm.Report) error {
 	phase := participant.PhaseCommit
 	if txn.Decision == fsm.DecisionAbort {
 		phase = participant.PhaseRollback
@@ -107,7 +106,7 @@ func (e *Engine) phaseTwo(ctx context.Context, lg hclog.Logger, txn *fsm.Txn, re
 		}
 		return err
 	}
-	lg.Error("phase two gave up: heuristic outcome, operator needed", "phase", string(phase), "reports", fmt.Sprint(reports))
+	lg.L().Error("phase two gave up: heuristic outcome, operator needed", "phase", string(phase), "reports", fmt.Sprint(reports))
 	_, cspan := e.startSpan(ctx, SpanComplete, trace.SpanKindInternal)
 	res, err := e.apply(ctx, lg, &fsm.Fail{ID: txn.ID, At: e.cfg.Now().UnixMilli(), Reports: reports})
 	if e.traced() {
@@ -200,7 +199,7 @@ func (p *phaseTwoRun) allAcked() bool {
 // honoured up to RetryAfterMax, so a refusing participant sees a bounded request rate (case
 // C08). Every attempt counted is exactly one request written (the client never replays);
 // a call the fence held back is not an attempt and ends the pass (errFenced).
-func (e *Engine) deliver(ctx context.Context, lg hclog.Logger, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun, until time.Time) {
+func (e *Engine) deliver(ctx context.Context, lg *lazyLog, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun, until time.Time) {
 	// Retry state is made on the first failure: almost every call succeeds at once, and
 	// this runs once per participant per transaction.
 	var (
@@ -236,7 +235,7 @@ func (e *Engine) deliver(ctx context.Context, lg hclog.Logger, id string, i int,
 				// Another participant is failing: log this acknowledgement now, so that every
 				// node shows it while the transaction is stuck, not only once it ends.
 				if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
-					lg.Debug("logging progress failed", "error", err)
+					lg.L().Debug("logging progress failed", "error", err)
 				}
 			}
 			return
@@ -257,7 +256,7 @@ func (e *Engine) deliver(ctx context.Context, lg hclog.Logger, id string, i int,
 			}
 		}
 		all := p2.set(i, rep)
-		lg.Warn("phase-two call refused; will retry", "participant", url, "attempt", rep.Attempts, "error", rep.Error)
+		lg.L().Warn("phase-two call refused; will retry", "participant", url, "attempt", rep.Attempts, "error", rep.Error)
 		if e.cfg.PhaseTwoMaxAttempts > 0 && int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
 			return
 		}
@@ -268,7 +267,7 @@ func (e *Engine) deliver(ctx context.Context, lg hclog.Logger, id string, i int,
 		if !p2.unlogged && (rep.Attempts == 1 || int(rep.Attempts)%e.cfg.ProgressEvery == 0) {
 			// Best effort: a lost Progress entry only hides detail, never an outcome.
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
-				lg.Debug("logging progress failed", "error", err)
+				lg.L().Debug("logging progress failed", "error", err)
 			}
 		}
 		if bo == nil {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"net/url"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/attribute"
@@ -101,6 +102,32 @@ func parseTraceparent(s string) trace.SpanContext {
 	}
 	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": s})
 	return trace.SpanContextFromContext(ctx)
+}
+
+// lazyLog makes a logger with fields only when a line is logged (L): most transactions
+// log nothing, and hclog's With costs allocations on each. Safe for concurrent use.
+// It is either one transaction's (e, id, term, span: txnLogger) or whatever mk makes.
+type lazyLog struct {
+	once sync.Once
+	lg   hclog.Logger
+	mk   func() hclog.Logger
+
+	e    *Engine
+	id   string
+	term uint64
+	span trace.Span
+}
+
+// L returns the logger, made on first use.
+func (l *lazyLog) L() hclog.Logger {
+	l.once.Do(func() {
+		if l.mk != nil {
+			l.lg = l.mk()
+		} else {
+			l.lg = l.e.txnLogger(l.id, l.term, l.span)
+		}
+	})
+	return l.lg
 }
 
 // txnLogger is the logger of one transaction's lines: its id, this leader's Raft term and,

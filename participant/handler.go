@@ -207,7 +207,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, p Phase) {
 	}
 	// The coordinator's call carries its span's W3C traceparent: the callbacks' ctx holds
 	// it as the remote parent, so a service's own spans join the transaction's trace.
-	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := r.Context()
+	if _, ok := r.Header["Traceparent"]; ok { // the server canonicalized the key
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
 	reply, err := h.Do(ctx, p, req)
 	switch {
 	case err == nil:

@@ -342,7 +342,7 @@ func (f *FP) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad request body", http.StatusBadRequest)
 		return
 	}
-	call := &Call{TxnID: req.TransactionID, Phase: p, At: time.Now(), IdempotencyKey: r.Header.Get(participant.IdempotencyKeyHeader), Traceparent: r.Header.Get("traceparent")}
+	call := &Call{TxnID: req.TransactionID, Phase: p, At: time.Now(), IdempotencyKey: r.Header.Get(participant.IdempotencyKeyHeader), Traceparent: r.Header.Get("Traceparent")}
 	f.mu.Lock()
 	b := f.behavior[p]
 	if q := f.script[p]; len(q) > 0 {

@@ -39,10 +39,21 @@ type Link struct{ TraceID, SpanID string }
 
 // Receiver collects spans. Its URL is the OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT).
 type Receiver struct {
+	// Discard, set before the first export, makes the receiver decode and count spans
+	// without keeping them (load tests).
+	Discard  bool
 	srv      *httptest.Server
 	mu       sync.Mutex
 	spans    []Span
+	count    int
 	requests int
+}
+
+// Count returns how many spans were received, kept or not.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
 }
 
 // New starts a receiver; Close stops it.
@@ -127,7 +138,10 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.mu.Lock()
-	r.spans = append(r.spans, got...)
+	if !r.Discard {
+		r.spans = append(r.spans, got...)
+	}
+	r.count += len(got)
 	r.requests++
 	r.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-protobuf")
