@@ -403,21 +403,6 @@ func (e *Engine) Submit(ctx context.Context, r Request) (_ *fsm.Txn, err error) 
 	if r.Mode == ModeFast {
 		return e.submitFast(ctx, t, r)
 	}
-	// The transaction span, a child of the client's span context. It is handed to the
-	// driver once Begin is committed; on any earlier return it ends here.
-	span := e.startTxnSpan(ctx, t.term)
-	driven := false
-	if span != nil {
-		defer func() {
-			if driven {
-				return
-			}
-			if err != nil {
-				span.SetStatus(codes.Error, err.Error())
-			}
-			span.End()
-		}()
-	}
 	if r.Key != "" {
 		if txn, ok := e.state.ByKey(r.Key); ok {
 			return sameRequest(txn, r)
@@ -437,6 +422,22 @@ func (e *Engine) Submit(ctx context.Context, r Request) (_ *fsm.Txn, err error) 
 	if err != nil {
 		e.inflight.Add(-1)
 		return nil, fmt.Errorf("minting transaction id: %w", err)
+	}
+	// The transaction span, a child of the client's span context. It is handed to the
+	// driver once Begin is committed; on any earlier return it ends here.
+	// A request answered from its idempotency key before this point makes none.
+	span := e.startTxnSpan(ctx, t.term)
+	driven := false
+	if span != nil {
+		defer func() {
+			if driven {
+				return
+			}
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
 	}
 	refs := e.refs(ctx, r.Participants) // before the clock: a first-use Define takes a round
 	now := e.cfg.Now()
@@ -483,6 +484,9 @@ func (e *Engine) Submit(ctx context.Context, r Request) (_ *fsm.Txn, err error) 
 	}
 	if errors.Is(res.Err, fsm.ErrKeyExists) {
 		e.inflight.Add(-1)
+		if span != nil {
+			span.AddEvent("idempotency key already bound: nothing begun")
+		}
 		if res.Txn != nil {
 			return sameRequest(res.Txn, r)
 		}
