@@ -52,3 +52,16 @@ func TestDecodeTracedBeginErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFastDecideLogsNoTrace: FastDecide (type 15) has no field for a trace context, so one
+// set on its Begin is not logged: the entry is what a build of level 3 reads.
+func TestFastDecideLogsNoTrace(t *testing.T) {
+	plain := &fsm.FastDecide{Begin: fsm.Begin{ID: "fast-1", CreatedAt: t0, Deadline: t0 + 1000,
+		Participants: []fsm.Participant{{Prepare: "http://p/prepare", Commit: "http://p/commit", Rollback: "http://p/rollback"}}},
+		Decision: fsm.DecisionCommit, AfterMs: 3}
+	traced := *plain
+	traced.Trace = goldenTrace
+	if a, b := fsm.Encode(plain), fsm.Encode(&traced); hex.EncodeToString(a) != hex.EncodeToString(b) || a[0] != byte(fsm.CmdFastDecide) {
+		t.Fatalf("traced FastDecide encodes as %x, untraced as %x", b, a)
+	}
+}
