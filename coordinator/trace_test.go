@@ -67,11 +67,11 @@ func (ss spans) String() string {
 	return out
 }
 
-// tracedRig is a rig whose FSM is at feature level 3 (Begin carries its trace context) and
+// tracedRig is a rig whose FSM is at feature level 4 (Begin carries its trace context) and
 // a recorder of every span the engines end.
 func tracedRig(t *testing.T) (*rig, *tracetest.SpanRecorder, *sdktrace.TracerProvider) {
 	r := newRig(t)
-	r.log.preload(t, &fsm.SetFeatures{Level: 3, At: 1})
+	r.log.preload(t, &fsm.SetFeatures{Level: 4, At: 1})
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })

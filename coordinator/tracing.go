@@ -43,6 +43,7 @@ const (
 	AttrAttempt     = attribute.Key("txcoord.attempt")  // int, from 1
 	AttrResult      = attribute.Key("txcoord.result")   // ACK, NACK, error
 	AttrError       = attribute.Key("txcoord.error")
+	AttrMode        = attribute.Key("txcoord.mode") // "fast" on a fast-mode transaction span (fast.go)
 )
 
 // traced is the engine's tracer; nil when tracing is off, which keeps every span call
