@@ -51,7 +51,7 @@ type State interface {
 	ByKey(key string) (*fsm.Txn, bool)
 	Active() []*fsm.Txn
 	// FeatureLevel is the cluster's enabled feature level (fsm.FSM.FeatureLevel): a Begin
-	// carries its trace context only from level 3 on.
+	// carries its trace context only from level 4 on (fsm.RequiredLevel(fsm.CmdBeginTraced)).
 	FeatureLevel() uint32
 }
 
