@@ -7,6 +7,9 @@
 // to the next node after a failure, until the outcome or the context ends. Because every
 // attempt carries the same key, a retry never starts a second transaction.
 //
+// Every request carries the W3C trace context (traceparent) of its context's span, if any,
+// so a caller's trace continues into the coordinator's transaction span.
+//
 // Errors from the API are *api.Error values; compare them with errors.Is against the
 // sentinels (client.ErrNotFound, api.ErrConflict, ...), or errors.As for the detail.
 package client
@@ -29,6 +32,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/txcoord/txcoord/api"
 )
@@ -317,6 +321,9 @@ func (c *Client) once(ctx context.Context, per time.Duration, method, path strin
 	if c.opts.Token != "" {
 		req.Header.Set(api.HeaderAuthorization, "Bearer "+c.opts.Token)
 	}
+	// The caller's trace (W3C traceparent and tracestate of ctx's span), so that the
+	// coordinator's transaction span is a child of it; nothing when ctx has no span.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		err = fmt.Errorf("%s %s: %w", method, u.Redacted(), err)

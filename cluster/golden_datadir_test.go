@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -178,7 +179,13 @@ func TestGoldenDataDirs(t *testing.T) {
 				t.Errorf("LastTimestamp %d after replaying the log", lastTs)
 			}
 
-			// The current build snapshots (version 5); a restart restores that.
+			// The current build snapshots (its own version, what WriteSnapshot writes); a
+			// restart restores that.
+			var cur bytes.Buffer
+			if err := n.FSM.WriteSnapshot(&cur); err != nil || cur.Len() < 5 {
+				t.Fatalf("WriteSnapshot: %v", err)
+			}
+			version := cur.Bytes()[4]
 			if err := n.Raft.Snapshot().Error(); err != nil {
 				t.Fatalf("snapshot: %v", err)
 			}
@@ -189,16 +196,16 @@ func TestGoldenDataDirs(t *testing.T) {
 			states, _ = filepath.Glob(filepath.Join(data, "snapshots", "*", "state.bin"))
 			newest := ""
 			for _, s := range states {
-				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == 5 {
+				if b, err := os.ReadFile(s); err == nil && len(b) > 4 && b[4] == version {
 					newest = s
 				}
 			}
 			if newest == "" {
-				t.Fatalf("no version 5 snapshot among %v", states)
+				t.Fatalf("no version %d snapshot among %v", version, states)
 			}
 			check(n)
 			if n.FSM.FeatureLevel() != level || n.FSM.LastTimestamp() != lastTs {
-				t.Errorf("after the v5 snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
+				t.Errorf("after the current build's snapshot: level %d lastTs %d, want %d %d", n.FSM.FeatureLevel(), n.FSM.LastTimestamp(), level, lastTs)
 			}
 		})
 	}

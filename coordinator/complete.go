@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/txcoord/txcoord/fsm"
 )
 
@@ -19,7 +21,9 @@ type completionReq struct {
 // completeLoop logs completions for one term. A batch closes when it is full or
 // CompleteLinger after its first completion, so many transactions share one log entry (and
 // one FSM apply and fsync); the client was answered before, so only the record waits.
-func (e *Engine) completeLoop(ctx context.Context, ch chan completionReq) {
+//
+// lg names the term in its lines.
+func (e *Engine) completeLoop(ctx context.Context, lg hclog.Logger, ch chan completionReq) {
 	batch := make([]completionReq, 0, maxCompleteBatch)
 	for {
 		batch = batch[:0]
@@ -49,7 +53,7 @@ func (e *Engine) completeLoop(ctx context.Context, ch chan completionReq) {
 		for i, r := range batch {
 			items[i] = r.c
 		}
-		_, err := e.apply(ctx, &fsm.Complete{At: e.cfg.Now().UnixMilli(), Items: items})
+		_, err := e.apply(ctx, &lazyLog{mk: func() hclog.Logger { return lg.With("txns", len(items), "first_txn", items[0].ID) }}, &fsm.Complete{At: e.cfg.Now().UnixMilli(), Items: items})
 		for _, r := range batch {
 			r.done <- err
 		}

@@ -28,6 +28,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
@@ -48,6 +50,9 @@ type State interface {
 	Get(id string) (*fsm.Txn, bool)
 	ByKey(key string) (*fsm.Txn, bool)
 	Active() []*fsm.Txn
+	// FeatureLevel is the cluster's enabled feature level (fsm.FSM.FeatureLevel): a Begin
+	// carries its trace context only from level 4 on (fsm.RequiredLevel(fsm.CmdBeginTraced)).
+	FeatureLevel() uint32
 }
 
 // Caller sends one protocol call to a participant (call.Client implements it).
@@ -135,6 +140,9 @@ type Config struct {
 	// to participants as "inquiry" in every Prepare: where to ask for an outcome.
 	InquiryURLs func() []string
 	Logger      hclog.Logger
+	// TracerProvider, when set, records the spans of every transaction (tracing.go names
+	// them) [nil: tracing off, no span is made].
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() {
@@ -197,6 +205,7 @@ type Engine struct {
 	state  State
 	caller Caller
 	lg     hclog.Logger
+	tracer trace.Tracer // nil: tracing off
 
 	mu      sync.Mutex
 	lead    *term // nil while not leading
@@ -235,6 +244,7 @@ type Hooks struct {
 // term is one period of leadership.
 type term struct {
 	ctx         context.Context
+	term        uint64 // the Raft term, for logs and spans
 	wg          sync.WaitGroup
 	completions chan completionReq
 }
@@ -244,8 +254,12 @@ type term struct {
 func New(cfg Config, log Log, state State, caller Caller) *Engine {
 	cfg.defaults()
 	caller = observedCaller{Caller: caller, obs: cfg.Observer}
-	return &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{},
+	e := &Engine{cfg: cfg, log: log, state: state, caller: caller, lg: cfg.Logger.Named("2pc"), driving: map[string]struct{}{}, nudges: map[string]chan struct{}{}, settled: map[string]chan struct{}{},
 		live: map[string]*phaseTwoRun{}, fastUnlogged: map[string]*fastRun{}, fastKeys: map[string]*fastRun{}, epoch: cfg.Now()}
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer("github.com/txcoord/txcoord/coordinator")
+	}
+	return e
 }
 
 // SetHooks installs test hooks; call before Lead.
@@ -255,13 +269,14 @@ func (e *Engine) SetHooks(h *Hooks) { e.hooks = h }
 // transaction in the FSM (the caller must have issued a Raft barrier first, so the FSM holds
 // all that earlier leaders committed), accepts Submit calls, and when ctx ends waits for
 // every driver to stop before it returns. After Lead returns this node sends nothing more.
-func (e *Engine) Lead(ctx context.Context) {
+// raftTerm is the Raft term this node leads in; every log line of the term names it.
+func (e *Engine) Lead(ctx context.Context, raftTerm uint64) {
 	ctx = call.WithFence(ctx, e.fence)
-	t := &term{ctx: ctx, completions: make(chan completionReq, maxCompleteBatch)}
+	t := &term{ctx: ctx, term: raftTerm, completions: make(chan completionReq, maxCompleteBatch)}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		e.completeLoop(ctx, t.completions)
+		e.completeLoop(ctx, e.lg.With("term", raftTerm), t.completions)
 	}()
 	e.mu.Lock()
 	e.lead = t
@@ -272,15 +287,15 @@ func (e *Engine) Lead(ctx context.Context) {
 			continue
 		}
 		e.inflight.Add(1)
-		e.startDriver(t, txn.ID, false)
+		e.startDriver(t, txn.ID, false, e.resumeSpan(txn, raftTerm))
 	}
 	if len(active) > 0 {
-		e.lg.Info("resumed in-flight transactions", "count", len(active))
+		e.lg.Info("resumed in-flight transactions", "count", len(active), "term", raftTerm)
 	}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		e.pruneLoop(ctx)
+		e.pruneLoop(ctx, e.lg.With("term", raftTerm))
 	}()
 	<-ctx.Done()
 	e.mu.Lock()
@@ -308,15 +323,13 @@ func (e *Engine) InFlight() int64 { return e.inflight.Load() }
 // FSM and the new term drives it; if another node leads, that node's scan does.
 //
 // fresh says that this term logged the transaction's Begin (Submit): no earlier leader can
-// have sent it a Prepare, so a participant this leader never reached holds nothing.
-func (e *Engine) startDriver(t *term, id string, fresh bool) {
-	e.startRun(t, id, func(ctx context.Context) {
-		ds := &driveState{}
-		if fresh {
-			ds.fresh = true
-		}
-		e.drive(ctx, id, ds)
-	})
+// have sent it a Prepare, so a participant this leader never reached holds nothing. span,
+// the transaction span (nil with tracing off), is ended by the driver, or here when none
+// is started.
+func (e *Engine) startDriver(t *term, id string, fresh bool, span trace.Span) {
+	if !e.startRun(t, id, func(ctx context.Context) { e.drive(ctx, t.term, id, &driveState{fresh: fresh}, span) }) {
+		endTxnSpan(span, nil, "not driven here: another driver runs it or the term ended")
+	}
 }
 
 // startRun starts run as the one driver of id unless one already runs (startDriver; the
@@ -382,7 +395,7 @@ type Request struct {
 // once the decision entry is applied. Errors: ErrNotLeader and ErrBusy (nothing written),
 // ErrIndeterminate (the returned record has the id that may yet run), ErrKeyReused, and
 // in fast mode Config.FeatureGate's error (nothing sent).
-func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
+func (e *Engine) Submit(ctx context.Context, r Request) (_ *fsm.Txn, err error) {
 	t, err := e.currentTerm()
 	if err != nil {
 		return nil, err
@@ -410,6 +423,22 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		e.inflight.Add(-1)
 		return nil, fmt.Errorf("minting transaction id: %w", err)
 	}
+	// The transaction span, a child of the client's span context. It is handed to the
+	// driver once Begin is committed; on any earlier return it ends here.
+	// A request answered from its idempotency key before this point makes none.
+	span := e.startTxnSpan(ctx, t.term)
+	driven := false
+	if span != nil {
+		defer func() {
+			if driven {
+				return
+			}
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	refs := e.refs(ctx, r.Participants) // before the clock: a first-use Define takes a round
 	now := e.cfg.Now()
 	begin := &fsm.Begin{
@@ -421,10 +450,27 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	if slices.ContainsFunc(r.Payloads, func(p string) bool { return p != "" }) {
 		begin.Payloads = r.Payloads
 	}
+	var bspan trace.Span
+	if span != nil {
+		span.SetAttributes(AttrTxnID.String(begin.ID))
+		if e.state.FeatureLevel() >= fsm.RequiredLevel(fsm.CmdBeginTraced) {
+			// Kept with the transaction so that a leader resuming it links to this trace.
+			begin.Trace = traceparent(span)
+		}
+		_, bspan = e.tracer.Start(trace.ContextWithSpan(ctx, span), SpanBegin)
+	}
 	applyStart := e.cfg.Now()
 	res, err := e.log.Apply(ctx, begin)
 	if err == nil {
 		e.markConfirmed(applyStart)
+	}
+	if bspan != nil {
+		if err != nil {
+			bspan.SetStatus(codes.Error, err.Error())
+		} else if res.Txn != nil {
+			bspan.SetAttributes(AttrIndex.Int64(int64(res.Txn.Index)))
+		}
+		bspan.End()
 	}
 	if err != nil {
 		e.inflight.Add(-1)
@@ -438,6 +484,9 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 	}
 	if errors.Is(res.Err, fsm.ErrKeyExists) {
 		e.inflight.Add(-1)
+		if span != nil {
+			span.AddEvent("idempotency key already bound: nothing begun")
+		}
 		if res.Txn != nil {
 			return sameRequest(res.Txn, r)
 		}
@@ -449,7 +498,8 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*fsm.Txn, error) {
 		e.inflight.Add(-1)
 		return nil, res.Err
 	}
-	e.startDriver(t, begin.ID, true)
+	driven = true
+	e.startDriver(t, begin.ID, true, span)
 	return res.Txn, nil
 }
 
@@ -497,14 +547,26 @@ type driveState struct {
 // step whose calls the fence refused (leadership could not be confirmed) is run again after
 // a pause: a node that no longer leads sends nothing until its term ends, and one that
 // still does goes on.
-func (e *Engine) drive(ctx context.Context, id string, ds *driveState) {
+//
+// span is the transaction span (nil with tracing off): the driver's calls are its children,
+// and it ends when the driver does.
+func (e *Engine) drive(ctx context.Context, term uint64, id string, ds *driveState, span trace.Span) {
+	if span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
+	lg := &lazyLog{e: e, id: id, term: term, span: span}
+	var last *fsm.Txn
+	stopped := "leadership ended"
+	defer func() { endTxnSpan(span, last, stopped) }()
 	fenceWait := e.cfg.RetryInitial
 	for stepped := false; ctx.Err() == nil; stepped = true {
 		txn, ok := e.state.Get(id)
+		last = txn
 		if !ok || txn.Status.Terminal() {
 			if ok && stepped {
 				e.observeFinished(txn)
 			}
+			stopped = ""
 			return
 		}
 		var err error
@@ -513,13 +575,13 @@ func (e *Engine) drive(ctx context.Context, id string, ds *driveState) {
 			if ds.fresh && ds.reached == nil {
 				ds.reached = make([]bool, len(txn.Participants))
 			}
-			err = e.phaseOne(ctx, txn, ds.reached)
+			err = e.phaseOne(ctx, lg, txn, ds.reached)
 		case fsm.StatusCommitting, fsm.StatusRollingBack:
-			err = e.phaseTwo(ctx, txn, ds.reached, ds.early)
+			err = e.phaseTwo(ctx, lg, txn, ds.reached, ds.early)
 			ds.early = nil // counted once: a later pass (after an operator's Retry) reads the FSM
 		}
 		if errors.Is(err, errFenced) {
-			e.lg.Warn("leadership not confirmed: participant calls held back", "txn", id, "wait", fenceWait)
+			lg.L().Warn("leadership not confirmed: participant calls held back", "wait", fenceWait)
 			if !e.pause(ctx, fenceWait) {
 				return
 			}
@@ -528,7 +590,8 @@ func (e *Engine) drive(ctx context.Context, id string, ds *driveState) {
 		}
 		if err != nil {
 			if !errors.Is(err, errStop) {
-				e.lg.Warn("transaction driver stopped", "txn", id, "error", err)
+				lg.L().Warn("transaction driver stopped", "error", err)
+				stopped = err.Error()
 			}
 			return
 		}
@@ -554,7 +617,9 @@ func (e *Engine) pause(ctx context.Context, d time.Duration) bool {
 // entry commits or the term ends. That is safe for the commands the driver logs: a repeated
 // Decide with the same decision, Complete or Fail changes nothing in the FSM. Refusals by
 // the FSM come back in Result.Err, not here.
-func (e *Engine) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+//
+// lg names the transaction (or batch) and the term in its lines.
+func (e *Engine) apply(ctx context.Context, lg *lazyLog, cmd fsm.Command) (fsm.Result, error) {
 	wait := e.cfg.RetryInitial
 	for {
 		start := e.cfg.Now()
@@ -566,7 +631,7 @@ func (e *Engine) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
 		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || isNotLeader(err) || errors.Is(err, raft.ErrRaftShutdown) {
 			return res, fmt.Errorf("%w: %v", errStop, err)
 		}
-		e.lg.Warn("logging failed; will propose again", "command", fmt.Sprintf("%T", cmd), "error", err, "wait", wait)
+		lg.L().Warn("logging failed; will propose again", "command", fmt.Sprintf("%T", cmd), "error", err, "wait", wait)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -116,7 +118,14 @@ func (e *Engine) submitFast(ctx context.Context, t *term, r Request) (*fsm.Txn, 
 		e.fastKeys[r.Key] = run
 	}
 	e.mu.Unlock()
-	if !e.startRun(t, txn.ID, func(ctx context.Context) { e.driveFast(ctx, run) }) {
+	// The transaction span, a child of the client's span context, like Submit's; a request
+	// answered from its idempotency key before this point makes none. The driver ends it.
+	span := e.startTxnSpan(ctx, t.term)
+	if span != nil {
+		span.SetAttributes(AttrTxnID.String(txn.ID), AttrMode.String(string(ModeFast)))
+	}
+	if !e.startRun(t, txn.ID, func(ctx context.Context) { e.driveFast(ctx, t.term, run, span) }) {
+		endTxnSpan(span, nil, "not driven here: the term ended")
 		e.fastDone(run, nil, ErrNotLeader)
 	}
 	return e.waitFast(ctx, run)
@@ -163,9 +172,24 @@ func (e *Engine) fastDone(run *fastRun, res *fsm.Txn, err error) {
 }
 
 // driveFast is the driver of one fast transaction: phase one, the decision entry, then the
-// ordinary driver (phase two, completion) on the logged record.
-func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
+// ordinary driver (phase two, completion) on the logged record. span is the transaction
+// span (nil with tracing off): the calls are its children, and it ends with the driver. Its
+// trace context is not logged (FastDecide has no field for it): a leader that resumes the
+// transaction starts an unlinked span.
+func (e *Engine) driveFast(ctx context.Context, term uint64, run *fastRun, span trace.Span) {
 	txn := run.txn
+	if span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
+	lg := &lazyLog{e: e, id: txn.ID, term: term, span: span}
+	driven := false
+	var last *fsm.Txn
+	stopped := "leadership ended"
+	defer func() {
+		if !driven { // else e.drive ended it
+			endTxnSpan(span, last, stopped)
+		}
+	}()
 	ds := &driveState{fresh: true, reached: make([]bool, len(txn.Participants))}
 	fenceWait := e.cfg.RetryInitial
 	var (
@@ -181,7 +205,7 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 		}
 		// Leadership could not be confirmed: ask again after a pause. Past the deadline
 		// every missing vote is a no, so this ends in a decision or with the term.
-		e.lg.Warn("leadership not confirmed: participant calls held back", "txn", txn.ID, "wait", fenceWait)
+		lg.L().Warn("leadership not confirmed: participant calls held back", "wait", fenceWait)
 		if !e.pause(ctx, fenceWait) {
 			err = errStop
 			break
@@ -206,7 +230,20 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 		entry.Votes, entry.Reasons = votes, reasons
 		early = e.rollbackEarly(ctx, txn, ds.reached)
 	}
-	res, err := e.apply(ctx, entry)
+	_, dspan := e.startSpan(ctx, SpanDecision, trace.SpanKindInternal)
+	res, err := e.apply(ctx, lg, entry)
+	if e.traced() {
+		dspan.SetAttributes(AttrDecision.String(decision.String()))
+		switch {
+		case err != nil:
+			dspan.SetStatus(codes.Error, err.Error())
+		case res.Err != nil:
+			dspan.SetStatus(codes.Error, res.Err.Error())
+		case res.Txn != nil:
+			dspan.SetAttributes(AttrIndex.Int64(int64(res.Txn.Index)))
+		}
+		dspan.End()
+	}
 	if early != nil {
 		ds.early = early.wait()
 	}
@@ -217,15 +254,22 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 		return
 	}
 	if res.Err != nil {
-		e.refusedFast(ctx, run, res, ds)
+		stopped = "fast decision refused: " + res.Err.Error()
+		if errors.Is(res.Err, fsm.ErrPresumedAbort) {
+			last = res.Txn // this transaction's record: rolled_back
+		}
+		e.refusedFast(ctx, lg, run, res, ds)
 		return
 	}
 	if e.hooks != nil && e.hooks.AfterDecide != nil {
 		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
 	}
-	e.lg.Debug("decided (fast)", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	if e.lg.IsDebug() { // asked first: the transaction's logger is made on use
+		lg.L().Debug("decided (fast)", "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	}
 	e.fastDone(run, res.Txn, nil)
-	e.drive(ctx, txn.ID, ds)
+	driven = true
+	e.drive(ctx, term, txn.ID, ds, span)
 }
 
 // refusedFast handles a decision entry the FSM refused: a presumed abort came first (an
@@ -234,9 +278,9 @@ func (e *Engine) driveFast(ctx context.Context, run *fastRun) {
 // decided, and no record of its participants is in the log: this leader rolls back what it
 // prepared itself, until acknowledged or the term ends (then each participant asks and is
 // told rolled_back).
-func (e *Engine) refusedFast(ctx context.Context, run *fastRun, res fsm.Result, ds *driveState) {
+func (e *Engine) refusedFast(ctx context.Context, lg *lazyLog, run *fastRun, res fsm.Result, ds *driveState) {
 	txn := run.txn
-	e.lg.Info("fast decision refused: rolling back what was prepared", "txn", txn.ID, "reason", res.Err)
+	lg.L().Info("fast decision refused: rolling back what was prepared", "reason", res.Err)
 	switch {
 	case errors.Is(res.Err, fsm.ErrPresumedAbort):
 		e.fastDone(run, res.Txn, nil) // rolled_back: the answer the participants were given
@@ -262,12 +306,12 @@ func (e *Engine) refusedFast(ctx context.Context, run *fastRun, res fsm.Result, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.deliver(ctx, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
+			e.deliver(ctx, lg, txn.ID, i, p.Rollback, participant.PhaseRollback, req, p2, until)
 		}()
 	}
 	wg.Wait()
 	if !p2.allAckedOf(ds) && ctx.Err() == nil {
-		e.lg.Warn("rollback of a refused fast transaction not acknowledged by every participant; they learn it by inquiry", "txn", txn.ID, "reports", fmt.Sprint(p2.snapshot()))
+		lg.L().Warn("rollback of a refused fast transaction not acknowledged by every participant; they learn it by inquiry", "reports", fmt.Sprint(p2.snapshot()))
 	}
 }
 
@@ -297,7 +341,11 @@ func (e *Engine) rollbackEarly(ctx context.Context, txn *fsm.Txn, reached []bool
 		go func() {
 			defer er.wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
+			cctx, span := e.startSpan(cctx, SpanRollback, trace.SpanKindClient)
 			reply, err := e.caller.Call(cctx, p.Rollback, participant.PhaseRollback, req)
+			if e.traced() {
+				endAttemptSpan(span, p.Rollback, 1, reply, err)
+			}
 			cancel()
 			switch {
 			case isFenced(err) || ctx.Err() != nil:

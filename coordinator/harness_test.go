@@ -340,7 +340,7 @@ func (r *rig) lead(cfg coordinator.Config, hooks *coordinator.Hooks) *leader {
 	l := &leader{eng: eng, caller: wc, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		eng.Lead(ctx)
+		eng.Lead(ctx, 1)
 	}()
 	eventually(r.t, "engine leading", eng.Leading)
 	r.t.Cleanup(func() { l.stop(r.t) })

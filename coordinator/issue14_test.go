@@ -233,7 +233,7 @@ func TestLateACKIsNoVote(t *testing.T) {
 	eng := coordinator.New(cfg, r.log, r.fsm, wc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); eng.Lead(ctx) }()
+	go func() { defer close(done); eng.Lead(ctx, 1) }()
 	t.Cleanup(func() { cancel(); <-done })
 	eventually(t, "engine leading", eng.Leading)
 	// FP-A answers only once FP-B's late ACK has been read.
@@ -315,7 +315,7 @@ func TestPausedLeaderSendsNothing(t *testing.T) {
 	engA := coordinator.New(cfgA, r.log, r.fsm, pa)
 	ctxA, cancelA := context.WithCancel(call.WithOrigin(context.Background(), "a", 1))
 	doneA := make(chan struct{})
-	go func() { defer close(doneA); engA.Lead(ctxA) }()
+	go func() { defer close(doneA); engA.Lead(ctxA, 1) }()
 	t.Cleanup(func() { cancelA(); <-doneA })
 	eventually(t, "A leading", engA.Leading)
 

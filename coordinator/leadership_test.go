@@ -382,7 +382,7 @@ func TestLeadWaitsForDrivers(t *testing.T) {
 	eng := coordinator.New(fastCfg(), r.log, r.fsm, sc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); eng.Lead(ctx) }()
+	go func() { defer close(done); eng.Lead(ctx, 1) }()
 	eventually(t, "leading", eng.Leading)
 	if _, err := eng.Submit(context.Background(), coordinator.Request{Participants: parts(fps...), Timeout: roomy}); err != nil {
 		t.Fatal(err)

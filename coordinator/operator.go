@@ -50,9 +50,9 @@ func (e *Engine) Retry(ctx context.Context, id, note string) (*fsm.Txn, error) {
 	if res.Err != nil {
 		return res.Txn, res.Err
 	}
-	e.lg.Info("operator retry", "txn", id, "note", note)
+	e.lg.Info("operator retry", "txn", id, "term", t.term, "note", note)
 	e.inflight.Add(1)
-	e.startDriver(t, id, false)
+	e.startDriver(t, id, false, e.resumeSpan(res.Txn, t.term))
 	return res.Txn, nil
 }
 
@@ -60,7 +60,8 @@ func (e *Engine) Retry(ctx context.Context, id, note string) (*fsm.Txn, error) {
 // status becomes committed or rolled_back per its decision, and note is kept in the log.
 // Errors: ErrNotLeader, ErrNoteRequired, fsm.ErrNotFound, fsm.ErrBadTransition (not failed).
 func (e *Engine) Resolve(ctx context.Context, id, note string) (*fsm.Txn, error) {
-	if _, err := e.currentTerm(); err != nil {
+	t, err := e.currentTerm()
+	if err != nil {
 		return nil, err
 	}
 	if note == "" {
@@ -74,7 +75,7 @@ func (e *Engine) Resolve(ctx context.Context, id, note string) (*fsm.Txn, error)
 		return nil, err
 	}
 	if res.Err == nil {
-		e.lg.Info("operator resolve", "txn", id, "note", note)
+		e.lg.Info("operator resolve", "txn", id, "term", t.term, "note", note)
 	}
 	return res.Txn, res.Err
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -23,11 +26,16 @@ import (
 // set once a Prepare may have been written to it; a participant whose every Prepare failed
 // before a connection was made holds nothing, needs no Rollback, and its reason says so.
 // Returns errFenced, deciding nothing, when the fence held a Prepare back.
-func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) error {
+func (e *Engine) phaseOne(ctx context.Context, lg *lazyLog, txn *fsm.Txn, reached []bool) error {
 	decision, votes, reasons, err := e.collectVotes(ctx, txn, reached)
 	if err != nil {
 		return err
 	}
+	return e.logDecision(ctx, lg, txn, decision, votes, reasons)
+}
+
+// logDecision logs the decision phase one made (the "decision" span) and tells the hooks.
+func (e *Engine) logDecision(ctx context.Context, lg *lazyLog, txn *fsm.Txn, decision fsm.Decision, votes []fsm.Vote, reasons []string) error {
 	if e.hooks != nil && e.hooks.BeforeDecide != nil {
 		e.hooks.BeforeDecide(txn.ID, decision)
 	}
@@ -36,7 +44,19 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	if decision == fsm.DecisionCommit {
 		cmd = &fsm.DecideCommit{ID: txn.ID, AfterMs: now - txn.CreatedAt} // same state, 12 bytes less
 	}
-	res, err := e.apply(ctx, cmd)
+	_, dspan := e.startSpan(ctx, SpanDecision, trace.SpanKindInternal)
+	res, err := e.apply(ctx, lg, cmd)
+	if e.traced() {
+		dspan.SetAttributes(AttrDecision.String(decision.String()))
+		switch {
+		case err != nil:
+			dspan.SetStatus(codes.Error, err.Error())
+		case res.Txn != nil:
+			// The FSM's decision: an earlier one wins over what this leader proposed.
+			dspan.SetAttributes(AttrDecision.String(res.Txn.Decision.String()), AttrIndex.Int64(int64(res.Txn.Index)))
+		}
+		dspan.End()
+	}
 	if err != nil {
 		return err
 	}
@@ -46,8 +66,8 @@ func (e *Engine) phaseOne(ctx context.Context, txn *fsm.Txn, reached []bool) err
 	if e.hooks != nil && e.hooks.AfterDecide != nil && res.Txn != nil {
 		e.hooks.AfterDecide(txn.ID, res.Txn.Decision)
 	}
-	if res.Txn != nil {
-		e.lg.Debug("decided", "txn", txn.ID, "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
+	if res.Txn != nil && e.lg.IsDebug() { // asked first: the transaction's logger is made on use
+		lg.L().Debug("decided", "decision", res.Txn.Decision.String(), "index", res.Txn.Index)
 	}
 	return nil
 }
@@ -84,26 +104,32 @@ func (e *Engine) collectVotes(ctx context.Context, txn *fsm.Txn, reached []bool)
 			req.Payload = json.RawMessage(pl)
 		}
 		go func(i int, url string) {
-			reply, err := e.caller.Call(pctx, url, participant.PhasePrepare, req)
+			cctx, span := e.startSpan(pctx, SpanPrepare, trace.SpanKindClient)
+			reply, err := e.caller.Call(cctx, url, participant.PhasePrepare, req)
 			var ce *call.CallError
+			var a answer
 			switch {
 			case err == nil && reply.Status == participant.ACK:
 				if late := e.cfg.Now().Sub(deadline); late >= 0 {
-					answers <- answer{i: i, vote: fsm.VoteNone, reason: fmt.Sprintf("ACK arrived %d ms after the deadline: no vote", late.Milliseconds())}
-					return
+					a = answer{i: i, vote: fsm.VoteNone, reason: fmt.Sprintf("ACK arrived %d ms after the deadline: no vote", late.Milliseconds())}
+					break
 				}
-				answers <- answer{i: i, vote: fsm.VoteYes}
+				a = answer{i: i, vote: fsm.VoteYes}
 			case err == nil:
-				answers <- answer{i: i, vote: fsm.VoteNo, reason: reply.Reason}
+				a = answer{i: i, vote: fsm.VoteNo, reason: reply.Reason}
 			default:
 				isCE := errors.As(err, &ce)
 				canceled := errors.Is(err, context.Canceled) || isCE && ce.Kind == call.KindCanceled
-				answers <- answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled,
+				a = answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled,
 					// Only a call that ended in its own failure to connect proves the
 					// participant holds nothing; a canceled one is counted as reached.
 					notSent: isCE && ce.NotSent && !canceled && ce.Kind == call.KindTransport,
 					fenced:  isCE && ce.Kind == call.KindFenced}
 			}
+			if e.traced() {
+				endPrepareSpan(span, url, a.vote, a.reason, err)
+			}
+			answers <- a
 		}(i, p.Prepare)
 	}
 	yes := 0
@@ -160,4 +186,22 @@ func (e *Engine) prepareError(err error, txn *fsm.Txn) string {
 		return fmt.Sprintf("no answer within %d ms", txn.Deadline-txn.CreatedAt)
 	}
 	return err.Error()
+}
+
+// endPrepareSpan records one Prepare's outcome: the vote as logged ("none" for no vote),
+// the reason, and the call's error.
+func endPrepareSpan(span trace.Span, url string, vote fsm.Vote, reason string, err error) {
+	v := vote.String()
+	if vote == fsm.VoteNone {
+		v = "none"
+	}
+	span.SetAttributes(AttrParticipant.String(url), AttrHost.String(hostAttr(url)), AttrVote.String(v))
+	if reason != "" {
+		span.SetAttributes(AttrReason.String(reason))
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
@@ -24,7 +26,7 @@ import (
 // holds nothing, and is recorded as acknowledged with no attempt. early (fast.go), when
 // set, holds Rollback calls already made before the decision was logged: those
 // acknowledged are not called again. Returns errFenced when the fence held a call back.
-func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, early []fsm.Report) error {
+func (e *Engine) phaseTwo(ctx context.Context, lg *lazyLog, txn *fsm.Txn, reached []bool, early []fsm.Report) error {
 	phase := participant.PhaseCommit
 	if txn.Decision == fsm.DecisionAbort {
 		phase = participant.PhaseRollback
@@ -72,13 +74,13 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, ear
 	for k, i := range pending {
 		url := urlFor(txn.Participants[i], phase)
 		if k == len(pending)-1 {
-			e.deliver(ctx, txn.ID, i, url, phase, req, p2, until)
+			e.deliver(ctx, lg, txn.ID, i, url, phase, req, p2, until)
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.deliver(ctx, txn.ID, i, url, phase, req, p2, until)
+			e.deliver(ctx, lg, txn.ID, i, url, phase, req, p2, until)
 		}()
 	}
 	wg.Wait()
@@ -97,10 +99,19 @@ func (e *Engine) phaseTwo(ctx context.Context, txn *fsm.Txn, reached []bool, ear
 		for i, r := range reports {
 			attempts[i] = r.Attempts
 		}
-		return e.complete(ctx, fsm.Completion{ID: txn.ID, Attempts: attempts})
+		_, cspan := e.startSpan(ctx, SpanComplete, trace.SpanKindInternal)
+		err := e.complete(ctx, fsm.Completion{ID: txn.ID, Attempts: attempts})
+		if e.traced() {
+			endCompleteSpan(cspan, completedStatus(phase), err)
+		}
+		return err
 	}
-	e.lg.Error("phase two gave up: heuristic outcome, operator needed", "txn", txn.ID, "phase", string(phase), "reports", fmt.Sprint(reports))
-	res, err := e.apply(ctx, &fsm.Fail{ID: txn.ID, At: e.cfg.Now().UnixMilli(), Reports: reports})
+	lg.L().Error("phase two gave up: heuristic outcome, operator needed", "phase", string(phase), "reports", fmt.Sprint(reports))
+	_, cspan := e.startSpan(ctx, SpanComplete, trace.SpanKindInternal)
+	res, err := e.apply(ctx, lg, &fsm.Fail{ID: txn.ID, At: e.cfg.Now().UnixMilli(), Reports: reports})
+	if e.traced() {
+		endCompleteSpan(cspan, fsm.StatusFailed, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -188,7 +199,7 @@ func (p *phaseTwoRun) allAcked() bool {
 // honoured up to RetryAfterMax, so a refusing participant sees a bounded request rate (case
 // C08). Every attempt counted is exactly one request written (the client never replays);
 // a call the fence held back is not an attempt and ends the pass (errFenced).
-func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun, until time.Time) {
+func (e *Engine) deliver(ctx context.Context, lg *lazyLog, id string, i int, url string, phase participant.Phase, req participant.Request, p2 *phaseTwoRun, until time.Time) {
 	// Retry state is made on the first failure: almost every call succeeds at once, and
 	// this runs once per participant per transaction.
 	var (
@@ -203,8 +214,12 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 	rep := p2.snapshot()[i]
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
+		cctx, span := e.startSpan(cctx, attemptSpan(phase), trace.SpanKindClient)
 		reply, err := e.caller.Call(cctx, url, phase, req)
 		cancel()
+		if e.traced() {
+			endAttemptSpan(span, url, rep.Attempts+1, reply, err)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -220,7 +235,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 				// Another participant is failing: log this acknowledgement now, so that every
 				// node shows it while the transaction is stuck, not only once it ends.
 				if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
-					e.lg.Debug("logging progress failed", "txn", id, "error", err)
+					lg.L().Debug("logging progress failed", "error", err)
 				}
 			}
 			return
@@ -241,7 +256,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 			}
 		}
 		all := p2.set(i, rep)
-		e.lg.Warn("phase-two call refused; will retry", "txn", id, "participant", url, "attempt", rep.Attempts, "error", rep.Error)
+		lg.L().Warn("phase-two call refused; will retry", "participant", url, "attempt", rep.Attempts, "error", rep.Error)
 		if e.cfg.PhaseTwoMaxAttempts > 0 && int(rep.Attempts) >= e.cfg.PhaseTwoMaxAttempts {
 			return
 		}
@@ -252,7 +267,7 @@ func (e *Engine) deliver(ctx context.Context, id string, i int, url string, phas
 		if !p2.unlogged && (rep.Attempts == 1 || int(rep.Attempts)%e.cfg.ProgressEvery == 0) {
 			// Best effort: a lost Progress entry only hides detail, never an outcome.
 			if _, err := e.log.Apply(ctx, &fsm.Progress{ID: id, Reports: all}); err != nil && ctx.Err() == nil {
-				e.lg.Debug("logging progress failed", "txn", id, "error", err)
+				lg.L().Debug("logging progress failed", "error", err)
 			}
 		}
 		if bo == nil {
@@ -286,4 +301,45 @@ func urlFor(p fsm.Participant, phase participant.Phase) string {
 		return p.Rollback
 	}
 	return p.Commit
+}
+
+func attemptSpan(phase participant.Phase) string {
+	if phase == participant.PhaseRollback {
+		return SpanRollback
+	}
+	return SpanCommit
+}
+
+func completedStatus(phase participant.Phase) fsm.Status {
+	if phase == participant.PhaseRollback {
+		return fsm.StatusRolledBack
+	}
+	return fsm.StatusCommitted
+}
+
+// endAttemptSpan records one phase-two call: the participant, the attempt number (from 1),
+// the result (ACK, NACK or error) and the error.
+func endAttemptSpan(span trace.Span, url string, attempt uint32, reply participant.Reply, err error) {
+	span.SetAttributes(AttrParticipant.String(url), AttrHost.String(hostAttr(url)), AttrAttempt.Int64(int64(attempt)))
+	switch {
+	case err != nil:
+		span.SetAttributes(AttrResult.String("error"), AttrError.String(err.Error()))
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	case reply.Status == participant.ACK:
+		span.SetAttributes(AttrResult.String("ACK"))
+	default:
+		span.SetAttributes(AttrResult.String("NACK"), AttrReason.String(reply.Reason))
+		span.SetStatus(codes.Error, "NACK: "+reply.Reason)
+	}
+	span.End()
+}
+
+// endCompleteSpan records the logged end of phase two.
+func endCompleteSpan(span trace.Span, st fsm.Status, err error) {
+	span.SetAttributes(AttrStatus.String(st.String()))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

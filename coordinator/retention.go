@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/txcoord/txcoord/fsm"
 )
 
@@ -39,7 +41,8 @@ func (r *Retention) defaults() {
 }
 
 // pruneLoop runs while this node leads.
-func (e *Engine) pruneLoop(ctx context.Context) {
+// lg names the term in its lines.
+func (e *Engine) pruneLoop(ctx context.Context, lg hclog.Logger) {
 	t := time.NewTicker(e.cfg.Retention.Every)
 	defer t.Stop()
 	for {
@@ -47,7 +50,7 @@ func (e *Engine) pruneLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			e.prune(ctx)
+			e.prune(ctx, lg)
 		}
 	}
 }
@@ -62,7 +65,7 @@ type pruneState interface {
 // would otherwise drop every finished transaction (1 h ahead) and every idempotency key
 // (24 h ahead), and a client's retry with its key would start a second transaction. With
 // no bound known (an empty log) only the count limit prunes.
-func (e *Engine) prune(ctx context.Context) {
+func (e *Engine) prune(ctx context.Context, lg hclog.Logger) {
 	now := e.cfg.Now()
 	cmd := &fsm.Prune{
 		FinishedBefore: now.Add(-e.cfg.Retention.Finished).UnixMilli(),
@@ -74,7 +77,7 @@ func (e *Engine) prune(ctx context.Context) {
 		case !ok:
 			cmd.FinishedBefore, cmd.KeysBefore = 0, 0
 		case now.After(bound):
-			e.lg.Warn("wall clock is ahead of the log's: pruning only up to what the log vouches for", "clock", now, "log_bound", bound, "ahead", now.Sub(bound))
+			lg.Warn("wall clock is ahead of the log's: pruning only up to what the log vouches for", "clock", now, "log_bound", bound, "ahead", now.Sub(bound))
 			cmd.FinishedBefore = bound.Add(-e.cfg.Retention.Finished).UnixMilli()
 			cmd.KeysBefore = bound.Add(-e.cfg.Retention.Keys).UnixMilli()
 		}
@@ -86,6 +89,6 @@ func (e *Engine) prune(ctx context.Context) {
 		return
 	}
 	if _, err := e.log.Apply(ctx, cmd); err != nil && ctx.Err() == nil {
-		e.lg.Warn("pruning finished transactions failed", "error", err)
+		lg.Warn("pruning finished transactions failed", "error", err)
 	}
 }

@@ -36,6 +36,7 @@ func (c *Begin) apply(f *FSM, index uint64) (Result, []string) {
 		Participants: append([]Participant(nil), parts...),
 		States:       make([]ParticipantState, len(c.Participants)),
 		Status:       StatusPreparing, Index: index,
+		Trace: c.Trace,
 	}
 	if c.Payloads != nil {
 		t.Payloads = make([]string, len(c.Participants))

@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"encoding/hex"
 	"errors"
+	"strings"
 
 	"github.com/txcoord/txcoord/internal/codec"
 )
@@ -34,6 +36,38 @@ func (e *encoder) id(s string) {
 	e.String(s)
 }
 
+// trace writes a W3C traceparent: tag 1 and 25 raw bytes (trace id, span id, flags) for
+// the version-00 form the coordinator writes, else tag 0 and the text. Tag 2 is "".
+func (e *encoder) trace(s string) {
+	if s == "" {
+		e.Byte(2)
+		return
+	}
+	if raw, ok := traceBytes(s); ok {
+		e.Byte(1)
+		e.B = append(e.B, raw[:]...)
+		return
+	}
+	e.Byte(0)
+	e.String(s)
+}
+
+// traceBytes parses "00-<32 hex>-<16 hex>-<2 hex>" in lower case only, so that decoding
+// gives back exactly the string that was encoded.
+func traceBytes(s string) (out [25]byte, ok bool) {
+	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
+		return out, false
+	}
+	h := s[3:35] + s[36:52] + s[53:55]
+	if strings.ToLower(h) != h {
+		return out, false
+	}
+	if _, err := hex.Decode(out[:], []byte(h)); err != nil {
+		return out, false
+	}
+	return out, true
+}
+
 // participantRef tags a participant a Begin names by its endpoint-table index; tags 0 and
 // 1 are the inline forms written by participant.
 const participantRef = 2
@@ -56,6 +90,30 @@ func (d *decoder) id() string {
 		return s
 	default:
 		d.Fail("bad id tag")
+		return ""
+	}
+}
+
+func (d *decoder) trace() string {
+	switch d.Byte() {
+	case 0:
+		s := d.String()
+		if len(s) > MaxTraceLen {
+			d.Fail("trace context too long")
+		}
+		return s
+	case 1:
+		if d.Err != nil || len(d.B) < 25 {
+			d.Fail("short trace context")
+			return ""
+		}
+		h := hex.EncodeToString(d.B[:25])
+		d.B = d.B[25:]
+		return "00-" + h[:32] + "-" + h[32:48] + "-" + h[48:]
+	case 2:
+		return ""
+	default:
+		d.Fail("bad trace tag")
 		return ""
 	}
 }

@@ -16,6 +16,9 @@ import (
 
 const goldenID = "0190a8e2-7b3c-7def-8123-456789abcdef"
 
+// goldenTrace is the W3C specification's example traceparent.
+const goldenTrace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 // goldens pins the log encoding of one command of each type (and a second Begin with a
 // string id and explicit URLs). Changing a hex literal here means every existing Raft log
 // becomes unreadable: add a new command type instead.
@@ -75,6 +78,18 @@ var goldens = []struct {
 			{Prepare: "http://127.0.0.1:9002/prepare", Commit: "http://127.0.0.1:9002/commit", Rollback: "http://127.0.0.1:9002/rollback"}}},
 		Decision: fsm.DecisionAbort, AfterMs: 1000, Votes: []fsm.Vote{fsm.VoteYes, fsm.VoteNone}, Reasons: []string{"", "no answer within 1000 ms"}},
 		"0f00086c65676163792d380080a0abfef962d00f02001d687474703a2f2f3132372e302e302e313a393030312f70726570617265001d687474703a2f2f3132372e302e302e313a393030322f7072657061726502d00f02010000186e6f20616e737765722077697468696e2031303030206d73"},
+	{"BeginTraced", &fsm.Begin{
+		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
+		Participants: []fsm.Participant{{Prepare: "http://pay/prepare", Commit: "http://pay/commit", Rollback: "http://pay/rollback"}},
+		Trace:        goldenTrace,
+	}, "10010190a8e27b3c7def8123456789abcdef0080a0abfef962904e010012687474703a2f2f7061792f7072657061726500010af7651916cd43dd8448eb211c80319cb7ad6b716920333101"},
+	{"BeginTraced/payloads", &fsm.Begin{
+		ID: goldenID, Key: "order-44", CreatedAt: t0, Deadline: t0 + 5000,
+		Participants: []fsm.Participant{{}, {Prepare: "http://pay/prepare", Commit: "http://pay/commit", Rollback: "http://pay/rollback"}},
+		Refs:         []int32{0, -1},
+		Payloads:     []string{`{"seats":2}`, ""},
+		Trace:        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01", // upper case: kept as text
+	}, "10010190a8e27b3c7def8123456789abcdef086f726465722d343480a0abfef962904e0202000012687474703a2f2f7061792f70726570617265010b7b227365617473223a327d00003730302d30414637363531393136434434334444383434384542323131433830333139432d423741443642373136393230333333312d3031"},
 	{"Begin/refs", &fsm.Begin{
 		ID: goldenID, CreatedAt: t0, Deadline: t0 + 5000,
 		Participants: []fsm.Participant{{}, {Prepare: "http://pay/tx/p", Commit: "http://pay/tx/c", Rollback: "http://pay/tx/r"}, {}},
@@ -92,7 +107,7 @@ func TestGoldenEncoding(t *testing.T) {
 		}
 		seen[g.cmd.Type()] = true
 	}
-	for ct := fsm.CmdBegin; ct <= fsm.CmdBeginPayloads; ct++ {
+	for ct := fsm.CmdBegin; ct <= fsm.CmdBeginTraced; ct++ {
 		if !seen[ct] {
 			t.Errorf("no golden for command type %d", ct)
 		}

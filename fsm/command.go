@@ -38,10 +38,14 @@ const (
 	CmdPresumeAbort CommandType = 14
 	// CmdFastDecide is a fast-mode transaction with its decision (feature level 3).
 	CmdFastDecide CommandType = 15
+	// CmdBeginTraced is a Begin that carries the W3C trace context of the transaction's
+	// span (feature level 4), with or without payloads. A Begin without a trace keeps
+	// type 1 or 13, so that tracing off writes what every earlier build reads.
+	CmdBeginTraced CommandType = 16
 )
 
 // maxCommandType is the highest type this build knows (for the halt message).
-const maxCommandType = CmdFastDecide
+const maxCommandType = CmdBeginTraced
 
 // commandSpec is what Decode and the feature gate know of one command type.
 type commandSpec struct {
@@ -69,6 +73,7 @@ var commandSpecs = map[CommandType]commandSpec{
 	CmdBeginPayloads: {new: func() Command { return &Begin{Payloads: []string{}} }, level: 2},
 	CmdPresumeAbort:  {new: func() Command { return new(PresumeAbort) }, level: 3},
 	CmdFastDecide:    {new: func() Command { return new(FastDecide) }, level: 3},
+	CmdBeginTraced:   {new: func() Command { return &Begin{decodeTraced: true} }, level: 4},
 }
 
 // RequiredLevel returns the cluster feature level that must be enabled before a command of
@@ -132,7 +137,18 @@ type Begin struct {
 	// CmdBeginPayloads (feature level 2); with nil Payloads it is type CmdBegin, the
 	// encoding every build reads. The FSM keeps payloads until the decision is logged.
 	Payloads []string
+	// Trace, when set, is the W3C traceparent of the span that began the transaction
+	// ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", at most MaxTraceLen bytes):
+	// a leader that resumes the transaction links its own span to it. A Begin with a
+	// Trace is command type CmdBeginTraced (feature level 4); without, type 1 or 13.
+	Trace string
+
+	decodeTraced bool // set by Decode for a type-16 body, cleared once it is read
 }
+
+// MaxTraceLen bounds Begin.Trace (bytes): a traceparent is 55, and a longer value is not
+// one the coordinator wrote.
+const MaxTraceLen = 128
 
 // Decide records the outcome of phase one with each participant's vote. The first Decide
 // for a transaction wins; a later one with another decision is refused with ErrDecided.
@@ -239,8 +255,12 @@ type SetMember struct {
 	HTTPAddr string
 }
 
-// Type implements Command: CmdBeginPayloads when Payloads is non-nil, else CmdBegin.
+// Type implements Command: CmdBeginTraced when Trace is set, else CmdBeginPayloads when
+// Payloads is non-nil, else CmdBegin.
 func (c *Begin) Type() CommandType {
+	if c.Trace != "" {
+		return CmdBeginTraced
+	}
 	if c.Payloads != nil {
 		return CmdBeginPayloads
 	}
@@ -302,6 +322,12 @@ func (c *Begin) encode(e *encoder) {
 		}
 		e.participant(p)
 	}
+	traced := c.Trace != ""
+	if traced {
+		// Type 16 is type 1's body, a flag saying whether payloads follow, the payloads
+		// as in type 13, then the trace context.
+		e.Bool(c.Payloads != nil)
+	}
 	if c.Payloads != nil {
 		// One per participant, after them: type 13 is type 1's body plus this.
 		for i := range c.Participants {
@@ -311,6 +337,9 @@ func (c *Begin) encode(e *encoder) {
 			}
 			e.String(pl)
 		}
+	}
+	if traced {
+		e.trace(c.Trace)
 	}
 }
 
@@ -343,10 +372,20 @@ func (c *Begin) decode(d *decoder) {
 		}
 		c.Participants = append(c.Participants, d.participant())
 	}
-	if c.Payloads != nil { // type 13
+	traced := c.decodeTraced
+	c.decodeTraced = false
+	if traced && d.Bool() {
+		c.Payloads = []string{}
+	}
+	if c.Payloads != nil { // type 13, or 14 with payloads
 		c.Payloads = make([]string, 0, n)
 		for i := 0; i < n && d.Err == nil; i++ {
 			c.Payloads = append(c.Payloads, d.String())
+		}
+	}
+	if traced {
+		if c.Trace = d.trace(); c.Trace == "" && d.Err == nil {
+			d.Fail("traced begin without a trace context")
 		}
 	}
 }

@@ -60,6 +60,26 @@ func goldenWant() []*Txn {
 	}
 }
 
+// goldenWantLevel3 is what the files of builds with feature level 3 (31d74c1 on, gen tag
+// txcoord_v5) hold besides goldenWant: a presumed-abort record, a fast commit in committing
+// (with a key) and a fast rollback in rolling_back, applied at indexes 25 to 28 after
+// SetFeatures{Level: 3} (index 25).
+func goldenWantLevel3() []*Txn {
+	t0 := goldenT0
+	return []*Txn{
+		{ID: "01900000-0000-7000-8000-000000000008", CreatedAt: t0 + 200, Deadline: t0 + 150,
+			Participants: []Participant{}, States: []ParticipantState{},
+			Status: StatusRolledBack, Decision: DecisionAbort, DecidedAt: t0 + 200, FinishedAt: t0 + 200,
+			Note: PresumedAbortNote, Index: 26},
+		{ID: "01900000-0000-7000-8000-000000000009", Key: "k-fast-commit", CreatedAt: t0 + 300, Deadline: t0 + 1300,
+			Participants: []Participant{gE0, gX}, States: []ParticipantState{{Vote: VoteYes}, {Vote: VoteYes}},
+			Status: StatusCommitting, Decision: DecisionCommit, DecidedAt: t0 + 307, Index: 27},
+		{ID: "01900000-0000-7000-8000-00000000000a", CreatedAt: t0 + 400, Deadline: t0 + 1400,
+			Participants: []Participant{gE1, gE2}, States: []ParticipantState{{Vote: VoteYes}, {Vote: VoteNo, Reason: "sold out"}},
+			Status: StatusRollingBack, Decision: DecisionAbort, DecidedAt: t0 + 412, Index: 28},
+	}
+}
+
 func goldenWantKeys() map[string]keyEntry {
 	t0 := goldenT0
 	return map[string]keyEntry{
@@ -92,10 +112,23 @@ func writeSnap(t *testing.T, f *FSM) []byte {
 	return b.Bytes()
 }
 
-func checkGoldenState(t *testing.T, f *FSM, endpoints []Participant) {
+func checkGoldenState(t *testing.T, f *FSM, endpoints []Participant, level3 bool) {
 	t.Helper()
 	got, _ := f.List(0, "", 0)
 	want := goldenWant()
+	wantKeys := goldenWantKeys()
+	wantActive := []string{want[0].ID, want[1].ID, want[2].ID}
+	wantApplied := uint64(24)
+	if level3 {
+		l3 := goldenWantLevel3()
+		want = append(append(want[:5:5], l3...), want[5]) // List orders by id: "order-77" last
+		wantKeys["k-fast-commit"] = keyEntry{ID: l3[1].ID, CreatedAt: l3[1].CreatedAt}
+		wantActive = append(wantActive, l3[1].ID, l3[2].ID)
+		wantApplied = 28
+		if f.FeatureLevel() != 3 || f.Horizon() != goldenT0+100 {
+			t.Errorf("level %d horizon %d, want 3 and %d", f.FeatureLevel(), f.Horizon(), goldenT0+100)
+		}
+	}
 	if len(got) != len(want) {
 		t.Fatalf("%d transactions, want %d", len(got), len(want))
 	}
@@ -108,13 +141,13 @@ func checkGoldenState(t *testing.T, f *FSM, endpoints []Participant) {
 	for _, tx := range f.Active() {
 		active = append(active, tx.ID)
 	}
-	if wantActive := []string{want[0].ID, want[1].ID, want[2].ID}; !reflect.DeepEqual(active, wantActive) {
+	if !reflect.DeepEqual(active, wantActive) {
 		t.Errorf("Active = %v, want %v", active, wantActive)
 	}
-	if !reflect.DeepEqual(f.keys, goldenWantKeys()) {
-		t.Errorf("keys = %v, want %v", f.keys, goldenWantKeys())
+	if !reflect.DeepEqual(f.keys, wantKeys) {
+		t.Errorf("keys = %v, want %v", f.keys, wantKeys)
 	}
-	for k, e := range goldenWantKeys() {
+	for k, e := range wantKeys {
 		tx, ok := f.ByKey(k)
 		if k == "k-pruned" {
 			if ok {
@@ -143,8 +176,8 @@ func checkGoldenState(t *testing.T, f *FSM, endpoints []Participant) {
 	if _, ok := f.EndpointRef(gX); ok {
 		t.Error("the participant never defined is in the endpoint table")
 	}
-	if f.AppliedIndex() != 24 {
-		t.Errorf("AppliedIndex = %d, want 24", f.AppliedIndex())
+	if f.AppliedIndex() != wantApplied {
+		t.Errorf("AppliedIndex = %d, want %d", f.AppliedIndex(), wantApplied)
 	}
 }
 
@@ -154,12 +187,14 @@ func TestGoldenSnapshotFiles(t *testing.T) {
 		file      string
 		version   byte
 		endpoints []Participant
+		level3    bool // written with gen's txcoord_v5 tag (goldenWantLevel3)
 	}{
-		{"snapshot-v1-769af25.bin", 1, nil},
-		{"snapshot-v2a-9b29729.bin", 2, table},
-		{"snapshot-v2b-2bbc0cb.bin", 2, table},
-		{"snapshot-v3-0ebedb6.bin", 3, table},
-		{"snapshot-v4-fd03fea.bin", 4, table},
+		{"snapshot-v1-769af25.bin", 1, nil, false},
+		{"snapshot-v2a-9b29729.bin", 2, table, false},
+		{"snapshot-v2b-2bbc0cb.bin", 2, table, false},
+		{"snapshot-v3-0ebedb6.bin", 3, table, false},
+		{"snapshot-v4-fd03fea.bin", 4, table, false},
+		{"snapshot-v5-31d74c1.bin", 5, table, true},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("testdata", tc.file))
@@ -170,7 +205,7 @@ func TestGoldenSnapshotFiles(t *testing.T) {
 				t.Fatalf("golden file is not version %d", tc.version)
 			}
 			f := restoreBytes(t, b)
-			checkGoldenState(t, f, tc.endpoints)
+			checkGoldenState(t, f, tc.endpoints, tc.level3)
 			if tc.version < 3 && (f.FeatureLevel() != 0 || f.LastTimestamp() != 0) {
 				t.Errorf("level %d lastTs %d from a snapshot before version 3", f.FeatureLevel(), f.LastTimestamp())
 			}
@@ -181,14 +216,23 @@ func TestGoldenSnapshotFiles(t *testing.T) {
 				t.Fatalf("re-snapshot is version %d", v3[4])
 			}
 			r := restoreBytes(t, v3)
-			checkGoldenState(t, r, tc.endpoints)
+			checkGoldenState(t, r, tc.endpoints, tc.level3)
 			if again := writeSnap(t, r); !bytes.Equal(again, v3) {
 				t.Fatalf("v3 snapshot of the restored v3 snapshot differs:\n%x\n%x", again, v3)
 			}
 			// The restored FSM goes on applying: the preparing one can be decided.
-			res := r.ApplyCommand(25, &Decide{ID: "01900000-0000-7000-8000-000000000001", Decision: DecisionAbort, At: goldenT0 + 2000, Votes: make([]Vote, 2)})
+			next := r.AppliedIndex() + 1
+			res := r.ApplyCommand(next, &Decide{ID: "01900000-0000-7000-8000-000000000001", Decision: DecisionAbort, At: goldenT0 + 2000, Votes: make([]Vote, 2)})
 			if res.Err != nil || res.Txn.Status != StatusRollingBack {
 				t.Fatalf("Decide after restore: %+v", res)
+			}
+			if tc.level3 {
+				// The presumed-abort record still wins over a late fast decision.
+				late := &FastDecide{Begin: Begin{ID: "01900000-0000-7000-8000-000000000008", CreatedAt: goldenT0 + 100, Deadline: goldenT0 + 3000,
+					Participants: []Participant{gE0}}, Decision: DecisionCommit}
+				if res := r.ApplyCommand(next+1, late); !errors.Is(res.Err, ErrPresumedAbort) {
+					t.Fatalf("late fast decision after restore: %+v", res)
+				}
 			}
 		})
 	}

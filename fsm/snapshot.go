@@ -16,14 +16,16 @@ import (
 )
 
 // Snapshot format: the magic "TXCS", a version byte, then records, each a uvarint length
-// followed by that many bytes. Version 5 (written since this build) is version 4 with the
-// retention horizon (FSM.Horizon, varint) at the end of the header; presumed-abort records
-// are ordinary transaction records with no participants. Version 4 is version 3 with two
-// fields at the end of every transaction record: retriedAt (varint) and the payloads
-// (uvarint count, 0 or one per participant, then that many strings). Version 3:
+// followed by that many bytes. Version 6 (written since this build) is version 5 with the
+// transaction's trace context at the end of every transaction record (a tag byte: 2 none,
+// 1 then 25 bytes of trace id, span id and flags, 0 then a string). Version 5 is version 4
+// with the retention horizon (FSM.Horizon, varint) at the end of the header; presumed-abort
+// records are ordinary transaction records with no participants. Version 4 is version 3
+// with two fields at the end of every transaction record: retriedAt (varint) and the
+// payloads (uvarint count, 0 or one per participant, then that many strings). Version 3:
 //
 //	header      applied, nTxns, nKeys, nMembers, nEndpoints (uvarints), level (uvarint),
-//	            lastTs (varint)
+//	            lastTs (varint), horizon (varint)
 //	endpoints   nEndpoints records, one participant each, in table order
 //	txns        nTxns records; a participant the table holds is named by its index
 //	            (tag participantRef), any other inline
@@ -34,6 +36,8 @@ import (
 // stream in memory (version 2 is the exception, see below).
 //
 // Earlier versions, all still restored:
+//
+//   - Version 5 (31d74c1, the fast-mode build): as version 6 without the trace context.
 //
 //   - Version 4 (63b422e to fd03fea): as version 5 without the horizon (restored as 0).
 //
@@ -60,8 +64,9 @@ const (
 	snapshotMagic = "TXCS"
 	// snapshotVersion 3 added level and lastTs to the header, and unlike the ambiguous
 	// version 2 has one layout; version 4 added retriedAt and payloads to each transaction,
-	// version 5 the retention horizon to the header. Restore reads versions 1 to 5.
-	snapshotVersion = 5
+	// version 5 the retention horizon to the header, version 6 the trace context to each
+	// transaction. Restore reads versions 1 to 6.
+	snapshotVersion = 6
 	// maxRecordBytes bounds one snapshot record; a larger length prefix is corruption.
 	maxRecordBytes = 16 << 20
 )
@@ -76,6 +81,7 @@ const (
 	layoutV3                // endpoints first, header with level and lastTs
 	layoutV4                // as v3, transactions with retriedAt and payloads
 	layoutV5                // as v4, header with the horizon
+	layoutV6                // as v5, transactions with the trace context
 )
 
 type snapshot struct {
@@ -134,7 +140,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release implements raft.FSMSnapshot.
 func (s *snapshot) Release() {}
 
-// write writes the snapshot (version 5) in the format Restore reads; Persist and
+// write writes the snapshot (snapshotVersion) in the format Restore reads; Persist and
 // WriteSnapshot use it.
 func (s *snapshot) write(w io.Writer) error {
 	// Sorting makes two snapshots of the same state byte-identical, which the tests and the
@@ -267,8 +273,10 @@ func readSnapshot(r snapshotReader) (*FSM, error) {
 		return readBody(r, layoutV3)
 	case 4:
 		return readBody(r, layoutV4)
-	case snapshotVersion:
+	case 5:
 		return readBody(r, layoutV5)
+	case snapshotVersion:
+		return readBody(r, layoutV6)
 	default:
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads 1 to %d", ErrCorrupt, version, snapshotVersion)
 	}
@@ -365,7 +373,7 @@ func readBody(r snapshotReader, l layout) (*FSM, error) {
 		if d, err = next(); err != nil {
 			return nil, err
 		}
-		t := decodeTxn(d, f.endpoints, tableOnly, l >= layoutV4)
+		t := decodeTxn(d, f.endpoints, tableOnly, l)
 		if err := d.End(); err != nil {
 			return nil, err
 		}
@@ -434,12 +442,13 @@ func encodeTxn(e *encoder, t *Txn, refs map[Participant]uint32) {
 	for _, pl := range t.Payloads {
 		e.String(pl)
 	}
+	e.trace(t.Trace)
 }
 
 // decodeTxn reads a transaction record; participantRef indexes into endpoints. With
-// tableOnly set, a participant written inline that tableOnly holds is an error. v4 says
-// the record has retriedAt and payloads (snapshot version 4).
-func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32, v4 bool) *Txn {
+// tableOnly set, a participant written inline that tableOnly holds is an error. From
+// layoutV4 on the record has retriedAt and payloads, from layoutV6 the trace context.
+func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]uint32, l layout) *Txn {
 	t := &Txn{ID: d.id(), Key: d.String(), CreatedAt: d.Varint()}
 	t.Deadline = t.CreatedAt + d.Varint()
 	t.Status = Status(d.Byte())
@@ -466,7 +475,7 @@ func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]ui
 		}
 		t.States[i] = ParticipantState{Vote: Vote(d.Byte()), Reason: d.String(), Acked: d.Bool(), Attempts: uint32(d.Uvarint()), LastError: d.String()}
 	}
-	if v4 {
+	if l >= layoutV4 {
 		t.RetriedAt = d.Varint()
 		if m := d.Count(1); m > 0 {
 			if m != n {
@@ -477,6 +486,9 @@ func decodeTxn(d *decoder, endpoints []Participant, tableOnly map[Participant]ui
 				t.Payloads = append(t.Payloads, d.String())
 			}
 		}
+	}
+	if l >= layoutV6 {
+		t.Trace = d.trace()
 	}
 	if d.Err == nil && (t.Status < StatusPreparing || t.Status > StatusFailed) {
 		d.Fail(fmt.Sprintf("status %d", t.Status))

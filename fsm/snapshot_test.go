@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/txcoord/txcoord/fsm"
@@ -233,11 +234,12 @@ func TestRestoreCorrupt(t *testing.T) {
 		"wrong magic":        cat([]byte("TXCZ"), good[4:]),
 		"lower-case magic":   cat([]byte("txcs"), good[4:]),
 		"version 0":          cat([]byte("TXCS\x00"), good[5:]),
-		"version 6":          cat([]byte("TXCS\x06"), good[5:]),
-		"v1 header, v5 body": cat([]byte("TXCS\x01"), good[5:]),
-		"v2 header, v5 body": cat([]byte("TXCS\x02"), good[5:]),
-		"v3 header, v5 body": cat([]byte("TXCS\x03"), good[5:]),
-		"v4 header, v5 body": cat([]byte("TXCS\x04"), good[5:]),
+		"version 7":          cat([]byte("TXCS\x07"), good[5:]),
+		"v1 header, v6 body": cat([]byte("TXCS\x01"), good[5:]),
+		"v2 header, v6 body": cat([]byte("TXCS\x02"), good[5:]),
+		"v3 header, v6 body": cat([]byte("TXCS\x03"), good[5:]),
+		"v4 header, v6 body": cat([]byte("TXCS\x04"), good[5:]),
+		"v5 header, v6 body": cat([]byte("TXCS\x05"), good[5:]),
 		"trailing byte":      cat(good, []byte{0}),
 		"trailing snapshot":  cat(good, good),
 		"huge record":        cat(header, uv(1<<60)),
@@ -405,9 +407,20 @@ func goldenSnapshotState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHex pins the current (version 5) encoding of goldenSnapshotState; its header
+// goldenSnapshotHex pins the current (version 6) encoding of goldenSnapshotState; its header
 // holds level 0, lastTs t0+300 (the Complete's time) and horizon 0.
 const goldenSnapshotHex = "" +
+	"54584353060d070201010000d8a4abfef962009001010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
+	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
+	"707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f6874" +
+	"74703a2f2f7061792f74782f7201000102000000025800086c65676163792d3700010006020a12000601011068747470" +
+	"3a2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c" +
+	"000308485454502035303000000220086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215" +
+	"066e6f64652d310d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV5 is the same state as written by version 5 (31d74c1): it must still
+// restore.
+const goldenSnapshotHexV5 = "" +
 	"54584353050d070201010000d8a4abfef962008f01010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
 	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
 	"707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f6874" +
@@ -466,7 +479,7 @@ func TestGoldenSnapshot(t *testing.T) {
 	if got != goldenSnapshotHex {
 		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
 	}
-	for name, golden := range map[string]string{"v5": goldenSnapshotHex, "v4": goldenSnapshotHexV4, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
+	for name, golden := range map[string]string{"v6": goldenSnapshotHex, "v5": goldenSnapshotHexV5, "v4": goldenSnapshotHexV4, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
 		b, err := hex.DecodeString(golden)
 		if err != nil {
 			t.Fatal(err)
@@ -496,7 +509,19 @@ func goldenPayloadState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHexV5Payloads pins the current (version 5) encoding of goldenPayloadState.
+// goldenSnapshotHexV6Payloads pins the current (version 6) encoding of goldenPayloadState.
+const goldenSnapshotHexV6Payloads = "" +
+	"54584353060d0a0301010002b0a9abfef962009001010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
+	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
+	"707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f74782f630f6874" +
+	"74703a2f2f7061792f74782f7201000102000000026600086c65676163792d3700010003020a0009646e732066697865" +
+	"640a010110687474703a2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a2f2f682f75" +
+	"6e646f020466756c6c0000084854545020353030b0a9abfef96200025d0004706c2d3100e8a7abfef962d00f01000000" +
+	"0009020015687474703a2f2f666c696768742f7072657061726500000000000014687474703a2f2f686f74656c2f7072" +
+	"6570617265000000000000020b7b227365617473223a327d000220086f726465722d3432010190a8e27b3c7def812345" +
+	"6789abcdef80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
+
+// goldenSnapshotHexV5Payloads is goldenPayloadState as version 5 (31d74c1) wrote it.
 const goldenSnapshotHexV5Payloads = "" +
 	"54584353050d0a0301010002b0a9abfef962008f01010190a8e27b3c7def8123456789abcdef086f726465722d343280" +
 	"a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a393030312f" +
@@ -520,13 +545,13 @@ const goldenSnapshotHexV4Payloads = "" +
 	"7265000000000000020b7b227365617473223a327d0020086f726465722d3432010190a8e27b3c7def8123456789abcd" +
 	"ef80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
 
-// TestGoldenSnapshotV4Payloads: payloads and retriedAt survive a version-4 snapshot, in
-// pinned bytes, and the payloads go once the decision is logged.
+// TestGoldenSnapshotV4Payloads: payloads and retriedAt survive a version-4 snapshot written
+// by the payloads build, and the payloads go once the decision is logged.
 func TestGoldenSnapshotV4Payloads(t *testing.T) {
 	n := goldenPayloadState(t)
 	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV5Payloads {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV5Payloads)
+	if got != goldenSnapshotHexV6Payloads {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Payloads)
 	}
 	b4, err := hex.DecodeString(goldenSnapshotHexV4Payloads)
 	if err != nil {
@@ -535,7 +560,14 @@ func TestGoldenSnapshotV4Payloads(t *testing.T) {
 	if r4 := restore(t, b4); !reflect.DeepEqual(allTxns(r4), allTxns(n.f)) {
 		t.Fatalf("v4 golden restores to\n%+v\nwant\n%+v", allTxns(r4), allTxns(n.f))
 	}
-	b, err := hex.DecodeString(goldenSnapshotHexV5Payloads)
+	b5, err := hex.DecodeString(goldenSnapshotHexV5Payloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r5 := restore(t, b5); !reflect.DeepEqual(allTxns(r5), allTxns(n.f)) {
+		t.Fatalf("v5 golden restores to\n%+v\nwant\n%+v", allTxns(r5), allTxns(n.f))
+	}
+	b, err := hex.DecodeString(goldenSnapshotHexV6Payloads)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +602,7 @@ func goldenInquiryState(t testing.TB) *node {
 	return n
 }
 
-// goldenSnapshotHexV5Inquiry pins the version 5 encoding of goldenInquiryState.
+// goldenSnapshotHexV5Inquiry is goldenInquiryState as version 5 (31d74c1) wrote it.
 const goldenSnapshotHexV5Inquiry = "" +
 	"5458435305120f0602010003b08dacfef962dcababfef962a301010190a8e27b3c7def812300000000000100b08dacfe" +
 	"f9629f1f0502b08dacfef962b08dacfef9627670726573756d65642061626f72743a2061207061727469636970616e74" +
@@ -592,32 +624,113 @@ const goldenSnapshotHexV5Inquiry = "" +
 	"90a8e27b3c7def8123000000000002c0acabfef96220086f726465722d3432010190a8e27b3c7def8123456789abcdef" +
 	"80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
 
+// goldenSnapshotHexV6Inquiry pins the current (version 6) encoding of goldenInquiryState.
+const goldenSnapshotHexV6Inquiry = "" +
+	"5458435306120f0602010003b08dacfef962dcababfef962a401010190a8e27b3c7def812300000000000100b08dacfe" +
+	"f9629f1f0502b08dacfef962b08dacfef9627670726573756d65642061626f72743a2061207061727469636970616e74" +
+	"2061736b656420666f7220746865206f7574636f6d6520706173742069747320646561646c696e6520616e6420746865" +
+	"20636c757374657220686164206e6f207265636f7264206f6620746865207472616e73616374696f6e0c000000029b01" +
+	"010190a8e27b3c7def812300000000000206666173742d31c0acabfef962d00f0201c8acabfef96200000d03001d6874" +
+	"74703a2f2f3132372e302e302e313a393030312f707265706172650100000000001d687474703a2f2f3132372e302e30" +
+	"2e313a393030322f707265706172650100000000001d687474703a2f2f3132372e302e302e313a393030332f70726570" +
+	"617265010000000000000279010190a8e27b3c7def81230000000000030088aeabfef962d00f030294aeabfef9620000" +
+	"0e02001d687474703a2f2f3132372e302e302e313a393030312f707265706172650100000000001d687474703a2f2f31" +
+	"32372e302e302e313a393030322f707265706172650208736f6c64206f75740000000000029001010190a8e27b3c7def" +
+	"8123456789abcdef086f726465722d343280a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d68747470" +
+	"3a2f2f3132372e302e302e313a393030312f707265706172650100010100010f687474703a2f2f7061792f74782f700f" +
+	"687474703a2f2f7061792f74782f630f687474703a2f2f7061792f74782f7201000102000000026600086c6567616379" +
+	"2d3700010003020a0009646e732066697865640a010110687474703a2f2f682f707265706172650f687474703a2f2f68" +
+	"2f636f6d6d69740d687474703a2f2f682f756e646f020466756c6c0000084854545020353030b0a9abfef96200025d00" +
+	"04706c2d3100e8a7abfef962d00f010000000009020015687474703a2f2f666c696768742f7072657061726500000000" +
+	"000014687474703a2f2f686f74656c2f70726570617265000000000000020b7b227365617473223a327d00021e066661" +
+	"73742d31010190a8e27b3c7def8123000000000002c0acabfef96220086f726465722d3432010190a8e27b3c7def8123" +
+	"456789abcdef80a0abfef96215066e6f64652d310d31302e302e302e313a38303830"
+
 // TestGoldenSnapshotV5Inquiry: presumed-abort and fast-mode records, the level and the
-// horizon survive a version-5 snapshot, in pinned bytes.
+// horizon survive a version-5 snapshot written by 31d74c1 and the current version, in
+// pinned bytes.
 func TestGoldenSnapshotV5Inquiry(t *testing.T) {
 	n := goldenInquiryState(t)
 	if n.f.Horizon() != t0+750 {
 		t.Fatalf("horizon %d", n.f.Horizon())
 	}
 	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV5Inquiry {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV5Inquiry)
+	if got != goldenSnapshotHexV6Inquiry {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Inquiry)
 	}
-	b, err := hex.DecodeString(goldenSnapshotHexV5Inquiry)
+	for name, golden := range map[string]string{"v5": goldenSnapshotHexV5Inquiry, "v6": goldenSnapshotHexV6Inquiry} {
+		b, err := hex.DecodeString(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := restore(t, b)
+		if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || r.Horizon() != t0+750 || r.FeatureLevel() != 3 {
+			t.Fatalf("%s golden restores to\n%+v (horizon %d, level %d)\nwant\n%+v", name, allTxns(r), r.Horizon(), r.FeatureLevel(), allTxns(n.f))
+		}
+		tomb, _ := r.Get("0190a8e2-7b3c-7def-8123-000000000001")
+		if !tomb.PresumedAborted() || tomb.Status != fsm.StatusRolledBack {
+			t.Fatalf("%s: presumed-abort record %+v", name, tomb)
+		}
+		// Restored, it still refuses a late decision for the presumed-aborted id.
+		late := &fsm.FastDecide{Begin: fsm.Begin{ID: tomb.ID, CreatedAt: t0 + 1000, Deadline: t0 + 5000, Participants: parts(1)}, Decision: fsm.DecisionCommit}
+		if res := r.ApplyCommand(r.AppliedIndex()+1, late); !errors.Is(res.Err, fsm.ErrPresumedAbort) {
+			t.Fatalf("%s: late fast decision after restore: %+v", name, res)
+		}
+	}
+}
+
+// goldenTraceState adds to goldenPayloadState what version 6 added: transactions begun with
+// a trace context (feature level 4), with and without payloads.
+func goldenTraceState(t testing.TB) *node {
+	n := goldenPayloadState(t)
+	n.must(&fsm.SetFeatures{Level: 4, At: t0 + 700})
+	n.must(&fsm.Begin{ID: "tr-1", CreatedAt: t0 + 800, Deadline: t0 + 1800,
+		Participants: []fsm.Participant{{Prepare: "http://flight/prepare", Commit: "http://flight/commit", Rollback: "http://flight/rollback"}},
+		Trace:        goldenTrace})
+	n.must(&fsm.Begin{ID: "tr-2", CreatedAt: t0 + 900, Deadline: t0 + 1900,
+		Participants: []fsm.Participant{{Prepare: "http://flight/prepare", Commit: "http://flight/commit", Rollback: "http://flight/rollback"}},
+		Payloads:     []string{`{"seats":1}`},
+		Trace:        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"})
+	return n
+}
+
+// goldenSnapshotHexV6Trace pins the version 6 encoding of goldenTraceState.
+const goldenSnapshotHexV6Trace = "" +
+	"5458435306120d050101000488aeabfef962f8aaabfef9629001010190a8e27b3c7def8123456789abcdef086f726465" +
+	"722d343280a0abfef962904e0401f0a1abfef962d8a4abfef962000302001d687474703a2f2f3132372e302e302e313a" +
+	"393030312f707265706172650100010100010f687474703a2f2f7061792f74782f700f687474703a2f2f7061792f7478" +
+	"2f630f687474703a2f2f7061792f74782f7201000102000000026600086c65676163792d3700010003020a0009646e73" +
+	"2066697865640a010110687474703a2f2f682f707265706172650f687474703a2f2f682f636f6d6d69740d687474703a" +
+	"2f2f682f756e646f020466756c6c0000084854545020353030b0a9abfef96200025d0004706c2d3100e8a7abfef962d0" +
+	"0f010000000009020015687474703a2f2f666c696768742f7072657061726500000000000014687474703a2f2f686f74" +
+	"656c2f70726570617265000000000000020b7b227365617473223a327d00024e000474722d3100c0acabfef962d00f01" +
+	"000000000c010015687474703a2f2f666c696768742f7072657061726500000000000000010af7651916cd43dd8448eb" +
+	"211c80319cb7ad6b7169203331018001000474722d320088aeabfef962d00f01000000000d010015687474703a2f2f66" +
+	"6c696768742f70726570617265000000000000010b7b227365617473223a317d003e30312d3061663736353139313663" +
+	"6434336464383434386562323131633830333139632d623761643662373136393230333333312d30312d667574757265" +
+	"20086f726465722d3432010190a8e27b3c7def8123456789abcdef80a0abfef96215066e6f64652d310d31302e302e30" +
+	"2e313a38303830"
+
+// TestGoldenSnapshotV6Trace: the trace context survives a version-6 snapshot, in pinned
+// bytes, in both its compact and its text form.
+func TestGoldenSnapshotV6Trace(t *testing.T) {
+	n := goldenTraceState(t)
+	got := hex.EncodeToString(snapBytes(t, n.f))
+	if got != goldenSnapshotHexV6Trace {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Trace)
+	}
+	b, err := hex.DecodeString(goldenSnapshotHexV6Trace)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := restore(t, b)
-	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || r.Horizon() != t0+750 || r.FeatureLevel() != 3 {
-		t.Fatalf("v5 golden restores to\n%+v (horizon %d, level %d)\nwant\n%+v", allTxns(r), r.Horizon(), r.FeatureLevel(), allTxns(n.f))
+	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
+		t.Fatalf("v6 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
 	}
-	tomb, _ := r.Get("0190a8e2-7b3c-7def-8123-000000000001")
-	if !tomb.PresumedAborted() || tomb.Status != fsm.StatusRolledBack {
-		t.Fatalf("presumed-abort record %+v", tomb)
+	if tr, _ := r.Get("tr-1"); tr.Trace != goldenTrace {
+		t.Fatalf("trace %q", tr.Trace)
 	}
-	// Restored, it still refuses a late decision for the presumed-aborted id.
-	late := &fsm.FastDecide{Begin: fsm.Begin{ID: tomb.ID, CreatedAt: t0 + 1000, Deadline: t0 + 5000, Participants: parts(1)}, Decision: fsm.DecisionCommit}
-	if res := r.ApplyCommand(r.AppliedIndex()+1, late); !errors.Is(res.Err, fsm.ErrPresumedAbort) {
-		t.Fatalf("late fast decision after restore: %+v", res)
+	if tr, _ := r.Get("tr-2"); tr.Payload(0) != `{"seats":1}` || !strings.HasSuffix(tr.Trace, "-future") {
+		t.Fatalf("record %+v", tr)
 	}
 }

@@ -149,6 +149,10 @@ type Txn struct {
 	// has one. Apply drops them when the decision is logged (participants keep theirs with
 	// their vote), so the FSM holds payloads only for transactions in phase one.
 	Payloads []string
+	// Trace is the W3C traceparent of the span that began the transaction (Begin.Trace),
+	// "" when it was begun untraced. A leader that resumes the transaction links its span
+	// to it. Kept for the record's life.
+	Trace string
 }
 
 // PhaseTwoSince returns when the current phase-two run began (unix ms): the decision, or

@@ -111,7 +111,7 @@ func (s *Server) forward(c echo.Context, body []byte, req txnRequest, key string
 			// Raft leader, not ready: establishing its term or transferring leadership.
 			last = &apiError{Code: codeNoLeader, Detail: "this node leads but is not ready (establishing its term or handing leadership over)"}
 		case addr != "":
-			resp, sent, err := s.fwd.postSent(ctx, baseURL(addr)+"/v1/transactions", body, key)
+			resp, sent, err := s.fwd.postSent(ctx, baseURL(addr)+"/v1/transactions", body, key, traceHeaders(r.Header))
 			if err == nil {
 				retry := false
 				if resp.StatusCode == http.StatusServiceUnavailable {
@@ -172,20 +172,39 @@ type fwdResponse struct {
 }
 
 func (f *forwarder) post(ctx context.Context, url string, body []byte, key string) (*fwdResponse, error) {
-	resp, _, err := f.postSent(ctx, url, body, key)
+	resp, _, err := f.postSent(ctx, url, body, key, nil)
 	return resp, err
+}
+
+// traceHeaders returns the W3C trace context headers of a client's request (traceparent,
+// tracestate), which a forwarded POST carries unchanged so that the leader's transaction
+// span is the client's child whether or not this node traces; nil when there are none.
+func traceHeaders(h http.Header) http.Header {
+	var out http.Header
+	for _, k := range []string{"Traceparent", "Tracestate"} {
+		if v := h.Values(k); len(v) > 0 {
+			if out == nil {
+				out = http.Header{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // postSent is post that also says whether the request may have reached the server: sent
 // is false only when the attempt failed before the transport had written the request's
 // headers (no connection, or the context ended while dialing), so no server can have acted
-// on it.
-func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key string) (_ *fwdResponse, sent bool, _ error) {
+// on it. pass holds headers sent as they are (traceHeaders).
+func (f *forwarder) postSent(ctx context.Context, url string, body []byte, key string, pass http.Header) (_ *fwdResponse, sent bool, _ error) {
 	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme(url), bytes.NewReader(body))
 	if err != nil {
 		return nil, false, err
+	}
+	for k, v := range pass {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(participant.IdempotencyKeyHeader, key)

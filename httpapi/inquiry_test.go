@@ -42,7 +42,7 @@ func inquiryEnv(t *testing.T, gate func(uint32, string) error) *env {
 	eng := coordinator.New(coordinator.Config{FeatureGate: gate}, envLog{e}, e.fsm, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); eng.Lead(ctx) }()
+	go func() { defer close(done); eng.Lead(ctx, 1) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for deadline := time.Now().Add(10 * time.Second); !eng.Leading(); {
 		if time.Now().After(deadline) {

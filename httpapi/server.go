@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/txcoord/txcoord/api"
 	"github.com/txcoord/txcoord/cluster"
@@ -112,6 +113,11 @@ type Config struct {
 	// for outcomes (docs/fast-path.md). A follower forwards the body as it came: the
 	// leader's DefaultMode applies.
 	DefaultMode coordinator.Mode
+	// Propagator, when set, reads the trace context of a POST /v1/transactions on the
+	// leader (W3C traceparent: propagation.TraceContext), so that the transaction's span is
+	// a child of the client's [nil: tracing off, the header is not read]. A follower passes
+	// the traceparent and tracestate headers on to the leader either way.
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *Config) defaults() {

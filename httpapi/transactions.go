@@ -12,6 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/txcoord/txcoord/cluster"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/participant"
@@ -64,7 +66,11 @@ func (s *Server) postTransaction(c echo.Context) error {
 // in progress, or leadership was just lost): the caller waits for a leader and retries.
 func (s *Server) submitLocal(c echo.Context, req txnRequest, key string, timeout time.Duration) (done bool, _ error) {
 	r := c.Request()
-	txn, err := s.sub.Submit(r.Context(), coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key, Mode: req.mode})
+	ctx := r.Context()
+	if s.cfg.Propagator != nil {
+		ctx = s.cfg.Propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	txn, err := s.sub.Submit(ctx, coordinator.Request{Participants: req.parts, Payloads: req.payloads, Timeout: timeout, Key: key, Mode: req.mode})
 	switch {
 	case err == nil:
 		return true, s.answer(c, txn)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/txcoord/txcoord/participant/protocol"
 )
 
@@ -203,7 +205,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, p Phase) {
 		}
 		req.Term = term
 	}
-	reply, err := h.Do(r.Context(), p, req)
+	// The coordinator's call carries its span's W3C traceparent: the callbacks' ctx holds
+	// it as the remote parent, so a service's own spans join the transaction's trace.
+	ctx := r.Context()
+	if _, ok := r.Header["Traceparent"]; ok { // the server canonicalized the key
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	reply, err := h.Do(ctx, p, req)
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, reply)

@@ -45,7 +45,8 @@ type listedPackage struct {
 
 // The library a service author imports must not pull in the coordinator: no Raft, no FSM,
 // no cluster, no HTTP API, no coordinator client (issue 14, item 6). A service's binary
-// then carries only the library, the wire protocol, bbolt and the standard library.
+// then carries only the library, the wire protocol, bbolt, OpenTelemetry's trace context
+// (to read the coordinator's traceparent) and the standard library.
 func TestLibraryImportsNothingOfTheCoordinator(t *testing.T) {
 	const mod = "github.com/txcoord/txcoord/"
 	forbidden := []string{mod + "coordinator", mod + "fsm", mod + "cluster", mod + "httpapi", mod + "server", mod + "internal", "github.com/hashicorp/raft"}

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
-server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower)$}"
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP)$}"
 cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*)$}"
 default=0
 [ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }

@@ -18,12 +18,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/httpapi"
+	"github.com/txcoord/txcoord/internal/tracing"
 	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/ui"
 )
@@ -54,6 +56,11 @@ type Config struct {
 	// (package archive); NoArchive turns it off. A cluster in memory has none.
 	Archive   archive.Options
 	NoArchive bool
+	// Tracing, when on (tracing.FromEnv), records the engine's spans and reads the
+	// traceparent of each POST on the leader; nil or off: no tracing. The caller owns it
+	// and shuts it down after Close, so that the spans of the last transactions are
+	// flushed.
+	Tracing *tracing.Tracing
 }
 
 // Server is one running node.
@@ -133,6 +140,10 @@ func Start(cfg Config) (*Server, error) {
 	}
 	m := metrics.New(msrc)
 	cfg.Engine.Observer = m
+	if cfg.Tracing != nil && cfg.Tracing.Enabled {
+		cfg.Engine.TracerProvider = cfg.Tracing.Provider
+		cfg.API.Propagator = propagation.TraceContext{}
+	}
 	eng = coordinator.New(cfg.Engine, node, node.FSM, caller)
 	cfg.API.Logger = cfg.Logger
 	warnInsecure(cfg)
@@ -152,7 +163,8 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		node.Run(ctx, func(lctx context.Context) {
 			// Every participant call of this term names this node and the term.
-			eng.Lead(call.WithOrigin(lctx, node.ID(), node.Raft.CurrentTerm()))
+			term := node.Raft.CurrentTerm()
+			eng.Lead(call.WithOrigin(lctx, node.ID(), term), term)
 		})
 	}()
 	go api.RunCatchUp(ctx) // stale reads wait until this node applied the leader's commit index

@@ -28,7 +28,9 @@ var Commit = ""
 //	3: presumed abort with inquiry and the fast mode (issue 17): PresumeAbort (type 14) and
 //	   FastDecide (type 15); Prune keeps a record until its deadline too and the FSM tracks
 //	   the retention horizon; snapshot version 5 (the horizon).
-const FeatureLevel uint32 = 3
+//	4: Begin with a trace context (type 16, "traced Begin"); snapshot version 6 (the trace
+//	   context of each transaction).
+const FeatureLevel uint32 = 4
 
 // String returns "VERSION (COMMIT)" or just VERSION when the commit is unknown.
 func String() string {

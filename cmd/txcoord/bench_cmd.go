@@ -41,7 +41,7 @@ type benchFlags struct {
 	floorConc                  int
 	target, dataDir, logLevel  string
 	cpuProfile, memProfile     string
-	jsonFile                   string
+	jsonFile, trace            string
 	tuning
 }
 
@@ -143,6 +143,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&fl.memProfile, "memprofile", "", "write an allocation profile (heap, after the runs; see -sample_index=alloc_space)")
 	f.StringVar(&fl.dataDir, "data-dir", "", "own cluster: keep the nodes' data here (must not exist or be empty); default a temp dir, removed")
 	f.StringVar(&fl.logLevel, "log-level", "off", "own cluster: node log level (trace, debug, info, warn, error, off)")
+	f.StringVar(&fl.trace, "trace", "off", "own cluster: off; record (every transaction sampled, spans dropped as they end); otlp (also exported over OTLP/HTTP to a receiver in this process)")
 	fl.tuning.register(cmd)
 	_ = f.Set("heartbeat-timeout", "300ms")
 	_ = f.Set("election-timeout", "300ms")
@@ -194,6 +195,18 @@ func runBench(out, errOut io.Writer, fl *benchFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if fl.trace != "" && fl.trace != "off" && len(fl.nodes) > 0 {
+		return fmt.Errorf("--trace applies to the in-process cluster; trace a running cluster with its OTEL_* variables")
+	}
+	tr, traceDone, err := benchTracing(ctx, fl.trace)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if msg := traceDone(); msg != "" && !fl.quiet {
+			fmt.Fprintln(errOut, msg)
+		}
+	}()
 
 	cfg := bench.Config{
 		Nodes: fl.nodes, Target: fl.target, Participants: fl.participants, NumParticipants: fl.numParticipants,
@@ -201,7 +214,7 @@ func runBench(out, errOut io.Writer, fl *benchFlags) error {
 		Warmup: fl.warmup, Timeout: fl.timeout, Keys: fl.keys, Sample: fl.sample, PayloadBytes: fl.payloadBytes,
 		Floor: fl.floor, FloorTime: fl.floorTime, FloorConc: fl.floorConc, MeasureLog: !fl.noLogSize,
 		DataDir: fl.dataDir, Logger: lg,
-		Tune: func(_ int, c *server.Config) { fl.tuning.apply(c) },
+		Tune: func(_ int, c *server.Config) { fl.tuning.apply(c); c.Tracing = tr },
 	}
 	if !fl.quiet {
 		cfg.Log = errOut

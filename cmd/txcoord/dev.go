@@ -23,6 +23,7 @@ import (
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/internal/demo"
+	"github.com/txcoord/txcoord/internal/tracing"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -116,6 +117,12 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	if err != nil {
 		return err
 	}
+	// Traces as for serve (OTEL_* variables, off by default), flushed after the nodes stop.
+	tr, err := tracing.FromEnv(context.Background(), nil, lg)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tr, lg)
 	dir := fl.dataDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "txcoord-dev-"); err != nil {
@@ -188,6 +195,7 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 			Listener: httpLns[i],
 			Logger:   lg.With("node", p.ID),
 			Cluster:  cluster.Config{NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: fmt.Sprintf("%s/%s", dir, p.ID), Peers: peers},
+			Tracing:  tr,
 		}
 		fl.tuning.apply(&cfg)
 		srv, err := server.Start(cfg)

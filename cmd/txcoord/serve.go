@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/internal/tracing"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -146,6 +148,12 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run one coordinator node",
+		Long: `Run one coordinator node.
+
+Tracing (OpenTelemetry, off by default) is configured by the standard environment
+variables: OTEL_TRACES_EXPORTER=otlp (or an OTEL_EXPORTER_OTLP_ENDPOINT) turns it on,
+spans go over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT [http://localhost:4318], sampled
+per OTEL_TRACES_SAMPLER, named per OTEL_SERVICE_NAME [txcoord]. See docs/observability.md.`,
 		Example: `  txcoord serve --node-id n1 --http-addr 127.0.0.1:8081 --raft-addr 127.0.0.1:7001 \
     --data-dir /var/lib/txcoord/n1 \
     --peers n1=127.0.0.1:7001@127.0.0.1:8081,n2=127.0.0.1:7002@127.0.0.1:8082,n3=127.0.0.1:7003@127.0.0.1:8083`,
@@ -242,6 +250,16 @@ func runServe(fl *serveFlags) error {
 	if err := fl.security.apply(&cfg, lg); err != nil {
 		return err
 	}
+	tr, err := tracing.FromEnv(context.Background(), nil, lg)
+	if err != nil {
+		return err
+	}
+	if tr.Enabled {
+		lg.Info("tracing on: exporting spans over OTLP/HTTP (OTEL_* variables)")
+	}
+	cfg.Tracing = tr
+	// Spans of the last transactions are flushed after the node has stopped (5 s at most).
+	defer flushTraces(tr, lg)
 	form, err := fl.formation.setup(fl, &cfg, cfg.Logger)
 	if err != nil {
 		return err
@@ -274,4 +292,13 @@ func validMode(s string) error {
 	}
 	_, err := coordinator.ParseMode(s)
 	return err
+}
+
+// flushTraces exports the spans still queued and stops the exporter, within 5 s.
+func flushTraces(tr *tracing.Tracing, lg hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		lg.Warn("tracing: shutdown", "error", err)
+	}
 }

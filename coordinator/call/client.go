@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/txcoord/txcoord/participant/protocol"
 )
 
@@ -132,6 +134,10 @@ func (c *Client) Call(ctx context.Context, url string, p protocol.Phase, req pro
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set(protocol.IdempotencyKeyHeader, req.TransactionID+":"+string(p))
+	// The W3C trace context of the call's span (the engine's prepare, commit or rollback
+	// span), so that the participant's own spans join the trace; nothing when ctx has no
+	// valid span context (tracing off).
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
 	if o, ok := originOf(ctx); ok {
 		hreq.Header.Set(protocol.NodeHeader, o.node)
 		hreq.Header.Set(protocol.TermHeader, o.term)

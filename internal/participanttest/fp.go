@@ -104,6 +104,7 @@ type Call struct {
 	Phase          participant.Phase
 	At             time.Time // arrival
 	IdempotencyKey string    // the Idempotency-Key header as received
+	Traceparent    string    // the W3C traceparent header as received, "" for none
 	// Outcome says how the call ended once it did: "ACK", "ACK: unknown txn, nothing to do"
 	// (a Rollback for a transaction never prepared here), "ACK: nothing held, nothing to do",
 	// "NACK: <reason>", "HTTP <code>", "dropped", "processed, then dropped"; "" while the
@@ -341,7 +342,7 @@ func (f *FP) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad request body", http.StatusBadRequest)
 		return
 	}
-	call := &Call{TxnID: req.TransactionID, Phase: p, At: time.Now(), IdempotencyKey: r.Header.Get(participant.IdempotencyKeyHeader)}
+	call := &Call{TxnID: req.TransactionID, Phase: p, At: time.Now(), IdempotencyKey: r.Header.Get(participant.IdempotencyKeyHeader), Traceparent: r.Header.Get("Traceparent")}
 	f.mu.Lock()
 	b := f.behavior[p]
 	if q := f.script[p]; len(q) > 0 {

@@ -40,6 +40,10 @@ var (
 	x  = derived("http://adhoc.svc:1/prepare") // never in the endpoint table
 )
 
+// level3 applies indexes 25 on (feature level 3: PresumeAbort, FastDecide); nil in the
+// builds before it (no txcoord_v5 tag).
+var level3 func(apply func(uint64, fsm.Command), ref func(...fsm.Participant) []int32)
+
 func main() {
 	out := flag.String("out", "", "file to write")
 	flag.Parse()
@@ -100,6 +104,9 @@ func main() {
 	apply(22, &fsm.SetMember{NodeID: "n3", HTTPAddr: "10.0.0.3:8081"})
 	apply(23, &fsm.SetMember{NodeID: "n3", HTTPAddr: ""})
 	apply(24, &fsm.SetMember{NodeID: "n4", HTTPAddr: "[::1]:8084"})
+	if level3 != nil { // builds from 31d74c1 on, with tag txcoord_v5
+		level3(apply, ref)
+	}
 
 	w, err := os.Create(*out)
 	if err != nil {
