@@ -62,6 +62,14 @@ func (c *PresumeAbort) apply(f *FSM, index uint64) (Result, []string) {
 	if c.Deadline < f.horizon {
 		return Result{Err: ErrBeyondHorizon}, nil
 	}
+	if ms, ok := uuidV7Millis(c.ID); ok && ms < f.horizon {
+		// The deadline is the participant's word; the id is the cluster's own, and a
+		// version-7 UUID carries its creation time (RFC 9562, section 5.7). A transaction
+		// created before the horizon may have been logged and pruned although the deadline
+		// named is after it: a Prune before level 3 (whose time the horizon starts from)
+		// removed finished records whatever their deadline.
+		return Result{Err: ErrBeyondHorizon}, nil
+	}
 	f.observe(c.At)
 	t := &Txn{
 		ID: c.ID, CreatedAt: c.At, Deadline: c.Deadline,
@@ -219,4 +227,14 @@ func (f *FSM) Horizon() int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.horizon
+}
+
+// uuidV7Millis returns the unix ms a version-7 UUID in canonical form was minted at; ok false
+// for any other id.
+func uuidV7Millis(id string) (int64, bool) {
+	b, ok := uuidBytes(id)
+	if !ok || b[6]>>4 != 7 {
+		return 0, false
+	}
+	return int64(b[0])<<40 | int64(b[1])<<32 | int64(b[2])<<24 | int64(b[3])<<16 | int64(b[4])<<8 | int64(b[5]), true
 }

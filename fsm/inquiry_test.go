@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/txcoord/txcoord/fsm"
 )
 
@@ -249,6 +251,15 @@ func TestHorizon(t *testing.T) {
 	if res := n.do(fastCommit("old", 2)); !errors.Is(res.Err, fsm.ErrBeyondHorizon) || n.get("old") != nil {
 		t.Fatalf("fast decision before the horizon: %+v", res)
 	}
+	// A version-7 id minted before the horizon may belong to a record pruned whatever the
+	// deadline a participant names; an id minted after it may be presumed aborted.
+	before, after := v7At(t, t0+5000), v7At(t, t0+5002)
+	if res := n.do(&fsm.PresumeAbort{ID: before, At: t0 + 9000, Deadline: t0 + 8000}); !errors.Is(res.Err, fsm.ErrBeyondHorizon) || n.get(before) != nil {
+		t.Fatalf("presumed abort of an id minted before the horizon: %+v", res)
+	}
+	if res := n.do(&fsm.PresumeAbort{ID: after, At: t0 + 9000, Deadline: t0 + 8000}); res.Err != nil || n.get(after) == nil {
+		t.Fatalf("presumed abort of an id minted after the horizon: %+v", res)
+	}
 	// The horizon survives a snapshot.
 	if r := restore(t, snapBytes(t, n.f)); r.Horizon() != t0+5001 {
 		t.Fatalf("restored horizon %d", r.Horizon())
@@ -284,4 +295,17 @@ func TestFastEntrySize(t *testing.T) {
 	if b := fsm.Encode(fd); len(b) > 40 {
 		t.Fatalf("fast commit entry is %d bytes: %x", len(b), b)
 	}
+}
+
+// v7At returns a version-7 UUID minted at unix ms ms.
+func v7At(t *testing.T, ms int64) string {
+	t.Helper()
+	u, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	return u.String()
 }
