@@ -27,7 +27,7 @@ func TestDiscoveryMembershipFollowsTheOneSetOfRules(t *testing.T) {
 		}
 		return true
 	}, "every member's HTTP address recorded")
-	var follower *fnode
+	var follower *tnode
 	for _, n := range nodes {
 		if n != leader {
 			follower = n
@@ -88,7 +88,7 @@ func TestDiscoveryMembershipFollowsTheOneSetOfRules(t *testing.T) {
 
 // openStatic opens node id of a --peers cluster (the production transport, Open's own
 // discovery responder) and runs its leader loop.
-func openStatic(t *testing.T, f *formation, id string, peers []Peer, dir string) *Node {
+func openStatic(t *testing.T, f *testCluster, id string, peers []Peer, dir string) *Node {
 	t.Helper()
 	var self Peer
 	for _, p := range peers {
@@ -115,7 +115,7 @@ func openStatic(t *testing.T, f *formation, id string, peers []Peer, dir string)
 // store does not bootstrap while any listed peer has not answered (it keeps asking), and
 // the cluster forms, as one, once all are up and empty.
 func TestStaticPeersBootstrapOnlyWhenEveryPeerAnswered(t *testing.T) {
-	f := newFormation(t, DiscoveryConfig{})
+	f := newTestCluster(t, DiscoveryConfig{})
 	addrs := reservePorts(t, 3)
 	var peers []Peer
 	for i, a := range addrs {
