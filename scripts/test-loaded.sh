@@ -5,17 +5,22 @@
 # machine fails here; fix it by asserting the property with generous bounds, never by
 # sleeping. Usage: scripts/test-loaded.sh [packages...].
 #
-# By default: httpapi and coordinator whole, and the server tests that hold under load
-# (LOADED_SERVER_TESTS). Measured on the 2-core machine with stress-ng and other work on it:
-# the whole server suite took over 20 minutes loaded and four of its tests still fail
-# there (see the report of issue 12: TestAtomicityUnderParticipantFaults,
-# TestDataDirStopsGrowing, TestSkewedNodeNeverLeads hanging in a raft pipeline at shutdown,
-# cluster's TestFormationRestartedNodeNeverBootstraps); add them here once fixed.
+# By default: httpapi and coordinator whole, and the server and cluster tests that run
+# clusters through elections, failover, faults and shutdown (LOADED_SERVER_TESTS,
+# LOADED_CLUSTER_TESTS): the whole server suite took over 20 minutes loaded, so the lists
+# are targeted to keep the run within about 8 minutes. Tests once excluded here and back
+# (issue 12): TestAtomicityUnderParticipantFaults and TestDataDirStopsGrowing (a 503 during
+# an election counted as a failure; they now retry with the Idempotency-Key, as a client
+# does), TestSkewedNodeNeverLeads (hung in raft's Shutdown; a stop is now bounded, see
+# cluster.ErrShutdownAbandoned and TestStopReturnsWhenRaftShutdownIsStuck),
+# TestFailoverDuringPhaseTwo (asserted exact terms) and cluster's
+# TestFormationRestartedNodeNeverBootstraps (its nodes' stops, on a transport the test
+# gave, did not get the grace-period transport close; now they do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
-server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP)$}"
-cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*)$}"
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestAtomicityUnderParticipantFaults|TestDataDirStopsGrowing|TestSkewedNodeNeverLeads)$}"
+cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*|TestFormationRestartedNodeNeverBootstraps|TestStopReturnsWhenRaftShutdownIsStuck)$}"
 default=0
 [ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }
 if ! command -v stress-ng >/dev/null; then
