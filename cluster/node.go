@@ -102,7 +102,8 @@ type Config struct {
 	// CanLeadInterval [1s] is how often CanLead is asked while this node leads.
 	CanLeadInterval time.Duration
 
-	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
+	// Transport replaces the transport Open builds (NewTransport on RaftBind): a TLS one
+	// (NewTLSTransport), or a test's. Open closes it when Raft shuts down.
 	Transport raft.Transport
 	// WrapLogStore, when set, wraps the log store (tests inject storage faults with it; the
 	// wrapper may implement WriteProber). Whatever it returns is itself wrapped so that a
@@ -356,25 +357,6 @@ func Open(cfg Config) (*Node, error) {
 		n.closers[0] = n.closeTransport
 		trans = tr
 	}
-	if trans == nil {
-		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
-		}
-		if adv.IP == nil || adv.IP.IsUnspecified() {
-			n.closeStores()
-			return nil, fmt.Errorf("raft advertise address %q: must be an address other nodes can dial", cfg.RaftAdvertise)
-		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 5, 10*time.Second, cfg.Logger.Named("transport"))
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
-		}
-		n.closers = append([]func() error{tcp.Close}, n.closers...)
-		trans = tcp
-	}
-
 	if c, ok := trans.(raft.WithClose); ok && n.closeTransport == nil {
 		// A transport the caller gave: Raft closes it at the end of Shutdown anyway, so
 		// closing it earlier to unblock a stuck shutdown (see close) changes nothing else.
