@@ -213,6 +213,33 @@ func startCluster(t *testing.T, o clusterOptions) *testCluster {
 	return c
 }
 
+// openStatic opens node id of a --peers cluster exactly as serve does (Open builds the
+// transport on RaftBind and answers discovery itself) and runs its leader loop until the
+// test ends.
+func (c *testCluster) openStatic(id string, peers []Peer, dir string) *Node {
+	t := c.t
+	t.Helper()
+	var self Peer
+	for _, p := range peers {
+		if p.ID == id {
+			self = p
+		}
+	}
+	n, err := Open(Config{
+		NodeID: id, RaftBind: self.RaftAddr, HTTPAdvertise: self.HTTPAddr, DataDir: dir, Peers: peers, Logger: c.logger(id),
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
+		StaticBootstrapInterval: 50 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("open %s: %v", id, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); n.Run(context.Background(), func(ctx context.Context) { <-ctx.Done() }) }()
+	t.Cleanup(func() { _ = n.Kill(); wg.Wait() })
+	return n
+}
+
 // fakeHTTP is the HTTP address a discovery-mode node advertises (nothing listens there).
 func fakeHTTP(id string) string { return id + ".api.test:8080" }
 
