@@ -7,6 +7,7 @@
 #
 # By default: httpapi and coordinator whole, and the server and cluster tests that run
 # clusters through elections, failover, faults and shutdown (LOADED_SERVER_TESTS,
+# LOADED_SHORT_TESTS run with -short,
 # LOADED_CLUSTER_TESTS): the whole server suite took over 20 minutes loaded, so the lists
 # are targeted to keep the run within about 8 minutes. Tests once excluded here and back
 # (issue 12): TestAtomicityUnderParticipantFaults and TestDataDirStopsGrowing (a 503 during
@@ -19,7 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
-server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestAtomicityUnderParticipantFaults|TestDataDirStopsGrowing|TestSkewedNodeNeverLeads)$}"
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestDataDirStopsGrowing|TestSkewedNodeNeverLeads)$}"
+# -short: the same faults and checker over 200 transactions instead of 1,000 (make test runs
+# the 1,000; loaded they took 100 s here).
+short_tests="${LOADED_SHORT_TESTS:-^(TestAtomicityUnderParticipantFaults)$}"
 cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*|TestFormationRestartedNodeNeverBootstraps|TestStopReturnsWhenRaftShutdownIsStuck)$}"
 default=0
 [ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }
@@ -36,6 +40,7 @@ echo "loaded run: stress-ng --cpu $cores (pid $load) while go test -race ${pkgs[
 go test -race -count=1 -timeout 20m "${pkgs[@]}"
 if [ "$default" = 1 ]; then
   go test -race -count=1 -timeout 15m -run "$server_tests" ./server/
+  go test -race -count=1 -timeout 10m -short -run "$short_tests" ./server/
   go test -race -count=1 -timeout 10m -run "$cluster_tests" ./cluster/
 fi
 echo "loaded run took $(( $(date +%s) - start )) s"
