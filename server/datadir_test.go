@@ -38,9 +38,10 @@ func dirSize(t *testing.T, dir string) int64 {
 	return total
 }
 
-// TestDataDirStopsGrowing runs rounds of transactions with small snapshot thresholds and
-// count-based retention, and checks that once snapshots truncate the log and retention
-// prunes finished transactions, the data directory stops growing.
+// TestDataDirStopsGrowing runs rounds of transactions with small snapshot thresholds,
+// count-based retention of transactions and age-based retention of idempotency keys, and
+// checks that once snapshots truncate the log and retention prunes finished transactions
+// and old keys, the data directory stops growing.
 func TestDataDirStopsGrowing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 2,400 transactions")
@@ -55,7 +56,10 @@ func TestDataDirStopsGrowing(t *testing.T) {
 		cfg.Cluster.SnapshotThreshold = 200
 		cfg.Cluster.TrailingLogs = 100
 		cfg.Cluster.SnapshotInterval = 50 * time.Millisecond
-		cfg.Engine.Retention = coordinator.Retention{MaxFinished: 100, Every: 50 * time.Millisecond}
+		// Keys: the requests carry idempotency keys (see round), which are pruned by age;
+		// 5 s covers a request's retries (a later retry would only start a second
+		// transaction, which this test does not count).
+		cfg.Engine.Retention = coordinator.Retention{MaxFinished: 100, Keys: 5 * time.Second, Every: 50 * time.Millisecond}
 		dirs[i] = cfg.Cluster.DataDir
 	}})
 	leader := c.WaitLeader(10 * time.Second)
