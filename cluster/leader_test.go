@@ -74,9 +74,11 @@ func TestEstablishAddressFailureMovesLeadership(t *testing.T) {
 	if got := leads.get(b); got != 0 {
 		t.Errorf("%s ran the leader's work %d times without an established leadership", b, got)
 	}
-	if got := c.nodes[0].n.FSM.Members()[leader.id]; got != leader.n.HTTPAdvertise() {
-		t.Errorf("n1's FSM has the leader %s at %q, want %q", leader.id, got, leader.n.HTTPAdvertise())
-	}
+	// The leader recorded its address before it became ready; n1 applies that entry once
+	// it is replicated (over TCP, a moment later).
+	waitFor(t, 10*time.Second, func() bool {
+		return c.nodes[0].n.FSM.Members()[leader.id] == leader.n.HTTPAdvertise()
+	}, "n1's FSM to hold the leader "+leader.id+" at "+leader.n.HTTPAdvertise())
 }
 
 // TestEstablishRetriesOnOneNode: a single node fails its first K establishment tries (more
