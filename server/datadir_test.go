@@ -111,8 +111,24 @@ func TestDataDirStopsGrowing(t *testing.T) {
 		sizes = append(sizes, dirSize(t, dirs[leader]))
 	}
 	t.Logf("leader data dir after each round of 400 transactions: %v bytes", sizes)
-	// The first rounds grow the bolt file to its working size; after that it reuses pages.
-	if last, ref := sizes[len(sizes)-1], sizes[2]; float64(last) > 1.25*float64(ref) {
+	// The first round grows the bolt file to about its working size; after that it reuses
+	// pages. bbolt grows a small file by doubling it, and when the high-water mark of the
+	// bounded log crosses a step depends on timing (seen: 128 KiB -> 256 KiB in any round),
+	// so one such step after the first round is allowed, never more, and apart from it the
+	// size must level off: at most 25% more over the rounds after round 3 (or after the
+	// step). A log that grew with the transactions doubles raft.db twice over these 2,000
+	// (about 0.5 MB); FSM state that is never pruned grows a little every round.
+	steps, step := 0, 0
+	for r := 1; r < len(sizes); r++ {
+		if float64(sizes[r]) > 1.25*float64(sizes[r-1]) {
+			steps, step = steps+1, r
+		}
+	}
+	last := sizes[len(sizes)-1]
+	if steps > 1 || float64(last) > 2.1*float64(sizes[0]) {
+		t.Fatalf("data dir grew from %d to %d bytes in %d steps: the log is not bounded", sizes[0], last, steps)
+	}
+	if ref := sizes[max(2, step)]; float64(last) > 1.25*float64(ref) {
 		t.Fatalf("data dir grew from %d to %d bytes over the last rounds: the log is not bounded", ref, last)
 	}
 }
