@@ -8,267 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
-
-	"github.com/txcoord/txcoord/fsm"
 )
-
-// fnode is one node of a formation test: a real TCP transport on loopback, bolt stores in a
-// directory, and Discovery.
-type fnode struct {
-	id, dir, bind, adv string
-	tr                 *Transport
-	n                  *Node
-	d                  *Discovery
-	stopped            bool
-}
-
-type formation struct {
-	t     *testing.T
-	quiet atomic.Bool // set when the test is over: late log lines are dropped
-	mu    sync.Mutex
-	nodes map[string]*fnode
-	dc    DiscoveryConfig
-	dial  func(ctx context.Context, addr string) (net.Conn, error)
-}
-
-func newFormation(t *testing.T, dc DiscoveryConfig) *formation {
-	if dc.Interval == 0 {
-		dc.Interval = 100 * time.Millisecond
-	}
-	if dc.ProbeTimeout == 0 {
-		dc.ProbeTimeout = time.Second
-	}
-	f := &formation{t: t, nodes: map[string]*fnode{}, dc: dc}
-	t.Cleanup(func() { f.quiet.Store(true) }) // runs last
-	t.Cleanup(func() {
-		f.mu.Lock()
-		nodes := make([]*fnode, 0, len(f.nodes))
-		for _, n := range f.nodes {
-			nodes = append(nodes, n)
-		}
-		f.mu.Unlock()
-		var wg sync.WaitGroup
-		for _, n := range nodes {
-			wg.Add(1)
-			go func() { defer wg.Done(); f.stop(n) }()
-		}
-		wg.Wait()
-	})
-	return f
-}
-
-type testLogWriter struct{ f *formation }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	if !w.f.quiet.Load() {
-		w.f.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (f *formation) logger(id string) hclog.Logger {
-	var out io.Writer = testLogWriter{f}
-	if os.Getenv("TXCOORD_TEST_QUIET") != "" {
-		out = io.Discard
-	}
-	return hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Info, Output: out})
-}
-
-// start opens node id with its data in dir, listening on bind and advertising adv.
-func (f *formation) start(id, dir, bind, adv string, dc DiscoveryConfig) *fnode {
-	f.t.Helper()
-	if dc.Interval == 0 {
-		dc.Interval = f.dc.Interval
-	}
-	if dc.ProbeTimeout == 0 {
-		dc.ProbeTimeout = f.dc.ProbeTimeout
-	}
-	lg := f.logger(id)
-	tr, err := NewTransport(bind, adv, lg.Named("transport"))
-	if err != nil {
-		f.t.Fatalf("transport for %s: %v", id, err)
-	}
-	if f.dial != nil {
-		tr.Stream.SetDialer(f.dial)
-	}
-	d := NewDiscovery(tr, id, fakeHTTP(id), dc)
-	n, err := Open(Config{
-		NodeID: id, RaftBind: bind, DataDir: dir, Transport: tr, Logger: lg, HTTPAdvertise: fakeHTTP(id),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
-	})
-	if err != nil {
-		tr.Close()
-		f.t.Fatalf("open %s: %v", id, err)
-	}
-	d.Start(n)
-	// The leader loop, as serve runs it: establishment, and autopilot on the leader.
-	go n.Run(context.Background(), func(ctx context.Context) { <-ctx.Done() })
-	fn := &fnode{id: id, dir: dir, bind: bind, adv: tr.Stream.Addr().String(), tr: tr, n: n, d: d}
-	f.mu.Lock()
-	f.nodes[id] = fn
-	f.mu.Unlock()
-	return fn
-}
-
-// fakeHTTP is the HTTP address a formation node advertises (nothing listens there).
-func fakeHTTP(id string) string { return id + ".api.test:8080" }
-
-func (f *formation) stop(n *fnode) {
-	if n.stopped {
-		return
-	}
-	n.stopped = true
-	n.d.Close()
-	_ = n.n.Kill()
-}
-
-// reservePorts returns n loopback addresses that were free a moment ago.
-func reservePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var lns []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
-
-// waitCluster waits until every running node sees the same leader and a configuration of
-// exactly want voters (ids), and returns the leader.
-func (f *formation) waitCluster(nodes []*fnode, want []string, timeout time.Duration) *fnode {
-	f.t.Helper()
-	slices.Sort(want)
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		var leader *fnode
-		ok := true
-		for _, n := range nodes {
-			if n.n.Raft.State() == raft.Leader {
-				if leader != nil {
-					ok, last = false, "two leaders: "+leader.id+" and "+n.id
-				}
-				leader = n
-			}
-		}
-		if leader == nil {
-			ok, last = false, "no leader"
-		}
-		for _, n := range nodes {
-			if !ok {
-				break
-			}
-			_, lid := n.n.Raft.LeaderWithID()
-			if string(lid) != leader.id {
-				ok, last = false, fmt.Sprintf("%s sees leader %q, not %s", n.id, lid, leader.id)
-				break
-			}
-			got := voters(n.n)
-			if !slices.Equal(got, want) {
-				ok, last = false, fmt.Sprintf("%s has voters %v, want %v", n.id, got, want)
-			}
-		}
-		if ok {
-			return leader
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	f.t.Fatalf("no single cluster of %v within %s: %s", want, timeout, last)
-	return nil
-}
-
-func voters(n *Node) []string {
-	f := n.Raft.GetConfiguration()
-	if f.Error() != nil {
-		return nil
-	}
-	var ids []string
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			ids = append(ids, string(s.ID))
-		}
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-func bootstraps(nodes []*fnode) int {
-	total := 0
-	for _, n := range nodes {
-		total += int(n.d.Bootstraps.Load())
-	}
-	return total
-}
-
-// applyAndCheck writes one entry through the leader and waits until every node applied it.
-func applyAndCheck(t *testing.T, leader *fnode, nodes []*fnode, key string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := leader.n.Apply(ctx, &fsm.SetMember{NodeID: key, HTTPAddr: "127.0.0.1:1"}); err != nil {
-		t.Fatalf("apply on %s: %v", leader.id, err)
-	}
-	waitFor(t, 5*time.Second, func() bool {
-		for _, n := range nodes {
-			if _, ok := n.n.FSM.Members()[key]; !ok {
-				return false
-			}
-		}
-		return true
-	}, "entry "+key+" applied everywhere")
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-}
-
-// startAll starts the nodes concurrently, as a StatefulSet with Parallel pod management or
-// `docker compose up` does.
-func (f *formation) startAll(ids, addrs []string, dirs []string, dc DiscoveryConfig) []*fnode {
-	out := make([]*fnode, len(ids))
-	var wg sync.WaitGroup
-	for i := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = f.start(ids[i], dirs[i], addrs[i], "", dc)
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
-func tempDirs(t *testing.T, n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = t.TempDir()
-	}
-	return out
-}
 
 func TestFormationThreeStartedAtOnce(t *testing.T) {
 	rounds := 4
@@ -281,7 +26,7 @@ func TestFormationThreeStartedAtOnce(t *testing.T) {
 			ids := []string{"n1", "n2", "n3"}
 			// Every node gets the same --join list (its own address included).
 			dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
-			f := newFormation(t, dc)
+			f := newTestCluster(t, dc)
 			nodes := f.startAll(ids, addrs, tempDirs(t, 3), dc)
 			leader := f.waitCluster(nodes, ids, 15*time.Second)
 			if b := bootstraps(nodes); b != 1 {
@@ -301,7 +46,7 @@ func TestFormationMoreNodesThanExpected(t *testing.T) {
 	addrs := reservePorts(t, 5)
 	ids := []string{"a", "b", "c", "d", "e"}
 	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
-	f := newFormation(t, dc)
+	f := newTestCluster(t, dc)
 	nodes := f.startAll(ids, addrs, tempDirs(t, 5), dc)
 	leader := f.waitCluster(nodes, ids, 20*time.Second)
 	if b := bootstraps(nodes); b != 1 {
@@ -316,9 +61,9 @@ func TestFormationStaggeredStart(t *testing.T) {
 	addrs := reservePorts(t, 3)
 	ids := []string{"n1", "n2", "n3"}
 	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
-	f := newFormation(t, dc)
+	f := newTestCluster(t, dc)
 	dirs := tempDirs(t, 3)
-	var nodes []*fnode
+	var nodes []*tnode
 	for _, i := range []int{2, 1, 0} {
 		nodes = append(nodes, f.start(ids[i], dirs[i], addrs[i], "", dc))
 		time.Sleep(400 * time.Millisecond)
@@ -345,7 +90,7 @@ func TestFormationByDNSName(t *testing.T) {
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	dc := DiscoveryConfig{Join: []string{"peers.test:" + port}, BootstrapExpect: 3, Resolve: resolve}
-	f := newFormation(t, dc)
+	f := newTestCluster(t, dc)
 	f.dial = func(ctx context.Context, addr string) (net.Conn, error) {
 		host, p, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -358,7 +103,7 @@ func TestFormationByDNSName(t *testing.T) {
 		return d.DialContext(ctx, "tcp", net.JoinHostPort(host, p))
 	}
 	ids := []string{"n1", "n2", "n3"}
-	nodes := make([]*fnode, 3)
+	nodes := make([]*tnode, 3)
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Add(1)
@@ -410,10 +155,10 @@ func freePortOnAll(t *testing.T, ips []string) string {
 }
 
 // formThree forms a 3-node cluster n1..n3 and writes one entry.
-func formThree(t *testing.T) (*formation, []*fnode, []string, DiscoveryConfig) {
+func formThree(t *testing.T) (*testCluster, []*tnode, []string, DiscoveryConfig) {
 	addrs := reservePorts(t, 4)
 	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 3}
-	f := newFormation(t, dc)
+	f := newTestCluster(t, dc)
 	ids := []string{"n1", "n2", "n3"}
 	nodes := f.startAll(ids, addrs[:3], tempDirs(t, 3), dc)
 	leader := f.waitCluster(nodes, ids, 15*time.Second)
@@ -493,7 +238,7 @@ func TestFormationWipedNodeRejoins(t *testing.T) {
 func TestFormationNeverBootstrapsWithoutExpect(t *testing.T) {
 	addrs := reservePorts(t, 2)
 	dc := DiscoveryConfig{Join: addrs}
-	f := newFormation(t, dc)
+	f := newTestCluster(t, dc)
 	a := f.start("a", t.TempDir(), addrs[0], "", dc)
 	b := f.start("b", t.TempDir(), addrs[1], "", dc)
 	time.Sleep(time.Second)
@@ -654,14 +399,14 @@ func TestRecoverAfterLostQuorum(t *testing.T) {
 		t.Fatalf("applied file: %v", m)
 	}
 	r := f.start("n1", n1.dir, n1.bind, "", dc)
-	leader := f.waitCluster([]*fnode{r}, []string{"n1"}, 10*time.Second)
+	leader := f.waitCluster([]*tnode{r}, []string{"n1"}, 10*time.Second)
 	if r.d.Bootstraps.Load() != 0 {
 		t.Fatal("the recovered node bootstrapped")
 	}
 	if _, ok := leader.n.FSM.Members()["before"]; !ok {
 		t.Fatal("the recovered node lost its data")
 	}
-	applyAndCheck(t, leader, []*fnode{r}, "after-recovery")
+	applyAndCheck(t, leader, []*tnode{r}, "after-recovery")
 }
 
 func TestRestoreFromSnapshotBackup(t *testing.T) {
@@ -715,9 +460,9 @@ func TestRestoreFromSnapshotBackup(t *testing.T) {
 	}
 	dc.Join = []string{addr}
 	r := f.start("r1", dir, addr, "", dc)
-	leader = f.waitCluster([]*fnode{r}, []string{"r1"}, 10*time.Second)
+	leader = f.waitCluster([]*tnode{r}, []string{"r1"}, 10*time.Second)
 	if _, ok := leader.n.FSM.Members()["in-backup"]; !ok {
 		t.Fatal("the restored node does not hold the backup's data")
 	}
-	applyAndCheck(t, leader, []*fnode{r}, "after-restore")
+	applyAndCheck(t, leader, []*tnode{r}, "after-restore")
 }

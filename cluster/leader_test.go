@@ -36,7 +36,7 @@ func TestEstablishAddressFailureMovesLeadership(t *testing.T) {
 		fails atomic.Int64
 		leads counter
 	)
-	c := newMemCluster(t, memOptions{
+	c := startCluster(t, clusterOptions{
 		node: func(i int, n *Node) {
 			orig := n.steps.recordAddr
 			n.steps.recordAddr = func(ctx context.Context) error {
@@ -74,9 +74,11 @@ func TestEstablishAddressFailureMovesLeadership(t *testing.T) {
 	if got := leads.get(b); got != 0 {
 		t.Errorf("%s ran the leader's work %d times without an established leadership", b, got)
 	}
-	if got := c.nodes[0].n.FSM.Members()[leader.id]; got != leader.n.HTTPAdvertise() {
-		t.Errorf("n1's FSM has the leader %s at %q, want %q", leader.id, got, leader.n.HTTPAdvertise())
-	}
+	// The leader recorded its address before it became ready; n1 applies that entry once
+	// it is replicated (over TCP, a moment later).
+	waitFor(t, 10*time.Second, func() bool {
+		return c.nodes[0].n.FSM.Members()[leader.id] == leader.n.HTTPAdvertise()
+	}, "n1's FSM to hold the leader "+leader.id+" at "+leader.n.HTTPAdvertise())
 }
 
 // TestEstablishRetriesOnOneNode: a single node fails its first K establishment tries (more
@@ -110,7 +112,7 @@ func TestEstablishRetriesOnOneNode(t *testing.T) {
 				}
 				return orig()
 			}
-			c := newMemCluster(t, memOptions{
+			c := startCluster(t, clusterOptions{
 				size: 1,
 				node: func(i int, n *Node) {
 					barrier, record, transfer := n.steps.barrier, n.steps.recordAddr, n.steps.transfer
@@ -173,7 +175,7 @@ func TestCanLeadRefusal(t *testing.T) {
 		leads    counter
 		running  counter
 	)
-	c := newMemCluster(t, memOptions{
+	c := startCluster(t, clusterOptions{
 		config: func(i int, cfg *Config) {
 			id := cfg.NodeID
 			cfg.CanLeadInterval = 20 * time.Millisecond
@@ -205,7 +207,7 @@ func TestCanLeadRefusal(t *testing.T) {
 	mu.Lock()
 	refuse = L.id
 	mu.Unlock()
-	M := c.waitReadyLeader(20*time.Second, func(m *memNode) bool { return m != L }, "a ready leader other than the refusing "+L.id)
+	M := c.waitReadyLeader(20*time.Second, func(m *tnode) bool { return m != L }, "a ready leader other than the refusing "+L.id)
 	if refusals.get(L.id) == 0 {
 		t.Fatalf("%s stepped down without CanLead refusing", L.id)
 	}
@@ -215,7 +217,7 @@ func TestCanLeadRefusal(t *testing.T) {
 	// Hand leadership back to L: it refuses while establishing.
 	before := refusals.get(L.id)
 	c.transferUntil(20*time.Second, L.id, func() bool { return refusals.get(L.id) > before }, L.id+" to win leadership back and refuse it")
-	c.waitReadyLeader(20*time.Second, func(m *memNode) bool { return m != L }, "a ready leader other than "+L.id+" again")
+	c.waitReadyLeader(20*time.Second, func(m *tnode) bool { return m != L }, "a ready leader other than "+L.id+" again")
 	if got := leads.get(L.id); got != leadsAfter {
 		t.Errorf("%s ran its leader work %d more times while CanLead refused", L.id, got-leadsAfter)
 	}
@@ -236,7 +238,7 @@ func TestLeadReturningEarly(t *testing.T) {
 			calls, running, barriers atomic.Int64
 			barriersAtCall           sync.Map // call -> barriers before it
 		)
-		c := newMemCluster(t, memOptions{
+		c := startCluster(t, clusterOptions{
 			size: 1,
 			node: func(i int, n *Node) {
 				orig := n.steps.barrier
@@ -275,7 +277,7 @@ func TestLeadReturningEarly(t *testing.T) {
 			bad   string
 			early atomic.Int64
 		)
-		c := newMemCluster(t, memOptions{
+		c := startCluster(t, clusterOptions{
 			lead: func(i int, n *Node) func(context.Context) {
 				return func(ctx context.Context) {
 					mu.Lock()
@@ -292,7 +294,7 @@ func TestLeadReturningEarly(t *testing.T) {
 				}
 			},
 		})
-		leader := c.waitReadyLeader(20*time.Second, func(m *memNode) bool {
+		leader := c.waitReadyLeader(20*time.Second, func(m *tnode) bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return bad != "" && m.id != bad
@@ -327,7 +329,7 @@ func TestLeaderLoop(t *testing.T) {
 		events[n.ID()] = append(events[n.ID()], event{what, n.Raft.CurrentTerm()})
 		mu.Unlock()
 	}
-	c := newMemCluster(t, memOptions{
+	c := startCluster(t, clusterOptions{
 		node: func(i int, n *Node) {
 			orig := n.steps.barrier
 			n.steps.barrier = func(d time.Duration) error {
@@ -377,7 +379,7 @@ func TestLeaderLoop(t *testing.T) {
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the cluster stops
-	commit := func(via *memNode, key string) {
+	commit := func(via *tnode, key string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -410,7 +412,7 @@ func TestLeaderLoop(t *testing.T) {
 	// Leadership moves away: L's work sees its context canceled and is held there.
 	c.transferUntil(20*time.Second, "", func() bool { return L.n.Raft.State() != raft.Leader }, "leadership to leave "+L.id)
 	waitFor(t, 10*time.Second, func() bool { return count(L.id, "canceled") >= leadsBefore }, L.id+"'s leader work to see its context canceled")
-	M := c.waitReadyLeader(20*time.Second, func(m *memNode) bool { return m != L }, "a ready leader other than "+L.id)
+	M := c.waitReadyLeader(20*time.Second, func(m *tnode) bool { return m != L }, "a ready leader other than "+L.id)
 	commit(M, "marker-2")
 
 	// Leadership comes back to L while its old work is still held.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -27,7 +26,7 @@ func TestDiscoveryMembershipFollowsTheOneSetOfRules(t *testing.T) {
 		}
 		return true
 	}, "every member's HTTP address recorded")
-	var follower *fnode
+	var follower *tnode
 	for _, n := range nodes {
 		if n != leader {
 			follower = n
@@ -86,44 +85,19 @@ func TestDiscoveryMembershipFollowsTheOneSetOfRules(t *testing.T) {
 	}, "the removed member and its record gone")
 }
 
-// openStatic opens node id of a --peers cluster (the production transport, Open's own
-// discovery responder) and runs its leader loop.
-func openStatic(t *testing.T, f *formation, id string, peers []Peer, dir string) *Node {
-	t.Helper()
-	var self Peer
-	for _, p := range peers {
-		if p.ID == id {
-			self = p
-		}
-	}
-	n, err := Open(Config{
-		NodeID: id, RaftBind: self.RaftAddr, HTTPAdvertise: self.HTTPAddr, DataDir: dir, Peers: peers, Logger: f.logger(id),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
-		StaticBootstrapInterval: 50 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("open %s: %v", id, err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); n.Run(context.Background(), func(ctx context.Context) { <-ctx.Done() }) }()
-	t.Cleanup(func() { _ = n.Kill(); wg.Wait() })
-	return n
-}
-
 // TestStaticPeersBootstrapOnlyWhenEveryPeerAnswered: with --peers, a node with an empty
 // store does not bootstrap while any listed peer has not answered (it keeps asking), and
 // the cluster forms, as one, once all are up and empty.
 func TestStaticPeersBootstrapOnlyWhenEveryPeerAnswered(t *testing.T) {
-	f := newFormation(t, DiscoveryConfig{})
+	f := newTestCluster(t, DiscoveryConfig{})
 	addrs := reservePorts(t, 3)
 	var peers []Peer
 	for i, a := range addrs {
 		id := fmt.Sprintf("n%d", i+1)
 		peers = append(peers, Peer{ID: id, RaftAddr: a, HTTPAddr: fakeHTTP(id)})
 	}
-	n1 := openStatic(t, f, "n1", peers, t.TempDir())
-	n2 := openStatic(t, f, "n2", peers, t.TempDir())
+	n1 := f.openStatic("n1", peers, t.TempDir())
+	n2 := f.openStatic("n2", peers, t.TempDir())
 	// n3 is not running: whatever the number of rounds, n1 and n2 stay without state.
 	time.Sleep(time.Second) // about 20 rounds of asking
 	for _, n := range []*Node{n1, n2} {
@@ -131,7 +105,7 @@ func TestStaticPeersBootstrapOnlyWhenEveryPeerAnswered(t *testing.T) {
 			t.Fatalf("%s bootstrapped while a listed peer was down", n.ID())
 		}
 	}
-	n3 := openStatic(t, f, "n3", peers, t.TempDir())
+	n3 := f.openStatic("n3", peers, t.TempDir())
 	waitFor(t, 20*time.Second, func() bool {
 		for _, n := range []*Node{n1, n2, n3} {
 			if !slices.Equal(voters(n), []string{"n1", "n2", "n3"}) || n.Status().LeaderID == "" {

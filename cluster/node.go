@@ -102,7 +102,8 @@ type Config struct {
 	// CanLeadInterval [1s] is how often CanLead is asked while this node leads.
 	CanLeadInterval time.Duration
 
-	// Transport replaces the TCP transport (tests use raft.NewInmemTransport).
+	// Transport replaces the transport Open builds (NewTransport on RaftBind): a TLS one
+	// (NewTLSTransport), or a test's. Open closes it when Raft shuts down.
 	Transport raft.Transport
 	// WrapLogStore, when set, wraps the log store (tests inject storage faults with it; the
 	// wrapper may implement WriteProber). Whatever it returns is itself wrapped so that a
@@ -356,25 +357,11 @@ func Open(cfg Config) (*Node, error) {
 		n.closers[0] = n.closeTransport
 		trans = tr
 	}
-	if trans == nil {
-		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
-		}
-		if adv.IP == nil || adv.IP.IsUnspecified() {
-			n.closeStores()
-			return nil, fmt.Errorf("raft advertise address %q: must be an address other nodes can dial", cfg.RaftAdvertise)
-		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 5, 10*time.Second, cfg.Logger.Named("transport"))
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
-		}
-		n.closers = append([]func() error{tcp.Close}, n.closers...)
-		trans = tcp
+	if c, ok := trans.(raft.WithClose); ok && n.closeTransport == nil {
+		// A transport the caller gave: Raft closes it at the end of Shutdown anyway, so
+		// closing it earlier to unblock a stuck shutdown (see close) changes nothing else.
+		n.closeTransport = sync.OnceValue(c.Close)
 	}
-
 	n.snaps = snaps
 	n.probe = cfg.Probe
 	if tr, ok := trans.(*Transport); ok {
@@ -508,7 +495,11 @@ func (n *Node) close(transfer bool) error {
 	// that is shutting down too (its transport still accepts but its Raft no longer reads:
 	// two nodes stopped at once, both still sending) waits until that peer's transport
 	// closes, and the peer's may wait on ours: so after a grace period the transport is
-	// closed, which fails those sends and lets both shutdowns finish.
+	// closed, which fails those sends and lets both shutdowns finish. A send that still does
+	// not return (seen under load: a replication goroutine parked for good) must not keep
+	// an operator's stop waiting forever: past shutdownAbandon the shutdown is abandoned,
+	// logged, and the stores closed under the parked goroutine (which then fails its reads
+	// and exits; nothing more is written, as the main loop has stopped).
 	shut := make(chan error, 1)
 	go func() { shut <- n.Raft.Shutdown().Error() }()
 	var err error
@@ -519,11 +510,39 @@ func (n *Node) close(transfer bool) error {
 			n.lg.Warn("raft shutdown is slow; closing the transport to unblock it", "after", shutdownGrace)
 			_ = n.closeTransport()
 		}
-		err = <-shut
+		select {
+		case err = <-shut:
+		case <-time.After(shutdownAbandon):
+			n.lg.Error("raft shutdown did not finish: abandoning it and closing the stores", "after", shutdownGrace+shutdownAbandon)
+			err = ErrShutdownAbandoned
+		}
 	}
-	n.closeStores()
+	n.closeStoresWithin(shutdownGrace)
 	return err
 }
+
+// closeStoresWithin closes the stores, giving up after d (a bolt Close waits for open
+// transactions, which a goroutine of an abandoned shutdown may hold).
+func (n *Node) closeStoresWithin(d time.Duration) {
+	done := make(chan struct{})
+	go func() { defer close(done); n.closeStores() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		n.lg.Error("closing the stores is stuck; leaving them", "after", d)
+	}
+}
+
+// ErrShutdownAbandoned is returned by Close and Kill when Raft's shutdown did not finish
+// within shutdownGrace+shutdownAbandon even after the transport was closed: the node has
+// stopped taking part (its main loop is gone and its stores are closed), but a Raft
+// goroutine was left parked.
+var ErrShutdownAbandoned = errors.New("raft shutdown did not finish in time: abandoned")
+
+// shutdownAbandon is how long Raft may take to finish shutting down once the transport is
+// closed: the transport's RPC timeout (10 s, NewTransport), by which every send bounded
+// by its deadline has failed.
+const shutdownAbandon = 10 * time.Second
 
 // shutdownGrace is how long Raft may take to shut down before the transport is closed under
 // it (see close).

@@ -83,7 +83,7 @@ func (w *stateWatch) saw(s raft.RaftState) bool {
 // and can lead.
 func TestLeaderWhoseLogWritesFailStepsDownAndStaysOut(t *testing.T) {
 	faults := make([]*faultLogs, 3)
-	c := newMemCluster(t, memOptions{config: func(i int, cfg *Config) {
+	c := startCluster(t, clusterOptions{config: func(i int, cfg *Config) {
 		cfg.StorageProbeInterval = 20 * time.Millisecond
 		cfg.WrapLogStore = func(ls raft.LogStore) raft.LogStore {
 			faults[i] = &faultLogs{LogStore: ls}
@@ -118,7 +118,7 @@ func TestLeaderWhoseLogWritesFailStepsDownAndStaysOut(t *testing.T) {
 	term := healthy.n.Raft.CurrentTerm()
 	for round := 0; round < 2; round++ {
 		from := c.waitOtherLeader(l, 20*time.Second)
-		var to *memNode
+		var to *tnode
 		for _, mn := range c.nodes {
 			if mn != l && mn != from {
 				to = mn
@@ -162,21 +162,4 @@ func TestLeaderWhoseLogWritesFailStepsDownAndStaysOut(t *testing.T) {
 		}
 		return false
 	}, "the healed node to lead")
-}
-
-// waitOtherLeader waits for a Raft leader other than not whose writes commit, and returns
-// it.
-func (c *memCluster) waitOtherLeader(not *memNode, within time.Duration) *memNode {
-	c.t.Helper()
-	var got *memNode
-	waitFor(c.t, within, func() bool {
-		for _, mn := range c.nodes {
-			if mn != not && mn.n.LeaderReady() {
-				got = mn
-				return true
-			}
-		}
-		return false
-	}, "a ready leader among the healthy nodes")
-	return got
 }

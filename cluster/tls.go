@@ -31,8 +31,8 @@ func NewTLSTransport(bind, advertise string, server, client *tls.Config, lg hclo
 		// empty joiner: "failed to get previous log") can leave the leader's replication
 		// goroutine parked for good: that follower gets no more entries and Raft.Shutdown
 		// never returns (seen here in the --peers recovery test under -race; the same
-		// deadlock is analysed in grafana/pyroscope#5518). raft#541 measured little gain
-		// from pipelining with batching, which txcoord uses.
+		// deadlock is analysed in grafana/pyroscope#5518). Transactions gain nothing from
+		// pipelining (docs/performance.md, "Raft pipelining").
 		MaxRPCsInFlight: 1,
 	})
 	return &Transport{NetworkTransport: nt, Stream: s}, nil

@@ -5,17 +5,32 @@
 # machine fails here; fix it by asserting the property with generous bounds, never by
 # sleeping. Usage: scripts/test-loaded.sh [packages...].
 #
-# By default: httpapi and coordinator whole, and the server tests that hold under load
-# (LOADED_SERVER_TESTS). Measured on the 2-core machine with stress-ng and other work on it:
-# the whole server suite took over 20 minutes loaded and four of its tests still fail
-# there (see the report of issue 12: TestAtomicityUnderParticipantFaults,
-# TestDataDirStopsGrowing, TestSkewedNodeNeverLeads hanging in a raft pipeline at shutdown,
-# cluster's TestFormationRestartedNodeNeverBootstraps); add them here once fixed.
+# By default: httpapi and coordinator whole, and the server and cluster tests that run
+# clusters through elections, failover, faults and shutdown (LOADED_SERVER_TESTS,
+# LOADED_SHORT_TESTS run with -short,
+# LOADED_CLUSTER_TESTS): the whole server suite took over 20 minutes loaded, so the lists
+# are targeted to keep the run within about 8 minutes. Tests once excluded here and back
+# (issue 12): TestAtomicityUnderParticipantFaults (a 503 during an election counted as a
+# failure; it now retries with the Idempotency-Key, as a client does),
+# TestSkewedNodeNeverLeads (hung in raft's Shutdown; a stop is now bounded, see
+# cluster.ErrShutdownAbandoned and TestStopReturnsWhenRaftShutdownIsStuck),
+# TestFailoverDuringPhaseTwo (asserted exact terms) and cluster's
+# TestFormationRestartedNodeNeverBootstraps (its nodes' stops, on a transport the test
+# gave, did not get the grace-period transport close; now they do). Still out:
+# TestDataDirStopsGrowing. It passed 6 loaded runs here; in a seventh, after two leader
+# changes, the former leader (a follower then) applied nothing for 60 s while the other
+# two went on ("failed to get previous log" from it, "appendEntries rejected, sending
+# older logs" from the new leader, then silence): a replication stall to investigate
+# (with TrailingLogs 100 and a snapshot check every 50 ms), not a test expectation. Since
+# main's level-3 Prune rules it also fails idle ("N transactions kept, retention is 100").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
-server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP)$}"
-cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*)$}"
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestSkewedNodeNeverLeads)$}"
+# -short: the same faults and checker over 200 transactions instead of 1,000 (make test runs
+# the 1,000; loaded they took 100 s here).
+short_tests="${LOADED_SHORT_TESTS:-^(TestAtomicityUnderParticipantFaults)$}"
+cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*|TestFormationRestartedNodeNeverBootstraps|TestStopReturnsWhenRaftShutdownIsStuck)$}"
 default=0
 [ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }
 if ! command -v stress-ng >/dev/null; then
@@ -31,6 +46,7 @@ echo "loaded run: stress-ng --cpu $cores (pid $load) while go test -race ${pkgs[
 go test -race -count=1 -timeout 20m "${pkgs[@]}"
 if [ "$default" = 1 ]; then
   go test -race -count=1 -timeout 15m -run "$server_tests" ./server/
+  go test -race -count=1 -timeout 10m -short -run "$short_tests" ./server/
   go test -race -count=1 -timeout 10m -run "$cluster_tests" ./cluster/
 fi
 echo "loaded run took $(( $(date +%s) - start )) s"

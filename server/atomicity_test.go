@@ -1,13 +1,10 @@
 package server_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
@@ -75,22 +72,15 @@ func TestAtomicityUnderParticipantFaults(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			for k := w; k < total; k += workers {
 				base := c.Node(rng.IntN(c.Len())).URL()
-				body, _ := json.Marshal(map[string]any{"services": urls, "timeout": 2000})
-				resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
-				if err != nil {
-					mu.Lock()
-					failures++
-					mu.Unlock()
-					continue
-				}
-				var out outcome
-				_ = json.NewDecoder(resp.Body).Decode(&out)
-				resp.Body.Close()
+				// A 503 during a leader change (a loaded machine) is retried with the same
+				// Idempotency-Key, as a client would: still one transaction per request.
+				out, err := postDefinite(base, urls, 2000, fmt.Sprintf("atomicity-%d", k))
 				mu.Lock()
-				if resp.StatusCode == http.StatusOK {
+				if err == nil {
 					answers[out.TransactionID] = out.Status
 				} else {
 					failures++
+					t.Logf("request %d: %v", k, err)
 				}
 				mu.Unlock()
 			}

@@ -230,12 +230,26 @@ func TestC07_ReplayIsSilent(t *testing.T) {
 	}
 }
 
-// postCommitted sends one transaction with an Idempotency-Key and wants it committed. A 503
-// (no leader for a moment, or an outcome not known yet: a loaded machine) is retried with the
-// same key after its Retry-After, a bounded number of times; the key makes the retries one
-// transaction.
+// postCommitted sends one transaction with an Idempotency-Key and wants it committed
+// (postDefinite's retries).
 func postCommitted(base string, services []string, key string) error {
-	body, _ := json.Marshal(map[string]any{"services": services, "timeout": 5000})
+	out, err := postDefinite(base, services, 5000, key)
+	if err != nil {
+		return err
+	}
+	if out.Status != "committed" {
+		return fmt.Errorf("transaction %s %s, want committed", key, out.Status)
+	}
+	return nil
+}
+
+// postDefinite sends one transaction with an Idempotency-Key until it gets a definite
+// answer (HTTP 200) and returns it. A 503 (no leader for a moment, or an outcome not known
+// yet: a loaded machine) or a 202 (still running) is retried with the same key after its
+// Retry-After, a bounded number of times; the key makes the retries one transaction, as the
+// API promises a client that retries.
+func postDefinite(base string, services []string, timeoutMs int, key string) (outcome, error) {
+	body, _ := json.Marshal(map[string]any{"services": services, "timeout": timeoutMs})
 	var last string
 	for attempt := 0; attempt < 20; attempt++ {
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/transactions", bytes.NewReader(body))
@@ -243,23 +257,23 @@ func postCommitted(base string, services []string, key string) error {
 		req.Header.Set(participant.IdempotencyKeyHeader, key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return err
+			return outcome{}, err
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		var out outcome
 		_ = json.Unmarshal(raw, &out)
-		switch {
-		case resp.StatusCode == http.StatusOK && out.Status == "committed":
-			return nil
-		case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusAccepted:
+		switch resp.StatusCode {
+		case http.StatusOK:
+			return out, nil
+		case http.StatusServiceUnavailable, http.StatusAccepted:
 			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, raw)
 			<-time.After(time.Second) // Retry-After: 1, as the API asks
 		default:
-			return fmt.Errorf("HTTP %d %s", resp.StatusCode, raw)
+			return outcome{}, fmt.Errorf("HTTP %d %s", resp.StatusCode, raw)
 		}
 	}
-	return fmt.Errorf("transaction %s not committed after 20 attempts; last %s", key, last)
+	return outcome{}, fmt.Errorf("transaction %s without a definite answer after 20 attempts; last %s", key, last)
 }
 
 // callsByTxn tallies every participant call: transaction id -> "kind/phase" -> count.

@@ -62,8 +62,11 @@ func TestDataDirStopsGrowing(t *testing.T) {
 	}})
 	leader := c.WaitLeader(10 * time.Second)
 	base := c.Node(leader).URL()
-	body, _ := json.Marshal(map[string]any{"services": urls, "timeout": 5000})
 
+	// A POST that meets a leader change on a loaded machine gets 503 with Retry-After and
+	// is retried, as a client would (postRetrying): the property here is the bounded data
+	// directory, not an election-free run.
+	body, _ := json.Marshal(map[string]any{"services": urls, "timeout": 5000})
 	round := func() {
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
@@ -72,14 +75,8 @@ func TestDataDirStopsGrowing(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for k := 0; k < 50; k++ {
-					resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
-					if err != nil {
+					if err := postRetrying(base, body); err != nil {
 						errs <- err
-						return
-					}
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						errs <- fmt.Errorf("HTTP %d", resp.StatusCode)
 						return
 					}
 				}
@@ -114,8 +111,24 @@ func TestDataDirStopsGrowing(t *testing.T) {
 		sizes = append(sizes, dirSize(t, dirs[leader]))
 	}
 	t.Logf("leader data dir after each round of 400 transactions: %v bytes", sizes)
-	// The first rounds grow the bolt file to its working size; after that it reuses pages.
-	if last, ref := sizes[len(sizes)-1], sizes[2]; float64(last) > 1.25*float64(ref) {
+	// The first round grows the bolt file to about its working size; after that it reuses
+	// pages. bbolt grows a small file by doubling it, and when the high-water mark of the
+	// bounded log crosses a step depends on timing (seen: 128 KiB -> 256 KiB in any round),
+	// so one such step after the first round is allowed, never more, and apart from it the
+	// size must level off: at most 25% more over the rounds after round 3 (or after the
+	// step). A log that grew with the transactions doubles raft.db twice over these 2,000
+	// (about 0.5 MB); FSM state that is never pruned grows a little every round.
+	steps, step := 0, 0
+	for r := 1; r < len(sizes); r++ {
+		if float64(sizes[r]) > 1.25*float64(sizes[r-1]) {
+			steps, step = steps+1, r
+		}
+	}
+	last := sizes[len(sizes)-1]
+	if steps > 1 || float64(last) > 2.1*float64(sizes[0]) {
+		t.Fatalf("data dir grew from %d to %d bytes in %d steps: the log is not bounded", sizes[0], last, steps)
+	}
+	if ref := sizes[max(2, step)]; float64(last) > 1.25*float64(ref) {
 		t.Fatalf("data dir grew from %d to %d bytes over the last rounds: the log is not bounded", ref, last)
 	}
 }
@@ -126,4 +139,27 @@ func sumCounts[K comparable](m map[K]int) int {
 		n += v
 	}
 	return n
+}
+
+// postRetrying posts body until it gets 200, retrying a 503 after its Retry-After (1 s) up
+// to 20 times. Without an Idempotency-Key (as this test always posted, so that no key
+// outlives its transaction in the FSM) a retry after an unknown outcome may start a second
+// transaction, which this test does not count.
+func postRetrying(base string, body []byte) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		resp, err := http.Post(base+"/v1/transactions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			return nil
+		case http.StatusServiceUnavailable:
+			<-time.After(time.Second) // Retry-After: 1, as the API asks
+		default:
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+	}
+	return fmt.Errorf("no 200 after 20 attempts")
 }

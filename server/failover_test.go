@@ -150,21 +150,35 @@ func TestFailoverDuringPhaseTwo(t *testing.T) {
 	}
 	checkLedgers(t, svcs, r.out.TransactionID, participant.StateCommitted)
 
-	// Every call names the leader that sent it and its term: the hotel's Commits came from
-	// the old leader and then from the new one, in a higher term.
-	newID, newTerm := c.Node(newLeader).Node.ID(), c.Node(newLeader).Node.Raft.CurrentTerm()
+	// Every call names the leader that sent it and its term: the hotel's first Commit came
+	// from the killed leader, and the one that finished the transaction from another node
+	// in a higher term (a new leader re-sent the decision). On a loaded machine leadership
+	// may move again after that, so neither the last sender nor its term is pinned to the
+	// leader seen at the end; and no Rollback ever reached the hotel (O2).
+	oldID := c.Peer(leader).ID
 	var senders []string
 	var terms []uint64
 	reqs := svcs[1].Requests() // logged as each finishes: put them in arrival order
 	sort.SliceStable(reqs, func(i, j int) bool { return reqs[i].Received.Before(reqs[j].Received) })
 	for _, req := range reqs {
-		if req.TransactionID == r.out.TransactionID && req.Phase == participant.PhaseCommit {
+		if req.TransactionID != r.out.TransactionID {
+			continue
+		}
+		if req.Phase == participant.PhaseRollback {
+			t.Fatalf("the hotel was sent Rollback for a transaction decided commit (by %s in term %d)", req.Node, req.Term)
+		}
+		if req.Phase == participant.PhaseCommit {
 			senders, terms = append(senders, req.Node), append(terms, req.Term)
 		}
 	}
-	if len(senders) < 2 || senders[0] == newID || senders[len(senders)-1] != newID ||
-		terms[0] >= terms[len(terms)-1] || terms[len(terms)-1] != newTerm {
-		t.Fatalf("hotel commits came from %v in terms %v; want the old leader, then %s in term %d", senders, terms, newID, newTerm)
+	last := len(senders) - 1
+	if len(senders) < 2 || senders[0] != oldID || senders[last] == oldID || terms[last] <= terms[0] {
+		t.Fatalf("hotel commits came from %v in terms %v; want %s first, then a later leader in a higher term", senders, terms, oldID)
+	}
+	for i, term := range terms[1:] {
+		if senders[i+1] != oldID && term <= terms[0] {
+			t.Fatalf("hotel commits came from %v in terms %v: %s re-sent in a term not after the killed leader's", senders, terms, senders[i+1])
+		}
 	}
 }
 
