@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/fsm"
 	"github.com/txcoord/txcoord/internal/participanttest"
@@ -65,7 +67,7 @@ func TestInquirePresumesAbort(t *testing.T) {
 	r := newRig(t)
 	r.level3(t)
 	l := r.lead(fastCfg(), nil)
-	const id = "0190a8e2-7b3c-7def-8123-00000000aaaa"
+	id := uuid.Must(uuid.NewV7()).String() // minted now: after the horizon (a version-7 id carries its time)
 	deadline := time.Now().Add(-5 * time.Second)
 	a := inquire(t, l, id, deadline)
 	if a.Outcome != coordinator.OutcomeRolledBack || a.Txn == nil || !a.Txn.PresumedAborted() {
@@ -127,7 +129,7 @@ func TestInquireDecisionLoggedFirst(t *testing.T) {
 	r := newRig(t)
 	r.level3(t)
 	l := r.lead(fastCfg(), nil)
-	const id = "0190a8e2-7b3c-7def-8123-00000000bbbb"
+	id := uuid.Must(uuid.NewV7()).String()
 	deadline := time.Now().Add(-3 * time.Second)
 	r.log.setGate(func(c fsm.Command) {
 		if c.Type() == fsm.CmdPresumeAbort {
