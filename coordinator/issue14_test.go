@@ -66,17 +66,24 @@ func TestPhaseTwoWindowEnds(t *testing.T) {
 	counts(t, fps[1], 1, int(got.States[1].Attempts), 0)
 }
 
+// deadURL returns the base URL of a loopback port where nothing listens (a typo'd URL:
+// every call is refused before a request is written).
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return "http://" + ln.Addr().String()
+}
+
 // TestConnectionRefusedEndsRolledBack (issue 14, item 2): a participant URL where nothing
 // listens (a typo) never received a call: the transaction ends rolled_back, not failed,
 // with a clear error, and no Rollback is sent there; the others get theirs.
 func TestConnectionRefusedEndsRolledBack(t *testing.T) {
 	fps := newFPs(t, 2)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
+	dead := deadURL(t)
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
 	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
@@ -116,12 +123,7 @@ func TestNeverDeliveredSurvivesLeaderChange(t *testing.T) {
 	// The other participant's Rollback hangs: no failed attempt (whose Progress entry would
 	// carry every report anyway) before the leader changes.
 	fps[0].Set(rollback, participanttest.Hang())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
+	dead := deadURL(t)
 	r := newRig(t)
 	l1 := r.lead(fastCfg(), nil)
 	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})

@@ -394,28 +394,38 @@ func (c *Decide) encode(e *encoder) {
 	e.id(c.ID)
 	e.Byte(byte(c.Decision))
 	e.Varint(c.At)
-	e.Uvarint(uint64(len(c.Votes)))
-	for i, v := range c.Votes {
+	e.votes(c.Votes, c.Reasons)
+}
+
+// votes writes one vote and reason per participant (Decide, and FastDecide's abort).
+func (e *encoder) votes(votes []Vote, reasons []string) {
+	e.Uvarint(uint64(len(votes)))
+	for i, v := range votes {
 		e.Byte(byte(v))
 		reason := ""
-		if i < len(c.Reasons) {
-			reason = c.Reasons[i]
+		if i < len(reasons) {
+			reason = reasons[i]
 		}
 		e.String(reason)
 	}
+}
+
+// votes reads what encoder.votes wrote.
+func (d *decoder) votes() ([]Vote, []string) {
+	n := d.Count(2)
+	votes, reasons := make([]Vote, n), make([]string, n)
+	for i := 0; i < n && d.Err == nil; i++ {
+		votes[i] = Vote(d.Byte())
+		reasons[i] = d.String()
+	}
+	return votes, reasons
 }
 
 func (c *Decide) decode(d *decoder) {
 	c.ID = d.id()
 	c.Decision = Decision(d.Byte())
 	c.At = d.Varint()
-	n := d.Count(2)
-	c.Votes = make([]Vote, n)
-	c.Reasons = make([]string, n)
-	for i := 0; i < n && d.Err == nil; i++ {
-		c.Votes[i] = Vote(d.Byte())
-		c.Reasons[i] = d.String()
-	}
+	c.Votes, c.Reasons = d.votes()
 }
 
 func (c *Complete) encode(e *encoder) {

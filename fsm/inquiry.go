@@ -126,15 +126,7 @@ func (c *FastDecide) encode(e *encoder) {
 	if c.Decision == DecisionCommit {
 		return
 	}
-	e.Uvarint(uint64(len(c.Votes)))
-	for i, v := range c.Votes {
-		e.Byte(byte(v))
-		reason := ""
-		if i < len(c.Reasons) {
-			reason = c.Reasons[i]
-		}
-		e.String(reason)
-	}
+	e.votes(c.Votes, c.Reasons)
 }
 
 func (c *FastDecide) decode(d *decoder) {
@@ -144,13 +136,7 @@ func (c *FastDecide) decode(d *decoder) {
 	if c.Decision == DecisionCommit {
 		return
 	}
-	n := d.Count(2)
-	c.Votes = make([]Vote, n)
-	c.Reasons = make([]string, n)
-	for i := 0; i < n && d.Err == nil; i++ {
-		c.Votes[i] = Vote(d.Byte())
-		c.Reasons[i] = d.String()
-	}
+	c.Votes, c.Reasons = d.votes()
 }
 
 func (c *FastDecide) apply(f *FSM, index uint64) (Result, []string) {
