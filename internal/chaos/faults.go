@@ -21,8 +21,9 @@ const (
 	// 2-8 election timeouts, then heals: the majority elects a successor while the old
 	// leader, still running and serving HTTP, steps down after its lease. Config.Partitions.
 	FaultLeaderSplit = "leader-partition"
-	// FaultFollowerSplit cuts one follower the same way: it campaigns alone, and on heal its
-	// higher term deposes the leader (no pre-vote in hashicorp/raft v1.7). Config.Partitions.
+	// FaultFollowerSplit cuts one follower the same way: it times out and asks for votes no
+	// one can hear; on heal pre-vote (docs/failover.md) should keep it from deposing a
+	// healthy leader, and it catches up from the leader. Config.Partitions.
 	FaultFollowerSplit = "follower-partition"
 )
 

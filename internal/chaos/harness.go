@@ -4,7 +4,9 @@
 // log file, drives bounded concurrent load through the HTTP API with an Idempotency-Key per
 // logical request, and on a printed seed injects faults: SIGKILL of the leader (restarted
 // after a short downtime), SIGKILL of followers, SIGSTOP of the leader for longer than the
-// election timeout, SIGKILL of every node at once, graceful leader shutdown, and slow or
+// election timeout, SIGKILL of every node at once, graceful leader shutdown, network
+// partitions (with Config.Partitions: the leader or a follower cut from every other node's
+// Raft traffic through a TCP proxy per node, netsplit.go, then healed), and slow or
 // failing participants (NACKs, delays, HTTP 500s, dropped connections through the demo's
 // POST /control). Then it restores everything, waits for quiet and checks every oracle of
 // ../shared/cases/README.md (O1-O5), the atomicity checker, and that every definite client
