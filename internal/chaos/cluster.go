@@ -137,7 +137,8 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 		}
 	}()
 	kinds := []string{demo.KindFlight, demo.KindHotel, demo.KindPayment}
-	ports, err := freePorts(2*cfg.Nodes + len(kinds))
+	// 2 per node, one per participant, then (with Partitions) one per node's Raft proxy.
+	ports, err := freePorts(3*cfg.Nodes + len(kinds))
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +167,8 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 			if c.net == nil {
 				c.net = newNetFabric()
 			}
-			if n.RaftAdvertise, err = c.net.add(n.ID, n.RaftAddr); err != nil {
+			proxyAddr := fmt.Sprintf("127.0.0.1:%d", ports[2*cfg.Nodes+len(kinds)+i])
+			if n.RaftAdvertise, err = c.net.add(n.ID, n.RaftAddr, proxyAddr); err != nil {
 				return nil, err
 			}
 		}

@@ -53,10 +53,10 @@ type raftProxy struct {
 	ln     net.Listener
 }
 
-// add starts the proxy of node id, whose Raft port is target, on a free loopback port and
-// returns its address (the node's --raft-advertise).
-func (f *netFabric) add(id, target string) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// add starts the proxy of node id, whose Raft port is target, on listen ("127.0.0.1:0": a
+// free port) and returns its address (the node's --raft-advertise).
+func (f *netFabric) add(id, target, listen string) (string, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +139,9 @@ func (p *raftProxy) serve() {
 }
 
 // sender reads the first bytes of a connection (up to 4 KiB or 2 s) until they name a
-// node's proxy address other than this one.
+// node's proxy address other than this one. A first byte that is no hashicorp/raft RPC
+// type (0-15; the discovery protocol's 0xD7 is not) ends the search at once: such a client
+// waits for an answer to what it sent.
 func (p *raftProxy) sender(c net.Conn) (string, []byte) {
 	p.f.mu.Lock()
 	addrs := make(map[string]string, len(p.f.byAddr))
@@ -156,6 +158,9 @@ func (p *raftProxy) sender(c net.Conn) (string, []byte) {
 	for len(buf) < 4096 {
 		n, err := c.Read(tmp[:4096-len(buf)])
 		buf = append(buf, tmp[:n]...)
+		if len(buf) > 0 && buf[0] > 15 {
+			return "", buf
+		}
 		for a, id := range addrs {
 			if bytes.Contains(buf, []byte(a)) {
 				return id, buf

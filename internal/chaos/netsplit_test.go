@@ -91,7 +91,7 @@ func TestNetFabric_IsolateCutsBothWaysAndHealRestores(t *testing.T) {
 	proxy := map[string]string{}
 	for _, id := range []string{"n1", "n2", "n3"} {
 		targets[id], lines[id] = echoNode(t)
-		addr, err := f.add(id, targets[id])
+		addr, err := f.add(id, targets[id], "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
