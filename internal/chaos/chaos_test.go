@@ -68,7 +68,10 @@ func TestChaos(t *testing.T) {
 		Clients:        envInt(t, "TXCOORD_CHAOS_CLIENTS", 8),
 		Rate:           float64(envInt(t, "TXCOORD_CHAOS_RATE", 60)),
 		MinLeaderKills: minKills,
-		Out:            os.Stdout,
+		// Network partitions (issue 17, item 4): at least one a minute.
+		Partitions:    true,
+		MinPartitions: max(1, int(dur/time.Minute)),
+		Out:           os.Stdout,
 		// Raft timing (issue 4, item 6): the harness's fast defaults are 300ms/300ms/150ms.
 		HeartbeatTimeout: envDuration(t, "TXCOORD_CHAOS_HEARTBEAT", 0),
 		ElectionTimeout:  envDuration(t, "TXCOORD_CHAOS_ELECTION", 0),

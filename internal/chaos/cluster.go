@@ -24,10 +24,13 @@ import (
 type Node struct {
 	ID       string
 	HTTPAddr string
-	RaftAddr string
-	URL      string // http://HTTPAddr
-	Bin      string // the txcoord binary the node runs: RestartWith changes it; other goroutines use Cluster.BinaryOf
-	proc     *proc
+	RaftAddr string // --raft-addr: the port the node listens on
+	// RaftAdvertise is the address other nodes dial (--peers, --raft-advertise): RaftAddr,
+	// or with Config.Partitions the node's proxy in front of it (netsplit.go).
+	RaftAdvertise string
+	URL           string // http://HTTPAddr
+	Bin           string // the txcoord binary the node runs: RestartWith changes it; other goroutines use Cluster.BinaryOf
+	proc          *proc
 }
 
 // Part is one demo participant process.
@@ -59,6 +62,7 @@ type Cluster struct {
 	Nodes  []*Node
 	Parts  []*Part
 	procs  procSet
+	net    *netFabric   // with Config.Partitions: the proxies in front of every Raft port, else nil
 	http   *http.Client // short control-plane requests
 	events *eventLog
 
@@ -133,7 +137,8 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 		}
 	}()
 	kinds := []string{demo.KindFlight, demo.KindHotel, demo.KindPayment}
-	ports, err := freePorts(2*cfg.Nodes + len(kinds))
+	// 2 per node, one per participant, then (with Partitions) one per node's Raft proxy.
+	ports, err := freePorts(3*cfg.Nodes + len(kinds))
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +162,17 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 	for i := range cfg.Nodes {
 		n := &Node{ID: fmt.Sprintf("n%d", i+1), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]), RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]), Bin: nodeBin}
 		n.URL = "http://" + n.HTTPAddr
-		peers = append(peers, fmt.Sprintf("%s=%s@%s", n.ID, n.RaftAddr, n.HTTPAddr))
+		n.RaftAdvertise = n.RaftAddr
+		if cfg.Partitions {
+			if c.net == nil {
+				c.net = newNetFabric()
+			}
+			proxyAddr := fmt.Sprintf("127.0.0.1:%d", ports[2*cfg.Nodes+len(kinds)+i])
+			if n.RaftAdvertise, err = c.net.add(n.ID, n.RaftAddr, proxyAddr); err != nil {
+				return nil, err
+			}
+		}
+		peers = append(peers, fmt.Sprintf("%s=%s@%s", n.ID, n.RaftAdvertise, n.HTTPAddr))
 		c.Nodes = append(c.Nodes, n)
 	}
 	c.peers = strings.Join(peers, ",")
@@ -221,6 +236,9 @@ func (c *Cluster) serveArgs(ctx context.Context, n *Node, bin string) []string {
 		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(), "--election-timeout", cfg.ElectionTimeout.String(),
 		"--leader-lease-timeout", cfg.LeaderLease.String(), "--snapshot-threshold", fmt.Sprint(cfg.SnapshotThreshold),
 		"--log-level", cfg.NodeLogLevel}
+	if n.RaftAdvertise != n.RaftAddr {
+		args = append(args, "--raft-advertise", n.RaftAdvertise)
+	}
 	// Tag every call with the sending node, so the participants' request logs say who sent
 	// what (binaries without the flag just go without).
 	if c.hasParticipantHeader(ctx, bin) {
@@ -246,7 +264,29 @@ func (c *Cluster) hasParticipantHeader(ctx context.Context, bin string) bool {
 }
 
 // Close kills every process. It is safe to call more than once.
-func (c *Cluster) Close() { c.procs.killAll() }
+func (c *Cluster) Close() {
+	c.procs.killAll()
+	if c.net != nil {
+		c.net.Close()
+	}
+}
+
+// Isolate cuts node n from every other node's Raft traffic, both ways, until Heal (only
+// with Config.Partitions; see netFabric). Its HTTP API and the participants stay reachable.
+func (c *Cluster) Isolate(n *Node) error {
+	if c.net == nil {
+		return errors.New("no network partitions without Config.Partitions")
+	}
+	c.net.Isolate(n.ID)
+	return nil
+}
+
+// Heal ends node n's isolation.
+func (c *Cluster) Heal(n *Node) {
+	if c.net != nil {
+		c.net.Heal(n.ID)
+	}
+}
 
 // DumpLogs writes the tail of every process's log to w.
 func (c *Cluster) DumpLogs(w io.Writer, lines int) { c.procs.dumpLogs(w, lines) }
@@ -413,9 +453,12 @@ func (c *Cluster) UnexpectedExits() []string {
 func (c *Cluster) Pause(n *Node) error  { return n.proc.signal(syscall.SIGSTOP) }
 func (c *Cluster) Resume(n *Node) error { return n.proc.signal(syscall.SIGCONT) }
 
-// HealAll continues every paused node and starts every dead one.
+// HealAll ends every network partition, continues every paused node and starts every dead one.
 func (c *Cluster) HealAll() error {
 	var errs []error
+	if c.net != nil {
+		c.net.HealAll()
+	}
 	for _, n := range c.Nodes {
 		if n.proc.isPaused() {
 			errs = append(errs, c.Resume(n))

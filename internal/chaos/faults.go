@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -16,6 +17,14 @@ const (
 	FaultLeaderPause  = "leader-sigstop"   // SIGSTOP the leader for longer than the election timeout
 	FaultRestartAll   = "restart-all"      // SIGKILL every node at once, start them all again
 	FaultLeaderTerm   = "leader-sigterm"   // graceful shutdown of the leader (leadership transfer)
+	// FaultLeaderSplit cuts the leader from every other node's Raft traffic (both ways) for
+	// 2-8 election timeouts, then heals: the majority elects a successor while the old
+	// leader, still running and serving HTTP, steps down after its lease. Config.Partitions.
+	FaultLeaderSplit = "leader-partition"
+	// FaultFollowerSplit cuts one follower the same way: it times out and asks for votes no
+	// one can hear; on heal pre-vote (docs/failover.md) should keep it from deposing a
+	// healthy leader, and it catches up from the leader. Config.Partitions.
+	FaultFollowerSplit = "follower-partition"
 )
 
 // kill is one injected node fault that took a leader down (or all nodes).
@@ -83,14 +92,30 @@ func (s *scheduler) results() ([]kill, map[string]int) {
 func (s *scheduler) pick(start, end time.Time) string {
 	s.mu.Lock()
 	done := s.counts[FaultLeaderKill]
+	splits := s.counts[FaultLeaderSplit] + s.counts[FaultFollowerSplit]
 	s.mu.Unlock()
+	frac := float64(time.Since(start)) / float64(end.Sub(start))
 	if s.cfg.MinLeaderKills > 0 {
-		frac := float64(time.Since(start)) / float64(end.Sub(start))
 		if float64(done) < frac*float64(s.cfg.MinLeaderKills)*1.2+1 {
 			return FaultLeaderKill
 		}
 	}
+	// Partitions are forced from a third of the run on when behind their pace (after the
+	// leader kills, which keep their own pace).
+	if s.cfg.Partitions && s.cfg.MinPartitions > 0 && frac > 1.0/3 &&
+		splits < min(s.cfg.MinPartitions, int(math.Ceil((frac-1.0/3)*1.5*float64(s.cfg.MinPartitions)))) {
+		return FaultLeaderSplit
+	}
 	r := s.rng.Float64()
+	if s.cfg.Partitions {
+		switch {
+		case r < 0.12:
+			return FaultLeaderSplit
+		case r < 0.17:
+			return FaultFollowerSplit
+		}
+		r = (r - 0.17) / 0.83 // the rest, by the weights below
+	}
 	switch {
 	case r < 0.55:
 		return FaultLeaderKill
@@ -186,6 +211,31 @@ func (s *scheduler) run(ctx context.Context, end time.Time) {
 			for _, n := range s.c.Nodes {
 				_ = s.c.Restart(n)
 			}
+		case FaultLeaderSplit, FaultFollowerSplit:
+			victim := leader
+			if kind == FaultFollowerSplit {
+				var followers []*Node
+				for _, n := range s.c.Nodes {
+					if n != leader {
+						followers = append(followers, n)
+					}
+				}
+				victim = followers[s.rng.IntN(len(followers))]
+			}
+			d := s.between(2*et, 8*et)
+			at := time.Now()
+			if err := s.c.Isolate(victim); err != nil {
+				s.ev.add(at, "partition-error", victim.ID, "%v", err)
+				continue
+			}
+			s.count(kind)
+			if kind == FaultLeaderSplit {
+				s.recordKill(kill{Kind: kind, At: at, Node: victim.ID, Term: st.Term})
+			}
+			s.ev.add(at, kind, victim.ID, "term %d (leader %s); heal in %s", st.Term, leader.ID, d.Round(time.Millisecond))
+			s.sleep(ctx, d)
+			s.c.Heal(victim)
+			s.ev.add(time.Now(), "partition-healed", victim.ID, "")
 		case FaultLeaderTerm:
 			at := time.Now()
 			s.count(kind)

@@ -4,7 +4,9 @@
 // log file, drives bounded concurrent load through the HTTP API with an Idempotency-Key per
 // logical request, and on a printed seed injects faults: SIGKILL of the leader (restarted
 // after a short downtime), SIGKILL of followers, SIGSTOP of the leader for longer than the
-// election timeout, SIGKILL of every node at once, graceful leader shutdown, and slow or
+// election timeout, SIGKILL of every node at once, graceful leader shutdown, network
+// partitions (with Config.Partitions: the leader or a follower cut from every other node's
+// Raft traffic through a TCP proxy per node, netsplit.go, then healed), and slow or
 // failing participants (NACKs, delays, HTTP 500s, dropped connections through the demo's
 // POST /control). Then it restores everything, waits for quiet and checks every oracle of
 // ../shared/cases/README.md (O1-O5), the atomicity checker, and that every definite client
@@ -50,8 +52,13 @@ type Config struct {
 	FaultGapMin, FaultGapMax time.Duration // pause between faults [500ms, 2s]
 	DowntimeMin, DowntimeMax time.Duration // how long a killed node stays down [200ms, 1s]
 	MinLeaderKills           int           // force leader kills to reach at least this many [0]
-	NoFaults                 bool          // load only (a baseline)
-	NoParticipantFaults      bool          // no participant knobs
+	// Partitions puts a TCP proxy in front of every node's Raft port (netsplit.go) and adds
+	// network partitions to the fault schedule: the leader (or a follower) is cut from every
+	// other node's Raft traffic, both ways, for 2-8 election timeouts, then healed.
+	Partitions          bool
+	MinPartitions       int  // with Partitions, force partitions to reach at least this many [0]
+	NoFaults            bool // load only (a baseline)
+	NoParticipantFaults bool // no participant knobs
 	// Mode is the "mode" of every transaction: "" (the server's default) or "fast" (issue
 	// 17: Prepare before anything is logged; the demo participants inquire). In fast mode a
 	// participant may get a Prepare or a Rollback for a transaction no node has a record of

@@ -69,10 +69,10 @@ func report(cfg Config, res *Result, c *Cluster, mon *monitor, kills []kill, vie
 			}
 		}
 	}
-	forced := res.Kills[FaultLeaderKill] + res.Kills[FaultLeaderPause] + res.Kills[FaultRestartAll] + res.Kills[FaultLeaderTerm]
+	forced := res.Kills[FaultLeaderKill] + res.Kills[FaultLeaderPause] + res.Kills[FaultRestartAll] + res.Kills[FaultLeaderTerm] + res.Kills[FaultLeaderSplit]
 	p("leaderships seen: %d (%d beyond the first and the %d the faults forced: a measure of flapping); longest time without a ready leader: %s%s [%d polls every %s]",
 		mon.leaderChanges(), max(0, mon.leaderChanges()-1-forced), forced, gap.Round(time.Millisecond), cause, polls, cfg.PollInterval)
-	kinds := []string{FaultLeaderKill, FaultLeaderPause, FaultRestartAll, FaultLeaderTerm}
+	kinds := []string{FaultLeaderKill, FaultLeaderPause, FaultRestartAll, FaultLeaderTerm, FaultLeaderSplit}
 	res.Failover, res.FirstDecision = nil, nil
 	for _, kind := range kinds {
 		var fo, fd []time.Duration
