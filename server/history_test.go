@@ -72,7 +72,7 @@ func TestPrunedTransactionsStayReadable(t *testing.T) {
 		}
 		ids = append(ids, out.TransactionID)
 	}
-	pastDeadlines(t, 5000*time.Millisecond, 6, func() { post(t, c.Node(leader).URL(), urls, 5000) })
+	servertest.PastDeadlines(5000*time.Millisecond, 6, func() { post(t, c.Node(leader).URL(), urls, 5000) })
 	// Every node has pruned all but a few, and archived them.
 	err := c.Eventually(30*time.Second, func() error {
 		for i := 0; i < c.Len(); i++ {
@@ -391,7 +391,7 @@ func TestLaggingFollowerArchiveGap(t *testing.T) {
 		}
 	}
 	before := postN(30)
-	pastDeadlines(t, 5000*time.Millisecond, 6, func() { postN(1) })
+	servertest.PastDeadlines(5000*time.Millisecond, 6, func() { postN(1) })
 	archivedOn(lag, 15)
 	if err := c.Node(lag).Archive.Sync(); err != nil {
 		t.Fatal(err)
@@ -407,7 +407,7 @@ func TestLaggingFollowerArchiveGap(t *testing.T) {
 	c.StartNode(lag)
 	c.WaitLeader(30 * time.Second)
 	after := postN(30)
-	pastDeadlines(t, 5000*time.Millisecond, 6, func() { postN(1) })
+	servertest.PastDeadlines(5000*time.Millisecond, 6, func() { postN(1) })
 	healthy := (lag + 1) % 3
 	archivedOn(healthy, 30+150+30-10)
 	// The follower applies the same Prunes (after its snapshot) as the healthy node.
@@ -489,17 +489,4 @@ func TestLaggingFollowerArchiveGap(t *testing.T) {
 		}
 	}
 	t.Logf("follower node %d: gap %v, %d of %d transactions not on it", lag, st.Gaps, missing, len(before)+len(during)+len(after))
-}
-
-// pastDeadlines waits until every transaction posted so far (with phase-one timeout
-// timeout) is past its deadline, then posts n more with post. From feature level 3 a record
-// is kept until its deadline is also before the prune's cut-off (the retention horizon,
-// docs/fast-path.md), and a count limit's cut-off moves only with newer transactions: n
-// more than the limit move it past every earlier deadline.
-func pastDeadlines(t *testing.T, timeout time.Duration, n int, post func()) {
-	t.Helper()
-	time.Sleep(timeout + 50*time.Millisecond) // the condition is the wall clock itself
-	for range n {
-		post()
-	}
 }

@@ -128,9 +128,7 @@ func TestHistoryCommand(t *testing.T) {
 	// the finish of the 6th newest. Once every posted deadline (5 s after its creation, on
 	// this machine's clock) has passed, six more transactions move that cut-off past all 30,
 	// and no deadline of theirs has passed it: the archive then holds exactly the 30.
-	lastDeadline := time.Now().Add(5*time.Second + 50*time.Millisecond)
-	time.Sleep(time.Until(lastDeadline)) // the condition is the wall clock itself
-	maps.Copy(posted, submitMany(t, cl, 6))
+	servertest.PastDeadlines(5*time.Second, 1, func() { maps.Copy(posted, submitMany(t, cl, 6)) })
 	// Each node archives as it applies the Prunes.
 	if err := cl.Eventually(60*time.Second, func() error {
 		for i := 0; i < cl.Len(); i++ {

@@ -279,3 +279,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// PastDeadlines waits until every transaction posted so far with phase-one timeout timeout
+// is past its deadline, then calls post n times. From feature level 3 a finished record is
+// kept until its deadline is also before the prune's cut-off (the retention horizon,
+// docs/fast-path.md), and a count limit's cut-off moves only with newer transactions: n
+// more than the limit move it past every earlier deadline.
+func PastDeadlines(timeout time.Duration, n int, post func()) {
+	time.Sleep(timeout + 50*time.Millisecond) // the condition is the wall clock itself
+	for range n {
+		post()
+	}
+}
