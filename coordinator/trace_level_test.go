@@ -16,8 +16,7 @@ import (
 // cannot apply a traced Begin, type 16) a traced leader logs an untraced Begin (type 1) and
 // still records the transaction's spans.
 func TestTraceBelowLevel4LogsNoContext(t *testing.T) {
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
