@@ -33,18 +33,10 @@ cluster has one (--token, or env ` + envClusterToken + `).
 	}
 	withConn := func(c *cobra.Command, f *connFlags, wait *time.Duration) *cobra.Command {
 		f.preferClustr = true
-		f.register(c.Flags())
-		c.Flags().DurationVar(wait, "wait", 30*time.Second, "give up after this long (retrying unreachable nodes and 503 answers until then)")
 		c.Long = c.Short + ".\n\n" + clusterExitHelp
-		return c
+		return f.registerWithWait(c, wait)
 	}
-	ctxFor := func(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
-		ctx := cmd.Context()
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		return context.WithTimeout(ctx, d)
-	}
+	ctxFor := waitContext
 
 	var sf connFlags
 	var swait time.Duration
@@ -273,11 +265,7 @@ func waitVoter(cmd *cobra.Command, f *connFlags, id string, wait time.Duration) 
 	if err != nil {
 		return failed(cmd, err)
 	}
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	ctx, cancel := waitContext(cmd, wait)
 	defer cancel()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
