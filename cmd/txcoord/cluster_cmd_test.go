@@ -8,25 +8,12 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/api"
-	"github.com/txcoord/txcoord/httpapi"
-	"github.com/txcoord/txcoord/server"
-	"github.com/txcoord/txcoord/server/servertest"
 )
 
 // Every cluster command against a real cluster with tokens: --token and the environment,
 // --output table|json, and the documented exit statuses.
 func TestClusterCommands(t *testing.T) {
-	const clientTok, clusterTok = "cli-client-token-0123456789", "cli-cluster-token-0123456789"
-	t.Setenv(envToken, "")
-	t.Setenv(envAPITokens, "")
-	t.Setenv(envClusterToken, "")
-	t.Setenv("TXCOORD_NODE", "")
-	cl := servertest.Start(t, servertest.Options{Tune: func(_ int, c *server.Config) {
-		a, _ := httpapi.NewTokenSet(clientTok)
-		k, _ := httpapi.NewTokenSet(clusterTok)
-		c.API.Auth = &httpapi.Auth{API: a, Cluster: k}
-	}})
-	leader := cl.WaitLeader(30 * time.Second)
+	cl, leader := tokenCluster(t)
 	follower := (leader + 1) % 3
 	node := cl.Node(follower).URL()
 
