@@ -1,8 +1,8 @@
 package fsm_test
 
 import (
-	"encoding/hex"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
