@@ -361,3 +361,19 @@ func (c *Cluster) WaitConverged(within time.Duration) error {
 	}
 	return nil
 }
+
+// WaitReady waits up to within for WaitLeader and then WaitLevel(lv) (payloads need level
+// 2, fast mode 3; version.FeatureLevel is this build's), and returns the leader's index.
+func (c *Cluster) WaitReady(lv uint32, within time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
+	if _, err := c.WaitLeader(within); err != nil {
+		return -1, err
+	}
+	if err := c.WaitLevel(lv, time.Until(deadline)); err != nil {
+		return -1, err
+	}
+	if l := c.Leader(); l >= 0 {
+		return l, nil
+	}
+	return c.WaitLeader(time.Until(deadline)) // leadership moved meanwhile
+}
