@@ -25,14 +25,6 @@ import (
 	"github.com/txcoord/txcoord/server"
 )
 
-// Raft timings of a local cluster: quick elections on loopback (production keeps its
-// conservative defaults). They do not change the steady-state commit path.
-const (
-	HeartbeatTimeout   = 300 * time.Millisecond
-	ElectionTimeout    = 300 * time.Millisecond
-	LeaderLeaseTimeout = 150 * time.Millisecond
-)
-
 // restartWithin bounds the retries of a node's start: a port freed by a killed node (or
 // by the reservation a moment ago) can take a moment to be reusable.
 const restartWithin = 10 * time.Second
@@ -47,7 +39,7 @@ type Options struct {
 	// Logger is the nodes' logger; each node logs with "node" set to its id [discard].
 	Logger hclog.Logger
 	// Tune adjusts node i's config before each start (and restart); it sees the defaults
-	// above already set.
+	// (loopback's Raft timings) already set.
 	Tune func(i int, c *server.Config)
 }
 
@@ -101,7 +93,7 @@ func Start(o Options) (*Cluster, error) {
 }
 
 // config returns the config node i starts with: the production server.Config on its
-// reserved addresses and data directory, with the quick timings above, then Tune.
+// reserved addresses and data directory, with loopback's quick Raft timings, then Tune.
 func (c *Cluster) config(i int) server.Config {
 	p := c.peers[i]
 	cfg := server.Config{
@@ -109,7 +101,8 @@ func (c *Cluster) config(i int) server.Config {
 		Logger:   c.opts.Logger.With("node", p.ID),
 		Cluster: cluster.Config{
 			NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: c.dirs[i], Peers: c.peers,
-			HeartbeatTimeout: HeartbeatTimeout, ElectionTimeout: ElectionTimeout, LeaderLeaseTimeout: LeaderLeaseTimeout,
+			HeartbeatTimeout: loopback.HeartbeatTimeout, ElectionTimeout: loopback.ElectionTimeout,
+			LeaderLeaseTimeout: loopback.LeaderLeaseTimeout,
 		},
 	}
 	if c.opts.Tune != nil {

@@ -1,9 +1,10 @@
 // Package loopback chooses the 127.0.0.1 addresses of a local cluster: the in-process
 // clusters of tests, `txcoord dev` and bench (internal/localcluster), the processes of the
 // chaos harness and the Raft-level test cluster of package cluster. It is the one rule for
-// those addresses: node i of n is "n<i+1>", its ports are a fixed base plus i or free ones,
-// and every listener stays open until all are chosen, so that the kernel cannot hand one
-// free port out twice. It imports the standard library only, so any package can use it.
+// those addresses (and their quick Raft timings): node i of n is "n<i+1>", its ports are a
+// fixed base plus i or free ones, and every listener stays open until all are chosen, so
+// that the kernel cannot hand one free port out twice. It imports the standard library
+// only, so any package can use it.
 package loopback
 
 import (
@@ -11,6 +12,16 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
+)
+
+// Raft timings of a local cluster (in-process or processes): quick elections on loopback,
+// where production keeps its conservative defaults. They do not change the steady-state
+// commit path.
+const (
+	HeartbeatTimeout   = 300 * time.Millisecond
+	ElectionTimeout    = 300 * time.Millisecond
+	LeaderLeaseTimeout = 150 * time.Millisecond
 )
 
 // ListenError is a port that could not be opened (most often: already in use).
