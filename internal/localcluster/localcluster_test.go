@@ -2,7 +2,9 @@ package localcluster
 
 import (
 	"errors"
+	"go/build"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +83,19 @@ func TestStartErrors(t *testing.T) {
 	var le *loopback.ListenError
 	if !errors.As(err, &le) || le.Addr != busy.Addr().String() {
 		t.Fatalf("Start with RaftPort %d taken: %v, want a ListenError for it", port, err)
+	}
+}
+
+// TestNoTestingDependency: `txcoord dev` and bench link this package into the binary, so
+// it must not import package testing (servertest is the testing.TB wrapper).
+func TestNoTestingDependency(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pkg.Imports {
+		if p == "testing" || strings.HasSuffix(p, "test") {
+			t.Errorf("localcluster imports %s", p)
+		}
 	}
 }

@@ -2,8 +2,10 @@ package loopback
 
 import (
 	"errors"
+	"go/build"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +81,19 @@ func TestPeersFlag(t *testing.T) {
 	}
 	if _, err := PeersFlag([]Peer{{ID: "n1"}}); err == nil {
 		t.Error("a peer without addresses was accepted")
+	}
+}
+
+// TestImportsStandardLibraryOnly: package cluster's own tests and the chaos harness (which
+// runs no node in-process) use this package; it must not pull in anything of txcoord.
+func TestImportsStandardLibraryOnly(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pkg.Imports {
+		if first, _, _ := strings.Cut(p, "/"); strings.Contains(first, ".") {
+			t.Errorf("loopback imports %s; it must import the standard library only", p)
+		}
 	}
 }
