@@ -86,7 +86,7 @@ func setDefault(f *pflag.FlagSet, name, value string) {
 	fl.DefValue = value
 }
 
-// portHint adds to a port that cannot be had which flags choose others.
+// portHint adds, to a port dev cannot have, the flags that choose others.
 func portHint(err error) error {
 	var le *loopback.ListenError
 	if errors.As(err, &le) {

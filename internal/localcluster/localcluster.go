@@ -95,20 +95,55 @@ func Start(o Options) (*Cluster, error) {
 // config returns the config node i starts with: the production server.Config on its
 // reserved addresses and data directory, with loopback's quick Raft timings, then Tune.
 func (c *Cluster) config(i int) server.Config {
-	p := c.peers[i]
-	cfg := server.Config{
-		HTTPBind: p.HTTPAddr,
-		Logger:   c.opts.Logger.With("node", p.ID),
-		Cluster: cluster.Config{
-			NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: c.dirs[i], Peers: c.peers,
-			HeartbeatTimeout: loopback.HeartbeatTimeout, ElectionTimeout: loopback.ElectionTimeout,
-			LeaderLeaseTimeout: loopback.LeaderLeaseTimeout,
-		},
-	}
+	cfg := nodeConfig(c.peers[i], c.dirs[i], c.peers, c.opts.Logger)
 	if c.opts.Tune != nil {
 		c.opts.Tune(i, &cfg)
 	}
 	return cfg
+}
+
+// nodeConfig is the one server.Config of a local node: p's addresses, data directory dir,
+// the static peer list peers (none for a node that waits to be joined) and loopback's
+// quick Raft timings.
+func nodeConfig(p cluster.Peer, dir string, peers []cluster.Peer, lg hclog.Logger) server.Config {
+	return server.Config{
+		HTTPBind: p.HTTPAddr,
+		Logger:   lg.With("node", p.ID),
+		Cluster: cluster.Config{
+			NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: dir, Peers: peers,
+			HeartbeatTimeout: loopback.HeartbeatTimeout, ElectionTimeout: loopback.ElectionTimeout,
+			LeaderLeaseTimeout: loopback.LeaderLeaseTimeout,
+		},
+	}
+}
+
+// StartJoiner starts one node outside any cluster, to be added to one (POST
+// /v1/cluster/join): id, an empty store in dir, no peers, free loopback ports and the
+// local Raft timings. It returns the node and its id and addresses (what a join names).
+// lg may be nil.
+func StartJoiner(id, dir string, lg hclog.Logger) (*server.Server, cluster.Peer, error) {
+	if lg == nil {
+		lg = hclog.NewNullLogger()
+	}
+	var ports loopback.Ports
+	defer ports.Close()
+	h, err := ports.Listen(0, 0)
+	if err != nil {
+		return nil, cluster.Peer{}, err
+	}
+	r, err := ports.Listen(0, 0)
+	if err != nil {
+		return nil, cluster.Peer{}, err
+	}
+	p := cluster.Peer{ID: id, RaftAddr: r, HTTPAddr: h}
+	cfg := nodeConfig(p, dir, nil, lg)
+	cfg.Listener = ports.Take(h)
+	ports.Close()
+	srv, err := server.Start(cfg)
+	if err != nil {
+		return nil, cluster.Peer{}, fmt.Errorf("starting node %s: %w", id, err)
+	}
+	return srv, p, nil
 }
 
 // StartNode starts (or restarts) node i with its data directory as it was left. It is a

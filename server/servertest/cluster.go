@@ -60,6 +60,19 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// StartJoiner starts node id outside the cluster, with an empty store and no peers, to be
+// joined to it (POST /v1/cluster/join), closes it at cleanup, and returns it with its Raft
+// address.
+func StartJoiner(t testing.TB, id string) (*server.Server, string) {
+	t.Helper()
+	srv, p, err := localcluster.StartJoiner(id, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, p.RaftAddr
+}
+
 // StartNode starts (or restarts) node i with its data directory as it was left.
 func (c *Cluster) StartNode(i int) *server.Server {
 	c.t.Helper()
