@@ -228,7 +228,7 @@ func (c *testCluster) openStatic(id string, peers []Peer, dir string) *Node {
 	}
 	n, err := Open(Config{
 		NodeID: id, RaftBind: self.RaftAddr, HTTPAdvertise: self.HTTPAddr, DataDir: dir, Peers: peers, Logger: c.logger(id),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
+		HeartbeatTimeout: loopback.HeartbeatTimeout, ElectionTimeout: loopback.ElectionTimeout, LeaderLeaseTimeout: loopback.LeaderLeaseTimeout,
 		StaticBootstrapInterval: 50 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
