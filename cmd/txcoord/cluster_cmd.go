@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -59,25 +60,44 @@ cluster has one (--token, or env ` + envClusterToken + `).
 			if err != nil {
 				return failed(cmd, err)
 			}
+			// Every other node is asked on its own short deadline, all at once: one that does
+			// not answer (a paused or cut-off leader) is shown unreachable and never costs
+			// the others their answers.
+			at := func(addr string) (*api.ClusterStatus, error) {
+				mctx, mcancel := context.WithTimeout(ctx, memberStatusTimeout)
+				defer mcancel()
+				return c.ClusterAt(mctx, addr)
+			}
 			// Health per member is measured by the leader's autopilot: ask the leader.
 			lv := st
-			if st.Role != "leader" && st.LeaderHTTP != "" {
-				if lv, err = c.ClusterAt(ctx, st.LeaderHTTP); err != nil {
-					lv = &api.ClusterStatus{}
-				}
-			}
-			health := map[string]*api.MemberHealth{}
-			for _, m := range lv.Members {
-				health[m.ID] = m.Health
-			}
 			views := make([]*api.ClusterStatus, len(st.Members))
 			errs := make([]error, len(st.Members))
+			var wg sync.WaitGroup
+			if st.Role != "leader" && st.LeaderHTTP != "" {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var lerr error
+					if lv, lerr = at(st.LeaderHTTP); lerr != nil {
+						lv = &api.ClusterStatus{}
+					}
+				}()
+			}
 			for i, m := range st.Members {
 				if m.HTTPAddr == "" {
 					errs[i] = fmt.Errorf("HTTP address unknown")
 					continue
 				}
-				views[i], errs[i] = c.ClusterAt(ctx, m.HTTPAddr)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					views[i], errs[i] = at(m.HTTPAddr)
+				}()
+			}
+			wg.Wait()
+			health := map[string]*api.MemberHealth{}
+			for _, m := range lv.Members {
+				health[m.ID] = m.Health
 			}
 			if sf.output == "json" {
 				nodeErrs := map[string]string{}
@@ -200,6 +220,11 @@ servers). With --wait (the default 2m) the command waits for that promotion and 
 	cmd.SetFlagErrorFunc(flagError)
 	return cmd
 }
+
+// memberStatusTimeout bounds each member's answer to cluster status (GET /v1/cluster):
+// a healthy node answers in milliseconds; one that does not within this is shown
+// unreachable.
+const memberStatusTimeout = 3 * time.Second
 
 // usageArgs makes a wrong number of arguments exit with status 64 like a bad flag.
 func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
