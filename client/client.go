@@ -163,6 +163,9 @@ type IncompleteError struct {
 	Status         string // the last status seen (a 202), "" if none
 	Last           error  // the last attempt's error, nil after a 202
 	Err            error  // why Submit stopped (the context's error)
+	// NeverSent is true when no attempt was written to any node (every one failed to
+	// connect): no transaction can exist, and resubmitting is as safe as the first try.
+	NeverSent bool
 }
 
 func (e *IncompleteError) Error() string {
@@ -176,6 +179,9 @@ func (e *IncompleteError) Error() string {
 	s += "): " + e.Err.Error()
 	if e.Last != nil {
 		s += "; last error: " + e.Last.Error()
+	}
+	if e.NeverSent {
+		s += " (no node was reached: nothing was started)"
 	}
 	return s
 }
@@ -201,11 +207,15 @@ func (c *Client) Submit(ctx context.Context, t Transaction) (*api.Outcome, error
 		return nil, err
 	}
 	per := c.opts.AttemptTimeout + 2*max(t.Timeout, 5*time.Second)
-	inc := &IncompleteError{IdempotencyKey: key}
+	inc := &IncompleteError{IdempotencyKey: key, NeverSent: true}
 	bo := c.backoff()
 	for {
 		var out api.Outcome
 		code, err := c.once(ctx, per, http.MethodPost, "/v1/transactions", nil, body, key, &out)
+		var ue *unsentError
+		if !errors.As(err, &ue) {
+			inc.NeverSent = false
+		}
 		switch {
 		case err == nil && code == http.StatusOK:
 			return &out, nil

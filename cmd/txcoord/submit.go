@@ -78,6 +78,9 @@ outcome or --wait, so a retry never starts a second transaction (the Go SDK's Su
 			}
 			out, err := c.Submit(ctx, client.Transaction{Services: services, Timeout: timeout, IdempotencyKey: key, Mode: mode})
 			var inc *client.IncompleteError
+			if errors.As(err, &inc) && inc.NeverSent {
+				return failed(cmd, err) // unreachable: nothing can have started (exit 1)
+			}
 			if errors.As(err, &inc) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "txcoord:", err)
 				if cf.output == "json" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,21 @@ func TestNodeDefaultMatchesServe(t *testing.T) {
 		if f.DefValue != "[http://"+serve+"]" || !strings.Contains(f.Usage, ":8080") {
 			t.Errorf("%v --node default %s (serve listens on %s), usage %q", args, f.DefValue, serve, f.Usage)
 		}
+	}
+}
+
+// QA F22: submit to an address where nothing listens reaches no node, so no transaction can
+// exist: exit 1 (unreachable), not 3 (outcome unknown), once --wait is over.
+func TestSubmitToNoNodeIsUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	t.Setenv("TXCOORD_NODE", "")
+	_, stderr, code := run(t, "submit", "--node", dead, "--wait", "1s", "http://127.0.0.1:9/prepare")
+	if code != exitError || !strings.Contains(stderr, "no node was reached") {
+		t.Fatalf("exit %d, stderr %q; want %d and a message saying nothing was started", code, stderr, exitError)
 	}
 }
