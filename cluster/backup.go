@@ -205,6 +205,11 @@ func RestoreBackup(path, dataDir string, lg hclog.Logger) (BackupMeta, error) {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return BackupMeta{}, err
 	}
+	// The snapshot store's directory is made here and gone again if the file is refused:
+	// the data directory is left as it was found (empty), not with an empty snapshots/.
+	snapDir := filepath.Join(dataDir, "snapshots")
+	_, statErr := os.Stat(snapDir)
+	madeSnapDir := os.IsNotExist(statErr)
 	store, err := raft.NewFileSnapshotStoreWithLogger(dataDir, 2, lg.Named("snapshot"))
 	if err != nil {
 		return BackupMeta{}, err
@@ -225,6 +230,9 @@ func RestoreBackup(path, dataDir string, lg hclog.Logger) (BackupMeta, error) {
 	if err != nil {
 		if sink != nil {
 			_ = sink.Cancel()
+		}
+		if madeSnapDir {
+			_ = os.Remove(snapDir) // empty once the sink is canceled; never removes data
 		}
 		return meta, err
 	}
