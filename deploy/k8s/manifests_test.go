@@ -8,7 +8,6 @@ package k8s_test
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,152 +22,32 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	kjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
+
+	"github.com/txcoord/txcoord/deploy/k8s"
 )
 
-// kustomization is the part of kustomize's Kustomization these manifests use; any other
-// field is an error, so a typo cannot pass unnoticed.
-type kustomization struct {
-	APIVersion string   `json:"apiVersion"`
-	Kind       string   `json:"kind"`
-	Namespace  string   `json:"namespace,omitempty"`
-	Resources  []string `json:"resources"`
-	Labels     []struct {
-		Pairs            map[string]string `json:"pairs"`
-		IncludeSelectors bool              `json:"includeSelectors,omitempty"`
-	} `json:"labels,omitempty"`
-	Components []string `json:"components,omitempty"`
-	Images     []struct {
-		Name    string `json:"name"`
-		NewName string `json:"newName,omitempty"`
-		NewTag  string `json:"newTag,omitempty"`
-	} `json:"images,omitempty"`
-}
-
-type manifests struct {
-	kust     kustomization
-	sts      *appsv1.StatefulSet
-	services map[string]*corev1.Service
-	pdb      *policyv1.PodDisruptionBudget
-	netpol   *networkingv1.NetworkPolicy
-}
-
-// decodeStrict turns YAML into JSON (rejecting duplicate keys) and decodes it into v the
-// way the API server's strict field validation does: field names match case-sensitively
-// (encoding/json would take "clusterIp" for "clusterIP"), and unknown or duplicate fields
-// are errors.
-func decodeStrict(data []byte, v any) error {
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return err
-	}
-	strict, err := kjson.UnmarshalStrict(js, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
-	if err != nil {
-		return err
-	}
-	return errors.Join(strict...)
-}
-
-func load(t *testing.T) manifests {
+// load decodes the manifests of this directory (Load) or fails the test.
+func load(t *testing.T) *k8s.Manifests {
 	t.Helper()
-	m := manifests{services: map[string]*corev1.Service{}}
-	raw, err := os.ReadFile("kustomization.yaml")
+	m, err := k8s.Load(".")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if err := decodeStrict(raw, &m.kust); err != nil {
-		t.Fatalf("kustomization.yaml: %v", err)
-	}
-	if m.kust.APIVersion != "kustomize.config.k8s.io/v1beta1" || m.kust.Kind != "Kustomization" {
-		t.Fatalf("kustomization.yaml: apiVersion/kind %s/%s", m.kust.APIVersion, m.kust.Kind)
-	}
-	// Every YAML file here is listed, and every listed file exists.
-	files, _ := filepath.Glob("*.yaml")
-	var listed []string
-	for _, r := range m.kust.Resources {
-		listed = append(listed, r)
-	}
-	for _, f := range files {
-		if f != "kustomization.yaml" && !slices.Contains(listed, f) {
-			t.Errorf("%s is not listed in kustomization.yaml", f)
-		}
-	}
-	for _, f := range listed {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatalf("kustomization.yaml lists %s: %v", f, err)
-		}
-		for i, doc := range splitDocs(raw) {
-			var meta struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-			}
-			if err := yaml.Unmarshal(doc, &meta); err != nil {
-				t.Fatalf("%s doc %d: %v", f, i, err)
-			}
-			var obj any
-			switch meta.APIVersion + "/" + meta.Kind {
-			case "apps/v1/StatefulSet":
-				if m.sts != nil {
-					t.Fatalf("%s: a second StatefulSet", f)
-				}
-				m.sts = &appsv1.StatefulSet{}
-				obj = m.sts
-			case "v1/Service":
-				svc := &corev1.Service{}
-				obj = svc
-				defer func() { m.services[svc.Name] = svc }()
-			case "networking.k8s.io/v1/NetworkPolicy":
-				m.netpol = &networkingv1.NetworkPolicy{}
-				obj = m.netpol
-			case "policy/v1/PodDisruptionBudget":
-				m.pdb = &policyv1.PodDisruptionBudget{}
-				obj = m.pdb
-			default:
-				t.Fatalf("%s doc %d: unexpected %s %s", f, i, meta.APIVersion, meta.Kind)
-			}
-			if err := decodeStrict(doc, obj); err != nil {
-				t.Fatalf("%s doc %d (%s): %v", f, i, meta.Kind, err)
-			}
-		}
 	}
 	return m
 }
 
-func splitDocs(raw []byte) [][]byte {
-	var out [][]byte
-	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(raw), -1) {
-		if strings.TrimSpace(stripComments(d)) != "" {
-			out = append(out, []byte(d))
-		}
-	}
-	return out
-}
-
-func stripComments(s string) string {
-	var b strings.Builder
-	for _, l := range strings.Split(s, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
-
 func TestManifestsDecodeStrictly(t *testing.T) {
 	m := load(t)
-	if m.sts == nil || m.pdb == nil || len(m.services) != 2 {
-		t.Fatalf("want a StatefulSet, a PDB and 2 Services; got sts=%v pdb=%v services=%d", m.sts != nil, m.pdb != nil, len(m.services))
+	if m.StatefulSet == nil || m.PDB == nil || len(m.Services) != 2 {
+		t.Fatalf("want a StatefulSet, a PDB and 2 Services; got sts=%v pdb=%v services=%d", m.StatefulSet != nil, m.PDB != nil, len(m.Services))
 	}
 	// The strict decoder does reject what it should.
 	var svc corev1.Service
-	if err := decodeStrict([]byte("apiVersion: v1\nkind: Service\nspec:\n  clusterIp: None\n"), &svc); err == nil {
+	if err := k8s.DecodeStrict([]byte("apiVersion: v1\nkind: Service\nspec:\n  clusterIp: None\n"), &svc); err == nil {
 		t.Error("an unknown field (clusterIp) was accepted")
 	}
-	if err := decodeStrict([]byte("apiVersion: v1\nkind: Service\nkind: Service\n"), &svc); err == nil {
+	if err := k8s.DecodeStrict([]byte("apiVersion: v1\nkind: Service\nkind: Service\n"), &svc); err == nil {
 		t.Error("a duplicate key was accepted")
 	}
 }
@@ -187,7 +66,7 @@ func selects(sel map[string]string, labels map[string]string) bool {
 
 func TestManifestsAgree(t *testing.T) {
 	m := load(t)
-	sts := m.sts
+	sts := m.StatefulSet
 	pod := sts.Spec.Template
 	podLabels := pod.Labels
 	if sts.Spec.Selector == nil || len(sts.Spec.Selector.MatchExpressions) > 0 || !selects(sts.Spec.Selector.MatchLabels, podLabels) {
@@ -219,7 +98,7 @@ func TestManifestsAgree(t *testing.T) {
 	}
 
 	// Services.
-	peers, ok := m.services[sts.Spec.ServiceName]
+	peers, ok := m.Services[sts.Spec.ServiceName]
 	if !ok {
 		t.Fatalf("StatefulSet serviceName %q is not one of the Services", sts.Spec.ServiceName)
 	}
@@ -230,7 +109,7 @@ func TestManifestsAgree(t *testing.T) {
 		t.Errorf("Service %s must publish not-ready pods: they must find each other before any is ready", peers.Name)
 	}
 	var client *corev1.Service
-	for name, s := range m.services {
+	for name, s := range m.Services {
 		if !selects(s.Spec.Selector, podLabels) {
 			t.Errorf("Service %s selector %v does not select the pods %v", name, s.Spec.Selector, podLabels)
 		}
@@ -277,11 +156,11 @@ func TestManifestsAgree(t *testing.T) {
 	}
 
 	// PDB.
-	if m.pdb.Spec.Selector == nil || !selects(m.pdb.Spec.Selector.MatchLabels, podLabels) {
-		t.Errorf("PDB selector %v does not select the pods", m.pdb.Spec.Selector)
+	if m.PDB.Spec.Selector == nil || !selects(m.PDB.Spec.Selector.MatchLabels, podLabels) {
+		t.Errorf("PDB selector %v does not select the pods", m.PDB.Spec.Selector)
 	}
-	if mu := m.pdb.Spec.MaxUnavailable; mu == nil || mu.Type != intstr.Int || mu.IntVal != 1 || m.pdb.Spec.MinAvailable != nil {
-		t.Errorf("PDB: want maxUnavailable 1 (keeps a quorum of 3), got %v / minAvailable %v", mu, m.pdb.Spec.MinAvailable)
+	if mu := m.PDB.Spec.MaxUnavailable; mu == nil || mu.Type != intstr.Int || mu.IntVal != 1 || m.PDB.Spec.MinAvailable != nil {
+		t.Errorf("PDB: want maxUnavailable 1 (keeps a quorum of 3), got %v / minAvailable %v", mu, m.PDB.Spec.MinAvailable)
 	}
 
 	// Pod spec: scheduling, shutdown, security, resources, storage.
@@ -485,28 +364,32 @@ func serveFlags(t *testing.T) map[string]bool {
 // images entry replaces.
 func TestImageIsSetThroughKustomize(t *testing.T) {
 	m := load(t)
-	img := m.sts.Spec.Template.Spec.Containers[0].Image
-	for _, e := range m.kust.Images {
+	img := m.StatefulSet.Spec.Template.Spec.Containers[0].Image
+	// What `make image` builds (IMAGE's default) is what the pods run.
+	if got := m.ImageFor(img); got != "txcoord:dev" {
+		t.Errorf("the kustomization's images entries turn %q into %q, want txcoord:dev", img, got)
+	}
+	for _, e := range m.Kustomization.Images {
 		if e.Name == img && e.NewName != "" && e.NewTag != "" {
 			return
 		}
 	}
-	t.Errorf("container image %q is not replaced by an images entry with newName and newTag: %+v", img, m.kust.Images)
+	t.Errorf("container image %q is not replaced by an images entry with newName and newTag: %+v", img, m.Kustomization.Images)
 }
 
 // The Raft port admits only the StatefulSet's pods; the HTTP port stays reachable.
 func TestNetworkPolicyGuardsRaftPort(t *testing.T) {
 	m := load(t)
-	np := m.netpol
+	np := m.NetworkPolicy
 	if np == nil {
 		t.Fatal("no NetworkPolicy")
 	}
-	podLabels := m.sts.Spec.Template.Labels
+	podLabels := m.StatefulSet.Spec.Template.Labels
 	if !selects(np.Spec.PodSelector.MatchLabels, podLabels) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
 		t.Fatalf("NetworkPolicy must select the pods and restrict ingress: %+v", np.Spec)
 	}
 	ports := map[string]int32{}
-	for _, p := range m.sts.Spec.Template.Spec.Containers[0].Ports {
+	for _, p := range m.StatefulSet.Spec.Template.Spec.Containers[0].Ports {
 		ports[p.Name] = p.ContainerPort
 	}
 	raftOK, httpOK := false, false
@@ -542,7 +425,7 @@ func TestNetworkPolicyGuardsRaftPort(t *testing.T) {
 func TestTokensFromSecret(t *testing.T) {
 	m := load(t)
 	want := map[string]string{"TXCOORD_API_TOKENS": "api-tokens", "TXCOORD_CLUSTER_TOKEN": "cluster-token"}
-	for _, e := range m.sts.Spec.Template.Spec.Containers[0].Env {
+	for _, e := range m.StatefulSet.Spec.Template.Spec.Containers[0].Env {
 		key, ok := want[e.Name]
 		if !ok {
 			continue
@@ -589,11 +472,11 @@ func TestStrictAntiAffinityComponent(t *testing.T) {
 			} `json:"target"`
 		} `json:"patches"`
 	}
-	if err := decodeStrict(raw, &comp); err != nil {
+	if err := k8s.DecodeStrict(raw, &comp); err != nil {
 		t.Fatal(err)
 	}
 	if comp.APIVersion != "kustomize.config.k8s.io/v1alpha1" || comp.Kind != "Component" || len(comp.Patches) != 1 ||
-		comp.Patches[0].Target.Kind != "StatefulSet" || comp.Patches[0].Target.Name != m.sts.Name {
+		comp.Patches[0].Target.Kind != "StatefulSet" || comp.Patches[0].Target.Name != m.StatefulSet.Name {
 		t.Fatalf("component: %+v", comp)
 	}
 	raw, err = os.ReadFile(filepath.Join(dir, comp.Patches[0].Path))
@@ -605,19 +488,19 @@ func TestStrictAntiAffinityComponent(t *testing.T) {
 		Path  string                   `json:"path"`
 		Value []corev1.PodAffinityTerm `json:"value"`
 	}
-	if err := decodeStrict(raw, &ops); err != nil {
+	if err := k8s.DecodeStrict(raw, &ops); err != nil {
 		t.Fatal(err)
 	}
 	if len(ops) != 1 || ops[0].Op != "add" || ops[0].Path != "/spec/template/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution" {
 		t.Fatalf("patch: %+v", ops)
 	}
 	for _, term := range ops[0].Value {
-		if term.TopologyKey != "kubernetes.io/hostname" || term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, m.sts.Spec.Template.Labels) {
+		if term.TopologyKey != "kubernetes.io/hostname" || term.LabelSelector == nil || !selects(term.LabelSelector.MatchLabels, m.StatefulSet.Spec.Template.Labels) {
 			t.Errorf("required term %+v must select the pods per hostname", term)
 		}
 	}
 	// The path the patch adds to exists in the StatefulSet.
-	if m.sts.Spec.Template.Spec.Affinity == nil || m.sts.Spec.Template.Spec.Affinity.PodAntiAffinity == nil {
+	if m.StatefulSet.Spec.Template.Spec.Affinity == nil || m.StatefulSet.Spec.Template.Spec.Affinity.PodAntiAffinity == nil {
 		t.Error("the StatefulSet has no podAntiAffinity for the patch to add to")
 	}
 }
