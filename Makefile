@@ -91,6 +91,7 @@ compose-up: image
 compose-down:
 	TXCOORD_IMAGE=$(IMAGE) $(COMPOSE) -f $(COMPOSE_FILE) -p $(COMPOSE_PROJECT) down -v --remove-orphans
 
-# The Compose end-to-end test (node loss, partition, full restart, atomicity checker).
+# The Compose end-to-end test (node loss, partition, full restart, atomicity checker), and
+# the StatefulSet's pod template run in Docker as a kubelet would (docs/operations.md section 4).
 e2e-docker: image
-	TXCOORD_DOCKER=1 TXCOORD_IMAGE=$(IMAGE) $(GO) test -count=1 -v -timeout 10m -run TestCompose ./deploy/e2e/
+	TXCOORD_DOCKER=1 TXCOORD_IMAGE=$(IMAGE) $(GO) test -count=1 -v -timeout 10m -run 'TestCompose|TestStatefulSetPodsInDocker' ./deploy/e2e/

@@ -342,8 +342,18 @@ func (e *env) url(svc string) string { return fmt.Sprintf("http://127.0.0.1:%d",
 
 var hc = &http.Client{Timeout: 3 * time.Second}
 
-func getJSON(u string, v any) error {
-	resp, err := hc.Get(u)
+func getJSON(u string, v any) error { return getJSONAuth(u, "", v) }
+
+// getJSONAuth is getJSON with a bearer token ("": none).
+func getJSONAuth(u, token string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
