@@ -45,11 +45,12 @@ const (
 )
 
 type stsPod struct {
-	name      string // txcoord-N: the pod's name, hostname and node id
-	container string // the Docker container (unique per run)
-	volume    string // the Docker volume standing for its PVC data-txcoord-N
-	removed   bool   // taken out of the Raft configuration (peers remove)
-	hostPort  int    // the http port published on 127.0.0.1
+	name      string    // txcoord-N: the pod's name, hostname and node id
+	container string    // the Docker container (unique per run)
+	volume    string    // the Docker volume standing for its PVC data-txcoord-N
+	removed   bool      // taken out of the Raft configuration (peers remove)
+	removedAt time.Time // when
+	hostPort  int       // the http port published on 127.0.0.1
 	probes    *kubeletProbes
 }
 
@@ -144,6 +145,17 @@ func TestStatefulSetPodsInDocker(t *testing.T) {
 	tScale := time.Now()
 	s.runDocSteps("Kubernetes, step by step (3 -> 5)")
 	fig.add("scale up: docs' steps (3 -> 5) until cluster status lists 5 voters", time.Since(tScale), "")
+	// The steps of section 6 are run back to back, with the leader on the pod removed first:
+	// the worst case for them (it steps down, and the next command comes at once).
+	top := fmt.Sprintf("%s-%d", s.sts.Name, len(s.running())-1)
+	if out, code := s.dockerOut("exec", s.pods["txcoord-0"].container, "/usr/local/bin/txcoord", "cluster", "transfer-leadership",
+		"--to", top, "--node", "http://127.0.0.1:8080"); code != 0 {
+		t.Fatalf("transfer-leadership --to %s: exit %d: %s", top, code, out)
+	}
+	if st := s.cluster("txcoord-0"); st.LeaderID != top {
+		t.Fatalf("after transfer-leadership --to %s the leader is %q", top, st.LeaderID)
+	}
+	s.logf("leader: %s", top)
 	tScale = time.Now()
 	s.runDocSteps("Kubernetes, step by step (5 -> 3")
 	fig.add("scale down: docs' steps (5 -> 3)", time.Since(tScale), "")
@@ -655,8 +667,8 @@ func (s *stsEnv) post(p *stsPod, token string, services []string) (int, submitte
 // fails (so a client Service stops sending to it); its liveness does not.
 func (s *stsEnv) checkRemoved(p *stsPod, services []string) {
 	s.t.Helper()
-	start := time.Now()
-	deadline := start.Add(10 * time.Second)
+	start := p.removedAt
+	deadline := time.Now().Add(10 * time.Second)
 	before := map[string]int{} // the answers before the first 503
 	for {
 		code, out, raw, err := s.post(p, s.apiToken, services)
@@ -691,8 +703,9 @@ func (s *stsEnv) checkRemoved(p *stsPod, services []string) {
 // heading, with docker standing in for kubectl: `scale --replicas=N` is scaleTo, `rollout
 // status` waits for every pod to be Ready, and `exec POD -- CMD` runs CMD through docker
 // exec in POD's container (with the container's env, as kubectl exec has). `peers remove`
-// must succeed; `cluster status` is repeated until it lists one voter per pod still in the
-// configuration, and a leader.
+// and `cluster transfer-leadership` must succeed (the latter leaving its --to leading);
+// `cluster status` is repeated until it lists one voter per pod still in the configuration,
+// and a leader. The commands run back to back, as a script would.
 func (s *stsEnv) runDocSteps(heading string) {
 	s.t.Helper()
 	doc, err := os.ReadFile("../../docs/operations.md")
@@ -727,6 +740,12 @@ func (s *stsEnv) runDocSteps(heading string) {
 			if err != nil {
 				s.t.Fatalf("%q: %v", line, err)
 			}
+			// The pods about to go were taken out of the configuration: check them first.
+			for i, p := range s.running() {
+				if i >= n && p.removed {
+					s.checkRemoved(p, s.services)
+				}
+			}
 			s.scaleTo(n)
 		case len(f) == 3 && f[0] == "rollout" && f[1] == "status" && f[2] == "statefulset/"+s.sts.Name:
 			s.waitReady(s.running(), formationBound)
@@ -755,8 +774,20 @@ func (s *stsEnv) execStep(line, pod string, cmd []string) {
 			s.t.Fatalf("%q: exit %d: %s", line, code, out)
 		}
 		if r := s.pods[cmd[3]]; r != nil && r.container != "" {
-			r.removed = true
-			s.checkRemoved(r, s.services)
+			r.removed, r.removedAt = true, time.Now()
+		}
+	case len(cmd) >= 3 && cmd[1] == "cluster" && cmd[2] == "transfer-leadership":
+		out, code := s.dockerOut(exec...)
+		s.logf("  -> exit %d: %s", code, strings.TrimSpace(out))
+		if code != 0 {
+			s.t.Fatalf("%q: exit %d: %s", line, code, out)
+		}
+		for i, a := range cmd {
+			if a == "--to" && i+1 < len(cmd) {
+				if st := s.cluster(pod); st.LeaderID != cmd[i+1] {
+					s.t.Fatalf("%q: the leader is %q", line, st.LeaderID)
+				}
+			}
 		}
 	case len(cmd) >= 3 && cmd[1] == "cluster" && cmd[2] == "status":
 		want := 0
