@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/fsm"
 )
 
@@ -112,8 +114,36 @@ func dumpOnStall(t testing.TB, what string, stats map[string]map[string]string) 
 // follower rejects every AppendEntries after the snapshot and gets the snapshot again,
 // forever; the leader's repair (repairStalledFollowers) snapshots past it.
 func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
+	t.Run("members", func(t *testing.T) { divergentSuffixScenario(t, false) })
+	// Transactions and Prunes on both sides, every node with its archive: the old leader's
+	// restore hands the archive a gap, the leader's snapshots wait for its archive.
+	t.Run("archive", func(t *testing.T) { divergentSuffixScenario(t, true) })
+}
+
+// txnWrite returns the entries of one committed transaction (and, every fifth, a Prune of
+// what finished before it); with txns false, one SetMember.
+func txnWrite(txns bool, tag string, k int) []fsm.Command {
+	if !txns {
+		return []fsm.Command{&fsm.SetMember{NodeID: fmt.Sprintf("%s-%d", tag, k), HTTPAddr: "127.0.0.1:1"}}
+	}
+	at := int64(1_700_000_000_000 + 10*k)
+	id := fmt.Sprintf("%s-%06d", tag, k)
+	ps := []fsm.Participant{{Prepare: "http://a/prepare", Commit: "http://a/commit", Rollback: "http://a/rollback"}}
+	out := []fsm.Command{
+		&fsm.Begin{ID: id, CreatedAt: at, Deadline: at + 5, Participants: ps},
+		&fsm.DecideCommit{ID: id, AfterMs: 1},
+		&fsm.Complete{At: at + 2, Items: []fsm.Completion{{ID: id, Attempts: []uint32{1}}}},
+	}
+	if k%5 == 4 {
+		out = append(out, &fsm.Prune{FinishedBefore: at - 20})
+	}
+	return out
+}
+
+func divergentSuffixScenario(t *testing.T, txns bool) {
 	nc := newNetCut()
 	stores := make([]logIndexes, 3)
+	archives := make([]*archive.Archive, 3)
 	dirs := tempDirs(t, 3) // before the cluster, so that they are removed after it stopped
 	c := startCluster(t, clusterOptions{config: func(i int, cfg *Config) {
 		cfg.InMemory = false
@@ -125,6 +155,15 @@ func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
 		cfg.WrapLogStore = func(s raft.LogStore) raft.LogStore {
 			stores[i] = logIndexes{s}
 			return s
+		}
+		if txns {
+			a, err := archive.Open(filepath.Join(dirs[i], "archive"), archive.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Close() }) // after the nodes stopped (cleanups run last first)
+			archives[i] = a
+			cfg.Archiver = a
 		}
 		tr := cfg.Transport.(*Transport)
 		nc.attach(cfg.NodeID, cfg.RaftBind, tr)
@@ -143,10 +182,15 @@ func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
 	old := c.waitReadyLeader(20*time.Second, nil, "a ready leader")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for k := 0; k < 20; k++ {
-		if _, err := old.n.Apply(ctx, &fsm.SetMember{NodeID: fmt.Sprintf("before-%d", k), HTTPAddr: "127.0.0.1:1"}); err != nil {
-			t.Fatalf("apply on %s: %v", old.id, err)
+	write := func(n *Node, tag string, k int) {
+		for _, cmd := range txnWrite(txns, tag, k) {
+			if res, err := n.Apply(ctx, cmd); err != nil || res.Err != nil {
+				t.Fatalf("apply on %s: %v %v", n.ID(), err, res.Err)
+			}
 		}
+	}
+	for k := 0; k < 20; k++ {
+		write(old.n, "before", k)
 	}
 	committed := old.n.Raft.LastIndex()
 
@@ -155,7 +199,9 @@ func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
 	nc.isolate(old.id, true)
 	const divergent = 300
 	for k := 0; k < divergent; k++ {
-		old.n.Raft.Apply(fsm.Encode(&fsm.SetMember{NodeID: fmt.Sprintf("lost-%d", k), HTTPAddr: "127.0.0.1:2"}), 2*time.Second)
+		for _, cmd := range txnWrite(txns, "lost", k) {
+			old.n.Raft.Apply(fsm.Encode(cmd), 2*time.Second)
+		}
 	}
 	waitFor(t, 10*time.Second, func() bool { return old.n.Raft.State() != raft.Leader }, "the cut-off leader steps down")
 	suffixEnd := old.n.Raft.LastIndex()
@@ -185,9 +231,7 @@ func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
 		if snap+10 >= suffixEnd || k > 2000 {
 			t.Fatalf("precondition: the new leader's snapshot (%d) went past the lost suffix (%d)", snap, suffixEnd)
 		}
-		if _, err := next.n.Apply(ctx, &fsm.SetMember{NodeID: fmt.Sprintf("after-%d", k), HTTPAddr: "127.0.0.1:3"}); err != nil {
-			t.Fatalf("apply on %s: %v", next.id, err)
-		}
+		write(next.n, "after", k)
 		time.Sleep(2 * time.Millisecond) // let the 50 ms snapshot check see the threshold
 	}
 
@@ -206,7 +250,19 @@ func TestDeposedLeaderWithDivergentSuffixCatchesUp(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool {
 		return c.sameState()
 	}, "every node holds the same state")
-	if _, ok := old.n.FSM.Members()["lost-0"]; ok {
+	if txns {
+		if _, ok := old.n.FSM.Get("lost-000000"); ok {
+			t.Fatalf("a transaction that never committed is on %s", old.id)
+		}
+		for i, a := range archives {
+			if st := a.Stats(); st.Error != "" {
+				t.Fatalf("archive of node %d: %s", i, st.Error)
+			}
+		}
+		if st := archives[idx[old]].Stats(); len(st.Gaps) == 0 {
+			t.Fatalf("the old leader's archive records no gap after its state was replaced by a snapshot: %+v", st)
+		}
+	} else if _, ok := old.n.FSM.Members()["lost-0"]; ok {
 		t.Fatalf("an entry that never committed was applied on %s", old.id)
 	}
 }
