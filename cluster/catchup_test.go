@@ -152,6 +152,9 @@ func divergentSuffixScenario(t *testing.T, txns bool) {
 		cfg.SnapshotThreshold = 32
 		cfg.SnapshotInterval = 50 * time.Millisecond
 		cfg.ProbeInterval = 100 * time.Millisecond
+		// A lease long enough for the cut-off leader to append its lost suffix on a loaded
+		// machine, and no spurious elections meanwhile.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second
 		cfg.WrapLogStore = func(s raft.LogStore) raft.LogStore {
 			stores[i] = logIndexes{s}
 			return s
@@ -179,18 +182,31 @@ func divergentSuffixScenario(t *testing.T, txns bool) {
 		}
 		return out
 	}
-	old := c.waitReadyLeader(20*time.Second, nil, "a ready leader")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	write := func(n *Node, tag string, k int) {
+	// write applies one write through whichever node other than not leads, retrying when
+	// leadership moves (a loaded machine), and returns that leader.
+	write := func(not *tnode, tag string, k int) *tnode {
 		for _, cmd := range txnWrite(txns, tag, k) {
-			if res, err := n.Apply(ctx, cmd); err != nil || res.Err != nil {
-				t.Fatalf("apply on %s: %v %v", n.ID(), err, res.Err)
+			for retried := false; ; retried = true {
+				ld := c.waitOtherLeader(not, 20*time.Second)
+				res, err := ld.n.Apply(ctx, cmd)
+				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+					continue
+				}
+				// After an unknown outcome the first attempt may have committed: the retry
+				// is then refused (ErrExists, ErrBadTransition), which is fine.
+				if err != nil || (res.Err != nil && !retried) {
+					t.Fatalf("apply on %s: %v %v", ld.id, err, res.Err)
+				}
+				break
 			}
 		}
+		return c.waitOtherLeader(not, 20*time.Second)
 	}
+	var old *tnode
 	for k := 0; k < 20; k++ {
-		write(old.n, "before", k)
+		old = write(&tnode{id: "(none)"}, "before", k)
 	}
 	committed := old.n.Raft.LastIndex()
 
@@ -209,16 +225,7 @@ func divergentSuffixScenario(t *testing.T, txns bool) {
 		t.Fatalf("precondition: the cut-off leader appended only %d entries (last %d after %d)", suffixEnd-committed, suffixEnd, committed)
 	}
 
-	var next *tnode
-	waitFor(t, 20*time.Second, func() bool {
-		for _, tn := range c.nodes {
-			if tn != old && tn.n.LeaderReady() {
-				next = tn
-				return true
-			}
-		}
-		return false
-	}, "a new ready leader")
+	next := c.waitOtherLeader(old, 20*time.Second)
 	// The new leader commits until its newest snapshot is past the point where the logs
 	// part and its log no longer holds that point, while the snapshot is still inside the
 	// old leader's lost suffix: the old leader can then catch up only through a snapshot.
@@ -231,7 +238,7 @@ func divergentSuffixScenario(t *testing.T, txns bool) {
 		if snap+10 >= suffixEnd || k > 2000 {
 			t.Fatalf("precondition: the new leader's snapshot (%d) went past the lost suffix (%d)", snap, suffixEnd)
 		}
-		write(next.n, "after", k)
+		next = write(old, "after", k)
 		time.Sleep(2 * time.Millisecond) // let the 50 ms snapshot check see the threshold
 	}
 
