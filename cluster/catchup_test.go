@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/txcoord/txcoord/archive"
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/goroutines"
 )
 
 // netCut isolates nodes of a startCluster on the production transport: every connection a
@@ -89,19 +89,10 @@ func (l logIndexes) first() uint64 { i, _ := l.FirstIndex(); return i }
 // a round that does not settle on a loaded CI machine is then diagnosable from the log.
 func dumpOnStall(t testing.TB, what string, stats map[string]map[string]string) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	for id, s := range stats {
 		t.Logf("%s: raft stats of %s: %v", what, id, s)
 	}
-	t.Logf("%s: goroutines:\n%s", what, buf)
+	t.Logf("%s: goroutines:\n%s", what, goroutines.Dump())
 }
 
 // TestDeposedLeaderWithDivergentSuffixCatchesUp is the replication stall of issue 12: a

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/internal/goroutines"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -173,6 +174,19 @@ func (c *Cluster) Close() {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
+}
+
+// Dump writes each running node's Raft stats and every goroutine's stack to the test log,
+// prefixed with what: call it when a wait times out, so that a stall on a loaded CI machine
+// is diagnosable from the log alone.
+func (c *Cluster) Dump(what string) {
+	c.t.Helper()
+	for i := range c.nodes {
+		if n := c.Node(i); n != nil {
+			c.t.Logf("%s: node %d (%s): applied %d, raft %v", what, i, c.peers[i].ID, n.Node.FSM.AppliedIndex(), n.Node.Raft.Stats())
+		}
+	}
+	c.t.Logf("%s: goroutines:\n%s", what, goroutines.Dump())
 }
 
 // Eventually calls f until it returns nil or within passes; it returns f's last error.
