@@ -535,21 +535,49 @@ func askToJoin(ctx context.Context, dial func(context.Context, string) (net.Conn
 func RemovePeer(ctx context.Context, addr, id string, timeout time.Duration) error {
 	var dl net.Dialer
 	dial := func(ctx context.Context, a string) (net.Conn, error) { return dl.DialContext(ctx, "tcp", a) }
+	// While no leader is known (an election: the previous remove took out the leader
+	// itself, or it was just killed) the request is repeated from addr until timeout, so
+	// that scale-down steps can run back to back.
+	deadline := time.Now().Add(max(timeout, membershipCallTimeout))
+	wait := 100 * time.Millisecond
 	target := addr
-	for hop := 0; hop < 3; hop++ {
+	var last string
+	for hop := 0; ; hop++ {
 		rep, err := call(ctx, dial, target, discoveryRequest{Op: "remove", ID: id}, max(timeout, membershipCallTimeout))
 		switch {
 		case err != nil:
 			return err
 		case rep.Joined:
 			return nil
-		case rep.Leader != "" && rep.Leader != target:
+		case rep.Leader != "" && rep.Leader != target && hop < 3:
 			target = rep.Leader
+			continue
+		case electing(rep.Error):
+			last = fmt.Sprintf("remove %s via %s: %s", id, target, rep.Error)
 		default:
 			return fmt.Errorf("remove %s via %s: %s", id, target, rep.Error)
 		}
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%s (still so after %s)", last, max(timeout, membershipCallTimeout))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", last, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait, target, hop = min(2*wait, time.Second), addr, 0
 	}
-	return fmt.Errorf("remove %s: no leader reached from %s", id, addr)
+}
+
+// electing reports whether a membership refusal means "no leader to act right now" (an
+// election is on, or the node that leads is not ready yet), which passes by itself.
+func electing(reply string) bool {
+	for _, s := range []string{"no leader known", "node is starting", ErrNotLeader.Error()} {
+		if strings.Contains(reply, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // handleRemove removes req.ID through Node.Remove when this node leads ("joined" in the

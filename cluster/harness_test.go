@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/txcoord/txcoord/fsm"
+	"github.com/txcoord/txcoord/internal/loopback"
 )
 
 // This package's one test-cluster harness. Every node runs the production transport
@@ -227,7 +228,7 @@ func (c *testCluster) openStatic(id string, peers []Peer, dir string) *Node {
 	}
 	n, err := Open(Config{
 		NodeID: id, RaftBind: self.RaftAddr, HTTPAdvertise: self.HTTPAddr, DataDir: dir, Peers: peers, Logger: c.logger(id),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
+		HeartbeatTimeout: loopback.HeartbeatTimeout, ElectionTimeout: loopback.ElectionTimeout, LeaderLeaseTimeout: loopback.LeaderLeaseTimeout,
 		StaticBootstrapInterval: 50 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
@@ -260,23 +261,15 @@ func (c *testCluster) stop(n *tnode) {
 	_ = n.tr.Close()
 }
 
-// reservePorts returns n loopback addresses that were free a moment ago.
+// reservePorts returns n loopback addresses that were free a moment ago (loopback's rule,
+// the one every local cluster follows).
 func reservePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var lns []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
+	addrs, err := loopback.Free(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
+	return addrs
 }
 
 // waitCluster waits until every running node sees the same leader and a configuration of

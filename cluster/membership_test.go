@@ -115,3 +115,37 @@ func TestStaticPeersBootstrapOnlyWhenEveryPeerAnswered(t *testing.T) {
 		return n1.Status().LeaderID == n2.Status().LeaderID && n2.Status().LeaderID == n3.Status().LeaderID
 	}, "one cluster of n1, n2, n3")
 }
+
+// TestRemovePeerBackToBackThroughAnElection: scaling 5 -> 3 as docs/operations.md writes it,
+// with the leader among the two removed: the first `peers remove` takes out the leader
+// itself (an election follows), and the second, sent right after, waits for the next
+// leader instead of failing with "no leader known".
+func TestRemovePeerBackToBackThroughAnElection(t *testing.T) {
+	addrs := reservePorts(t, 5)
+	dc := DiscoveryConfig{Join: addrs, BootstrapExpect: 5}
+	f := newTestCluster(t, dc)
+	ids := []string{"n1", "n2", "n3", "n4", "n5"}
+	nodes := f.startAll(ids, addrs, tempDirs(t, 5), dc)
+	leader := f.waitCluster(nodes, ids, 20*time.Second)
+	var via, other *tnode
+	for _, n := range nodes {
+		switch {
+		case n == leader:
+		case via == nil:
+			via = n
+		case other == nil:
+			other = n
+		}
+	}
+	ctx := context.Background()
+	if err := RemovePeer(ctx, via.adv, leader.id, 10*time.Second); err != nil {
+		t.Fatalf("removing the leader %s: %v", leader.id, err)
+	}
+	if err := RemovePeer(ctx, via.adv, other.id, 10*time.Second); err != nil {
+		t.Fatalf("removing %s right after the leader: %v", other.id, err)
+	}
+	waitFor(t, 15*time.Second, func() bool {
+		got := voters(via.n)
+		return len(got) == 3 && !slices.Contains(got, leader.id) && !slices.Contains(got, other.id)
+	}, "3 voters left, neither removed one among them")
+}

@@ -463,6 +463,12 @@ func (n *Node) Leader() (id, httpAddr string) {
 	return id, n.peers[id].HTTPAddr
 }
 
+// LeaderID returns the id of the leader this node knows, "" when it knows none.
+func (n *Node) LeaderID() string {
+	_, id := n.Raft.LeaderWithID()
+	return string(id)
+}
+
 // Kill stops the node as a crash would, for tests: no leadership transfer, the leader's
 // work canceled, Raft shut down and the stores closed.
 func (n *Node) Kill() error {

@@ -209,10 +209,7 @@ func TestEveryFailedPrepareIsReported(t *testing.T) {
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
 	txn := l.submit(t, 200*time.Millisecond, fps...)
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusRolledBack {
-		t.Fatalf("got %s", describe(got))
-	}
+	got := r.waitStatus(t, txn.ID, fsm.StatusRolledBack)
 	for _, fp := range fps[1:] {
 		errorsContain(t, got, fp.Endpoints().Prepare+": no answer within 200 ms")
 	}
@@ -232,10 +229,7 @@ func TestCommitProcessedThenDropped(t *testing.T) {
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
 	txn := l.submit(t, roomy, fps...)
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusCommitted {
-		t.Fatalf("got %s", describe(got))
-	}
+	r.waitStatus(t, txn.ID, fsm.StatusCommitted)
 	if n := fps[1].Count(commit); n < 2 {
 		t.Errorf("FP-B saw %d commits, want the dropped one and a repeat", n)
 	}

@@ -47,8 +47,7 @@ func begins(l *memLog) int {
 
 func TestFastCommit(t *testing.T) {
 	fps := newFPs(t, 3)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	txn, err := l.submitFast(t, roomy, "", fps...)
 	if err != nil {
@@ -57,10 +56,7 @@ func TestFastCommit(t *testing.T) {
 	if txn.Status != fsm.StatusCommitting && txn.Status != fsm.StatusCommitted {
 		t.Fatalf("Submit returned %s, want the logged commit", describe(txn))
 	}
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusCommitted {
-		t.Fatalf("got %s", describe(got))
-	}
+	r.waitStatus(t, txn.ID, fsm.StatusCommitted)
 	for _, fp := range fps {
 		counts(t, fp, 1, 1, 0)
 	}
@@ -75,8 +71,7 @@ func TestFastCommit(t *testing.T) {
 // Rollback, and the transaction ends rolled_back with the reason.
 func TestFastNACKRollsBackAtOnce(t *testing.T) {
 	fps := newFPs(t, 3)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	fps[1].Set(prepare, participanttest.NACK("no rooms"))
 	// The abort entry is held until the yes-voters got their Rollback: the calls go out
@@ -94,10 +89,7 @@ func TestFastNACKRollsBackAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusRolledBack {
-		t.Fatalf("got %s", describe(got))
-	}
+	got := r.waitStatus(t, txn.ID, fsm.StatusRolledBack)
 	errorsContain(t, got, fps[1].Endpoints().Prepare+": NACK: no rooms")
 	if !early {
 		t.Error("the Rollback calls waited for the abort entry")
@@ -121,8 +113,7 @@ func TestFastNACKRollsBackAtOnce(t *testing.T) {
 // transaction; the others are rolled back.
 func TestFastTimeout(t *testing.T) {
 	fps := newFPs(t, 2)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	fps[1].Script(prepare, participanttest.Hang())
 	txn, err := l.submitFast(t, 300*time.Millisecond, "", fps...)
@@ -130,10 +121,7 @@ func TestFastTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	fps[1].Release(prepare) // the late Prepare is processed and takes its lock
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusRolledBack {
-		t.Fatalf("got %s", describe(got))
-	}
+	r.waitStatus(t, txn.ID, fsm.StatusRolledBack)
 	waitFP(t, fps[1], "the late prepare released", func() bool { return len(fps[1].Held()) == 0 })
 	checkAtomic(t, txn.ID, fps...)
 	checkFPs(t, fps...)
@@ -144,8 +132,7 @@ func TestFastTimeout(t *testing.T) {
 // leader rolls back what it prepared, and the client is told rolled_back.
 func TestFastRefusedAfterPresumedAbort(t *testing.T) {
 	fps := newFPs(t, 3)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	hooks := &coordinator.Hooks{BeforeDecide: func(id string, d fsm.Decision) {
 		r.log.preload(t, &fsm.PresumeAbort{ID: id, At: time.Now().UnixMilli(), Deadline: time.Now().Add(-time.Second).UnixMilli()})
 	}}
@@ -175,8 +162,7 @@ func TestFastRefusedAfterPresumedAbort(t *testing.T) {
 // transaction the key names.
 func TestFastKeyBoundElsewhere(t *testing.T) {
 	fps := newFPs(t, 2)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	var otherID string
 	hooks := &coordinator.Hooks{BeforeDecide: func(id string, d fsm.Decision) {
 		now := time.Now()
@@ -217,8 +203,7 @@ func TestFastKeyBoundElsewhere(t *testing.T) {
 // phase one joins it: one transaction, one Prepare per participant, one answer.
 func TestFastIdempotencyRetry(t *testing.T) {
 	fps := newFPs(t, 2)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	fps[0].Script(prepare, participanttest.Hang())
 	var wg sync.WaitGroup
@@ -266,8 +251,7 @@ func TestFastIdempotencyRetry(t *testing.T) {
 // nothing.
 func TestFastUnloggedIsPendingAndGated(t *testing.T) {
 	fps := newFPs(t, 1)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	var id string
 	var mu sync.Mutex
 	hooks := &coordinator.Hooks{BeforeDecide: func(i string, d fsm.Decision) { mu.Lock(); id = i; mu.Unlock() }}
@@ -320,8 +304,7 @@ func TestFastKillPoints(t *testing.T) {
 	} {
 		t.Run(kp.name, func(t *testing.T) {
 			fps := newFPs(t, 3)
-			r := newRig(t)
-			r.level3(t)
+			r := newLevel3Rig(t)
 			cfg := fastCfg()
 			cfg.InquirySkew = time.Millisecond
 			var (
@@ -364,6 +347,9 @@ func TestFastKillPoints(t *testing.T) {
 				}()
 			}
 			txn, err := l1.submitFast(t, 500*time.Millisecond, "", fps...)
+			if errors.Is(err, coordinator.ErrIndeterminate) && (txn == nil || txn.ID == "") {
+				t.Errorf("indeterminate without the transaction's id: the client could not name it (503 indeterminate carries transactionId)")
+			}
 			if err == nil {
 				id = txn.ID
 			} else if !errors.Is(err, coordinator.ErrIndeterminate) {

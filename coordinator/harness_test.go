@@ -404,6 +404,16 @@ func (r *rig) waitTerminal(t testing.TB, id string) *fsm.Txn {
 	return r.waitFor(t, id, "terminal", func(x *fsm.Txn) bool { return x != nil && x.Status.Terminal() })
 }
 
+// waitStatus waits until id is terminal and fails the test unless its status is want.
+func (r *rig) waitStatus(t testing.TB, id string, want fsm.Status) *fsm.Txn {
+	t.Helper()
+	got := r.waitTerminal(t, id)
+	if got.Status != want {
+		t.Fatalf("got %s, want %s", describe(got), want)
+	}
+	return got
+}
+
 func (r *rig) waitFor(t testing.TB, id, what string, cond func(*fsm.Txn) bool) *fsm.Txn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)

@@ -19,6 +19,14 @@ func (r *rig) level3(t testing.TB) {
 	r.log.preload(t, &fsm.SetFeatures{Level: 3, At: time.Now().Add(-time.Hour).UnixMilli()})
 }
 
+// newLevel3Rig is a rig whose log already enabled feature level 3 (fast mode, inquiry,
+// presumed abort) an hour ago, so the retention horizon is no obstacle.
+func newLevel3Rig(t *testing.T) *rig {
+	r := newRig(t)
+	r.level3(t)
+	return r
+}
+
 func inquire(t *testing.T, l *leader, id string, deadline time.Time) coordinator.Answer {
 	t.Helper()
 	a, err := l.eng.Inquire(context.Background(), id, deadline)
@@ -41,8 +49,7 @@ func countType(l *memLog, typ fsm.CommandType) int {
 // TestInquireDecided: a logged decision is the answer, whatever the deadline says.
 func TestInquireDecided(t *testing.T) {
 	fps := newFPs(t, 2)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	ok := l.submit(t, roomy, fps...)
 	r.waitTerminal(t, ok.ID)
@@ -64,8 +71,7 @@ func TestInquireDecided(t *testing.T) {
 // TestInquirePresumesAbort: an id with no record, asked about past its deadline, is
 // presumed aborted through the log once; the FSM then refuses a late decision for it.
 func TestInquirePresumesAbort(t *testing.T) {
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	id := uuid.Must(uuid.NewV7()).String() // minted now: after the horizon (a version-7 id carries its time)
 	deadline := time.Now().Add(-5 * time.Second)
@@ -93,8 +99,7 @@ func TestInquirePresumesAbort(t *testing.T) {
 // it, an unknown id is pending and nothing is logged; Retry-After points at the deadline.
 func TestInquirePending(t *testing.T) {
 	fps := newFPs(t, 1)
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	cfg := fastCfg()
 	cfg.InquirySkew = 2 * time.Second
 	l := r.lead(cfg, nil)
@@ -126,8 +131,7 @@ func TestInquirePending(t *testing.T) {
 // TestInquireDecisionLoggedFirst: a decision that reaches the log before the presumed
 // abort wins; the answer is that decision.
 func TestInquireDecisionLoggedFirst(t *testing.T) {
-	r := newRig(t)
-	r.level3(t)
+	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	deadline := time.Now().Add(-3 * time.Second)
@@ -163,8 +167,7 @@ func TestInquireRefusals(t *testing.T) {
 		}
 	})
 	t.Run("horizon", func(t *testing.T) {
-		r := newRig(t)
-		r.level3(t)
+		r := newLevel3Rig(t)
 		r.log.preload(t, &fsm.Prune{FinishedBefore: time.Now().UnixMilli()})
 		l := r.lead(fastCfg(), nil)
 		n := r.log.len()
@@ -173,8 +176,7 @@ func TestInquireRefusals(t *testing.T) {
 		}
 	})
 	t.Run("archived", func(t *testing.T) {
-		r := newRig(t)
-		r.level3(t)
+		r := newLevel3Rig(t)
 		r.log.preload(t, &fsm.Prune{FinishedBefore: time.Now().UnixMilli()})
 		cfg := fastCfg()
 		cfg.Archived = func(id string) (*fsm.Txn, bool, error) {
@@ -186,8 +188,7 @@ func TestInquireRefusals(t *testing.T) {
 		}
 	})
 	t.Run("not leading", func(t *testing.T) {
-		r := newRig(t)
-		r.level3(t)
+		r := newLevel3Rig(t)
 		eng := coordinator.New(fastCfg(), r.log, r.fsm, r.client)
 		if _, err := eng.Inquire(context.Background(), "x", past); !errors.Is(err, coordinator.ErrNotLeader) || r.log.len() != 1 {
 			t.Fatalf("err %v", err)

@@ -207,10 +207,7 @@ func TestPhaseTwoAttemptsEqualRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusCommitted {
-		t.Fatalf("got %s", describe(got))
-	}
+	got := r.waitStatus(t, txn.ID, fsm.StatusCommitted)
 	if seen := rs.requests.Load(); seen != int64(got.States[0].Attempts) || seen != 12 {
 		t.Fatalf("participant saw %d Commit requests, the log records %d attempts (want 12 each)", seen, got.States[0].Attempts)
 	}
@@ -330,10 +327,7 @@ func TestPausedLeaderSendsNothing(t *testing.T) {
 	// A loses leadership; B (a later term) drives the transaction to the end.
 	aLeads.Store(false)
 	r.lead(fastCfg(), nil)
-	got := r.waitTerminal(t, txn.ID)
-	if got.Status != fsm.StatusCommitted {
-		t.Fatalf("got %s", describe(got))
-	}
+	r.waitStatus(t, txn.ID, fsm.StatusCommitted)
 	before := []int{fps[0].Count(commit), fps[1].Count(commit)}
 
 	// A resumes.

@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -119,6 +120,25 @@ func snapBytes(t testing.TB, f *fsm.FSM) []byte {
 		t.Fatalf("WriteSnapshot: %v", err)
 	}
 	return b.Bytes()
+}
+
+// pinSnapshot fails t unless f's snapshot, hex-encoded, is golden: the bytes this version
+// writes are pinned, so an encoding change must come with a new version.
+func pinSnapshot(t testing.TB, f *fsm.FSM, golden string) {
+	t.Helper()
+	if got := hex.EncodeToString(snapBytes(t, f)); got != golden {
+		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, golden)
+	}
+}
+
+// restoreHex returns a fresh FSM restored from a hex-encoded snapshot.
+func restoreHex(t testing.TB, golden string) *fsm.FSM {
+	t.Helper()
+	b, err := hex.DecodeString(golden)
+	if err != nil {
+		t.Fatalf("golden snapshot: %v", err)
+	}
+	return restore(t, b)
 }
 
 // restore returns a fresh FSM restored from b.

@@ -3,7 +3,6 @@ package fsm_test
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"math"
@@ -475,16 +474,9 @@ const goldenSnapshotHexV1 = "" +
 
 func TestGoldenSnapshot(t *testing.T) {
 	n := goldenSnapshotState(t)
-	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHex {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHex)
-	}
+	pinSnapshot(t, n.f, goldenSnapshotHex)
 	for name, golden := range map[string]string{"v6": goldenSnapshotHex, "v5": goldenSnapshotHexV5, "v4": goldenSnapshotHexV4, "v3": goldenSnapshotHexV3, "v2": goldenSnapshotHexV2, "v1": goldenSnapshotHexV1} {
-		b, err := hex.DecodeString(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := restore(t, b)
+		r := restoreHex(t, golden)
 		if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || !reflect.DeepEqual(r.Members(), n.f.Members()) || r.AppliedIndex() != 7 {
 			t.Fatalf("%s golden snapshot restores to\n%+v\nwant\n%+v", name, allTxns(r), allTxns(n.f))
 		}
@@ -549,32 +541,13 @@ const goldenSnapshotHexV4Payloads = "" +
 // by the payloads build, and the payloads go once the decision is logged.
 func TestGoldenSnapshotV4Payloads(t *testing.T) {
 	n := goldenPayloadState(t)
-	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV6Payloads {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Payloads)
+	pinSnapshot(t, n.f, goldenSnapshotHexV6Payloads)
+	for name, golden := range map[string]string{"v4": goldenSnapshotHexV4Payloads, "v5": goldenSnapshotHexV5Payloads, "v6": goldenSnapshotHexV6Payloads} {
+		if r := restoreHex(t, golden); !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
+			t.Fatalf("%s golden restores to\n%+v\nwant\n%+v", name, allTxns(r), allTxns(n.f))
+		}
 	}
-	b4, err := hex.DecodeString(goldenSnapshotHexV4Payloads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r4 := restore(t, b4); !reflect.DeepEqual(allTxns(r4), allTxns(n.f)) {
-		t.Fatalf("v4 golden restores to\n%+v\nwant\n%+v", allTxns(r4), allTxns(n.f))
-	}
-	b5, err := hex.DecodeString(goldenSnapshotHexV5Payloads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r5 := restore(t, b5); !reflect.DeepEqual(allTxns(r5), allTxns(n.f)) {
-		t.Fatalf("v5 golden restores to\n%+v\nwant\n%+v", allTxns(r5), allTxns(n.f))
-	}
-	b, err := hex.DecodeString(goldenSnapshotHexV6Payloads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := restore(t, b)
-	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
-		t.Fatalf("v5 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
-	}
+	r := restoreHex(t, goldenSnapshotHexV6Payloads)
 	pl, _ := r.Get("pl-1")
 	if pl.Payload(0) != `{"seats":2}` || pl.Payload(1) != "" || len(pl.Payloads) != 2 {
 		t.Fatalf("payloads %q", pl.Payloads)
@@ -654,16 +627,9 @@ func TestGoldenSnapshotV5Inquiry(t *testing.T) {
 	if n.f.Horizon() != t0+750 {
 		t.Fatalf("horizon %d", n.f.Horizon())
 	}
-	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV6Inquiry {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Inquiry)
-	}
+	pinSnapshot(t, n.f, goldenSnapshotHexV6Inquiry)
 	for name, golden := range map[string]string{"v5": goldenSnapshotHexV5Inquiry, "v6": goldenSnapshotHexV6Inquiry} {
-		b, err := hex.DecodeString(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := restore(t, b)
+		r := restoreHex(t, golden)
 		if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) || r.Horizon() != t0+750 || r.FeatureLevel() != 3 {
 			t.Fatalf("%s golden restores to\n%+v (horizon %d, level %d)\nwant\n%+v", name, allTxns(r), r.Horizon(), r.FeatureLevel(), allTxns(n.f))
 		}
@@ -715,15 +681,8 @@ const goldenSnapshotHexV6Trace = "" +
 // bytes, in both its compact and its text form.
 func TestGoldenSnapshotV6Trace(t *testing.T) {
 	n := goldenTraceState(t)
-	got := hex.EncodeToString(snapBytes(t, n.f))
-	if got != goldenSnapshotHexV6Trace {
-		t.Errorf("snapshot encoding changed:\n got  %s\n want %s", got, goldenSnapshotHexV6Trace)
-	}
-	b, err := hex.DecodeString(goldenSnapshotHexV6Trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := restore(t, b)
+	pinSnapshot(t, n.f, goldenSnapshotHexV6Trace)
+	r := restoreHex(t, goldenSnapshotHexV6Trace)
 	if !reflect.DeepEqual(allTxns(r), allTxns(n.f)) {
 		t.Fatalf("v6 golden restores to\n%+v\nwant\n%+v", allTxns(r), allTxns(n.f))
 	}

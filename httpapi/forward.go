@@ -111,7 +111,18 @@ func (s *Server) forward(c echo.Context, body []byte, req txnRequest, key string
 			// Raft leader, not ready: establishing its term or transferring leadership.
 			last = &apiError{Code: codeNoLeader, Detail: "this node leads but is not ready (establishing its term or handing leadership over)"}
 		case addr != "":
-			resp, sent, err := s.fwd.postSent(ctx, baseURL(addr)+"/v1/transactions", body, key, traceHeaders(r.Header))
+			actx, moved := s.whileLeads(ctx, lid)
+			resp, sent, err := s.fwd.postSent(actx, baseURL(addr)+"/v1/transactions", body, key, traceHeaders(r.Header))
+			if to := moved(); to != "" && err != nil {
+				// Another leader was elected while the old one held the request (paused, cut
+				// off): it can no longer log anything, so the request goes to the new one at
+				// once, with the same key (a transaction the old leader logged is then found
+				// by it, never started twice).
+				maybeSent = addr
+				last = &apiError{Code: codeNoLeader, Detail: fmt.Sprintf("leader %s was replaced by %s while it held the request", lid, to)}
+				delay = 25 * time.Millisecond
+				continue
+			}
 			if err == nil {
 				retry := false
 				if resp.StatusCode == http.StatusServiceUnavailable {
@@ -148,6 +159,53 @@ func (s *Server) forward(c echo.Context, body []byte, req txnRequest, key string
 		case <-t.C:
 		}
 		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// leaderPoll is how often a forwarded POST checks whether the leader it went to is still
+// the one this node knows.
+const leaderPoll = 50 * time.Millisecond
+
+// LeaderWatcher is optionally implemented by the Node (*cluster.Node does): LeaderID is
+// the id of the leader this node knows now, "" for none. A forwarded POST uses it to notice
+// that its leader was replaced while it held the request.
+type LeaderWatcher interface {
+	LeaderID() string
+}
+
+// whileLeads returns a context that ends with ctx or as soon as this node knows a leader
+// other than lid (a new term: lid can no longer log), and moved, which reports that leader
+// ("" while lid still leads here). Call moved once the attempt is over: it also releases
+// the watcher. Without a LeaderWatcher the context is ctx's.
+func (s *Server) whileLeads(ctx context.Context, lid string) (context.Context, func() string) {
+	lw, ok := s.node.(LeaderWatcher)
+	if !ok {
+		return ctx, func() string { return "" }
+	}
+	actx, cancel := context.WithCancel(ctx)
+	var to atomic.Value
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-actx.Done():
+				close(done)
+				return
+			case <-t.C:
+				if id := lw.LeaderID(); id != "" && id != lid {
+					to.Store(id)
+					cancel()
+				}
+			}
+		}
+	}()
+	return actx, func() string {
+		cancel()
+		<-done
+		id, _ := to.Load().(string)
+		return id
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,5 +483,60 @@ func TestStorageErrorIs503Unavailable(t *testing.T) {
 			e.sub.setFn(func(context.Context, coordinator.Request) (*fsm.Txn, error) { return nil, err })
 			checkRec(t, e.post(threeServices), 503, codeUnavailable)
 		})
+	}
+}
+
+// watchNode is a fakeNode that also reports the leader it knows (LeaderWatcher), as
+// cluster.Node does, independently of Leader's scripted queue.
+type watchNode struct {
+	*fakeNode
+	leader atomic.Value
+}
+
+func (w *watchNode) LeaderID() string { id, _ := w.leader.Load().(string); return id }
+
+// QA F6: A's leader B holds the forwarded POST without answering (paused, or cut off from
+// its followers), and C is elected meanwhile. A stops waiting for B once it knows C and
+// hands the request to C with the same key, so the client gets C's answer while B still
+// holds the first attempt (without the watch A waits out its whole bound: timeout, phase-two
+// wait and ForwardWait, then 503).
+func TestForwardMovesOnWhenLeaderReplaced(t *testing.T) {
+	release := make(chan struct{})
+	var heldKey atomic.Value
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		heldKey.Store(r.Header.Get(participant.IdempotencyKeyHeader))
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(b.Close)
+	t.Cleanup(func() { close(release) })
+	c := newNode(t, "c", true, Config{})
+	a := newNode(t, "a", false, Config{})
+	w := &watchNode{fakeNode: a.node}
+	w.leader.Store("b")
+	a.srv = New(Config{}, w, a.fsm, a.sub)
+	a.spy.inner = a.srv.Handler()
+	a.node.setLeaders(leader{"b", strings.TrimPrefix(b.URL, "http://")}, leader{"c", c.addr})
+	go func() {
+		for heldKey.Load() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		w.leader.Store("c") // the election A learns of while B holds the request
+	}()
+
+	status, _, body := postTo(t, a, threeServices, participant.IdempotencyKeyHeader, "client-key-f6")
+	select {
+	case <-release:
+		t.Fatal("B was released: the answer did not come while it held the request")
+	default:
+	}
+	if o := outcome(t, body); status != http.StatusOK || o.Status != "committed" {
+		t.Fatalf("answer %d %s, want C's commit", status, body)
+	}
+	cs := c.spy.seen()
+	if heldKey.Load() != "client-key-f6" || len(cs) != 1 || cs[0].key != "client-key-f6" || len(c.txnIDs()) != 1 {
+		t.Fatalf("B held key %v; C saw %+v with transactions %v: want the client's key at both, one transaction", heldKey.Load(), cs, c.txnIDs())
 	}
 }

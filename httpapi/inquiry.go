@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/txcoord/txcoord/api"
@@ -37,7 +38,16 @@ func (s *Server) getOutcome(c echo.Context) error {
 	if aerr := checkParams(c, "deadline"); aerr != nil {
 		return writeError(c, aerr)
 	}
-	id := c.Param("id")
+	// Every id the cluster mints is a UUID (version 7), sent to participants in its
+	// canonical lower-case form. Any other spelling of the same UUID (upper case, urn:uuid:,
+	// braces) is that transaction: answering it as an unknown id would presume aborted what
+	// may be committed. A string that is no UUID at all names no transaction the cluster
+	// could have run, and is refused rather than written to the log.
+	asked := c.Param("id")
+	id, ok := canonicalID(asked)
+	if !ok {
+		return writeError(c, badRequest(fmt.Sprintf("%q is not a transaction id: ids are UUIDs, as in the Prepare's transactionId", truncate(asked, 80))))
+	}
 	var deadline time.Time
 	if v := c.QueryParam("deadline"); v != "" {
 		d, err := time.Parse(time.RFC3339Nano, v)
@@ -47,7 +57,7 @@ func (s *Server) getOutcome(c echo.Context) error {
 		deadline = d
 	}
 	if t, ok := s.state.Get(id); ok && t.Decision != fsm.DecisionNone {
-		return writeInquiry(c, id, coordinator.Answer{Outcome: coordinator.OutcomeOf(t), Txn: t})
+		return writeInquiry(c, asked, coordinator.Answer{Outcome: coordinator.OutcomeOf(t), Txn: t})
 	}
 	inq, ok := s.sub.(Inquirer)
 	if !s.node.LeaderReady() || !ok {
@@ -69,7 +79,25 @@ func (s *Server) getOutcome(c echo.Context) error {
 		}
 		return writeError(c, ae)
 	}
-	return writeInquiry(c, id, a)
+	return writeInquiry(c, asked, a)
+}
+
+// canonicalID returns the canonical (lower-case, hyphenated) form of a transaction id
+// given as any spelling of a UUID that google/uuid accepts (upper case, urn:uuid:, braces,
+// no hyphens), and whether raw is a UUID at all.
+func canonicalID(raw string) (string, bool) {
+	u, err := uuid.Parse(raw)
+	if err != nil {
+		return raw, false
+	}
+	return u.String(), true
+}
+
+// lookupID is the id a read or an operator action looks up: the canonical form of a UUID,
+// anything else as given (it is then simply not found).
+func lookupID(raw string) string {
+	id, _ := canonicalID(raw)
+	return id
 }
 
 func writeInquiry(c echo.Context, id string, a coordinator.Answer) error {
@@ -77,4 +105,12 @@ func writeInquiry(c echo.Context, id string, a coordinator.Answer) error {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(a.RetryAfter, time.Second).Seconds()))))
 	}
 	return c.JSON(http.StatusOK, InquiryAnswer{TransactionID: id, Outcome: string(a.Outcome)})
+}
+
+// truncate shortens s to at most n bytes for an error message (a client may send 8 KiB).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -8,8 +8,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/coordinator"
@@ -90,17 +93,18 @@ func TestInquiryRoute(t *testing.T) {
 	e := inquiryEnv(t, nil)
 	committed, _ := e.commitAll(context.Background(), coordinator.Request{Participants: []fsm.Participant{{Prepare: flight, Commit: flight + "c", Rollback: flight + "r"}}, Timeout: time.Second})
 	past := time.Now().Add(-time.Minute)
+	neverSeen := uuid.NewString()
 
 	if a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath(committed.ID, past), nil)); a.Outcome != "committed" || a.TransactionID != committed.ID {
 		t.Fatalf("committed: %+v", a)
 	}
 	// Unknown, without a deadline or before it: pending, with Retry-After; nothing logged.
 	idx := e.fsm.AppliedIndex()
-	rec := e.do(http.MethodGet, outcomePath("never-seen", time.Time{}), nil)
+	rec := e.do(http.MethodGet, outcomePath(neverSeen, time.Time{}), nil)
 	if a := inquiryAnswer(t, rec); a.Outcome != "pending" || rec.Header().Get("Retry-After") != "1" {
 		t.Fatalf("no deadline: %+v, Retry-After %q", a, rec.Header().Get("Retry-After"))
 	}
-	rec = e.do(http.MethodGet, outcomePath("never-seen", time.Now().Add(20*time.Second)), nil)
+	rec = e.do(http.MethodGet, outcomePath(neverSeen, time.Now().Add(20*time.Second)), nil)
 	if a := inquiryAnswer(t, rec); a.Outcome != "pending" || atoi(rec.Header().Get("Retry-After")) < 19 {
 		t.Fatalf("before the deadline: %+v, Retry-After %q", a, rec.Header().Get("Retry-After"))
 	}
@@ -108,14 +112,14 @@ func TestInquiryRoute(t *testing.T) {
 		t.Fatal("a pending inquiry logged something")
 	}
 	// Unknown past its deadline: presumed aborted through the log.
-	if a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath("never-seen", past), nil)); a.Outcome != "rolled_back" {
+	if a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath(neverSeen, past), nil)); a.Outcome != "rolled_back" {
 		t.Fatalf("past the deadline: %+v", a)
 	}
-	if tx, ok := e.fsm.Get("never-seen"); !ok || !tx.PresumedAborted() {
+	if tx, ok := e.fsm.Get(neverSeen); !ok || !tx.PresumedAborted() {
 		t.Fatalf("no presumed-abort record: %+v", tx)
 	}
 	// GET of the transaction shows the record, with its note.
-	rec = e.do(http.MethodGet, "/v1/transactions/never-seen", nil)
+	rec = e.do(http.MethodGet, "/v1/transactions/"+neverSeen, nil)
 	if rec.Code != http.StatusOK || !json.Valid(rec.Body.Bytes()) {
 		t.Fatalf("GET the presumed-abort record: %d %s", rec.Code, rec.Body)
 	}
@@ -124,8 +128,43 @@ func TestInquiryRoute(t *testing.T) {
 		t.Fatalf("view %+v (%v)", v, err)
 	}
 	// Bad input.
-	checkRec(t, e.do(http.MethodGet, "/v1/transactions/x/outcome?deadline=yesterday", nil), http.StatusBadRequest, codeBadRequest)
-	checkRec(t, e.do(http.MethodGet, "/v1/transactions/x/outcome?consistency=stale", nil), http.StatusBadRequest, codeBadRequest)
+	checkRec(t, e.do(http.MethodGet, "/v1/transactions/"+neverSeen+"/outcome?deadline=yesterday", nil), http.StatusBadRequest, codeBadRequest)
+	checkRec(t, e.do(http.MethodGet, "/v1/transactions/"+neverSeen+"/outcome?consistency=stale", nil), http.StatusBadRequest, codeBadRequest)
+}
+
+// TestInquiryIDs: an inquiry names a transaction by its UUID. Another spelling of a
+// committed transaction's id (upper case, urn:uuid:, braces, no hyphens) is that
+// transaction: committed, never a presumed abort of a second record; a string that is no
+// UUID (a name, 5,000 characters, a path segment) is a 400 and nothing is logged.
+func TestInquiryIDs(t *testing.T) {
+	e := inquiryEnv(t, nil)
+	committed, _ := e.commitAll(context.Background(), coordinator.Request{Participants: []fsm.Participant{{Prepare: flight, Commit: flight + "c", Rollback: flight + "r"}}, Timeout: time.Second})
+	past := time.Now().Add(-time.Minute)
+	idx := e.fsm.AppliedIndex()
+	for _, spelling := range []string{
+		strings.ToUpper(committed.ID),
+		"urn:uuid:" + committed.ID,
+		"{" + committed.ID + "}",
+		strings.ReplaceAll(committed.ID, "-", ""),
+	} {
+		a := inquiryAnswer(t, e.do(http.MethodGet, outcomePath(url.PathEscape(spelling), past), nil))
+		if a.Outcome != "committed" || a.TransactionID != spelling {
+			t.Errorf("inquiry as %q: %+v, want committed, echoing the id asked", spelling, a)
+		}
+		rec := e.do(http.MethodGet, "/v1/transactions/"+url.PathEscape(spelling), nil)
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"status":"committed"`) {
+			t.Errorf("GET as %q: %d %s", spelling, rec.Code, rec.Body)
+		}
+	}
+	for _, bad := range []string{"notanid", strings.Repeat("a", 5000), "%2e%2e", "01a23815-af51-77a0-99c2-e5597d12125"} {
+		checkRec(t, e.do(http.MethodGet, outcomePath(bad, past), nil), http.StatusBadRequest, codeBadRequest)
+	}
+	if e.fsm.AppliedIndex() != idx {
+		t.Fatalf("inquiries logged %d entries, want none", e.fsm.AppliedIndex()-idx)
+	}
+	if n := len(e.fsm.Active()); n != 0 {
+		t.Fatalf("%d records in progress", n)
+	}
 }
 
 // TestInquiryRefusals: 409 feature_unavailable before level 3, 404 not_found past the
@@ -136,13 +175,13 @@ func TestInquiryRefusals(t *testing.T) {
 		return fmt.Errorf("%w: %s needs feature level %d", cluster.ErrFeatureUnavailable, what, need)
 	})
 	idx := gated.fsm.AppliedIndex()
-	checkRec(t, gated.do(http.MethodGet, outcomePath("x", past), nil), http.StatusConflict, codeFeature)
+	checkRec(t, gated.do(http.MethodGet, outcomePath(uuid.NewString(), past), nil), http.StatusConflict, codeFeature)
 	if gated.fsm.AppliedIndex() != idx {
 		t.Fatal("logged without the feature level")
 	}
 	old := inquiryEnv(t, nil)
 	old.apply(&fsm.Prune{FinishedBefore: time.Now().UnixMilli()})
-	checkRec(t, old.do(http.MethodGet, outcomePath("x", past), nil), http.StatusNotFound, codeNotFound)
+	checkRec(t, old.do(http.MethodGet, outcomePath(uuid.NewString(), past), nil), http.StatusNotFound, codeNotFound)
 }
 
 // TestInquiryOnFollower: a follower answers a decision it holds itself and forwards the
@@ -157,13 +196,14 @@ func TestInquiryOnFollower(t *testing.T) {
 	f.node.setLeaders(leader{id: "leader", addr: ls.URL})
 	committed, _ := f.commitAll(context.Background(), coordinator.Request{Participants: []fsm.Participant{{Prepare: flight, Commit: flight + "c", Rollback: flight + "r"}}, Timeout: time.Second})
 	past := time.Now().Add(-time.Minute)
+	elsewhere := uuid.NewString()
 	if a := inquiryAnswer(t, f.do(http.MethodGet, outcomePath(committed.ID, past), nil)); a.Outcome != "committed" {
 		t.Fatalf("follower's own decision: %+v", a)
 	}
-	if a := inquiryAnswer(t, f.do(http.MethodGet, outcomePath("elsewhere", past), nil)); a.Outcome != "rolled_back" {
+	if a := inquiryAnswer(t, f.do(http.MethodGet, outcomePath(elsewhere, past), nil)); a.Outcome != "rolled_back" {
 		t.Fatalf("forwarded: %+v", a)
 	}
-	if tx, ok := lead.fsm.Get("elsewhere"); !ok || !tx.PresumedAborted() {
+	if tx, ok := lead.fsm.Get(elsewhere); !ok || !tx.PresumedAborted() {
 		t.Fatal("the leader did not log the presumed abort")
 	}
 }

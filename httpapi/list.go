@@ -25,7 +25,7 @@ func (s *Server) getTransaction(c echo.Context) error {
 	if aerr != nil {
 		return writeError(c, aerr)
 	}
-	id := c.Param("id")
+	id := lookupID(c.Param("id"))
 	if level == LevelDefault && !s.node.LeaderReady() {
 		// A record that is final here has no later state: serve it without a hop.
 		if t, ok := s.state.Get(id); ok && (t.Status == fsm.StatusCommitted || t.Status == fsm.StatusRolledBack) {

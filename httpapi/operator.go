@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -56,9 +57,9 @@ func (s *Server) operatorAction(action string) echo.HandlerFunc {
 		if len(req.Note) > maxNoteLen {
 			return writeError(c, badRequest(fmt.Sprintf(`"note" is over %d bytes`, maxNoteLen)))
 		}
-		id := c.Param("id")
+		id := lookupID(c.Param("id"))
 		if !s.node.LeaderReady() {
-			return s.forwardOnce(c, "/v1/transactions/"+id+"/"+action, body)
+			return s.forwardOnce(c, "/v1/transactions/"+url.PathEscape(id)+"/"+action, body)
 		}
 		op := s.sub.(Operator)
 		var txn *fsm.Txn

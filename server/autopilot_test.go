@@ -48,27 +48,6 @@ func getStatus(t *testing.T, base string) cluster.Status {
 	return st
 }
 
-// startJoiner starts a node with an empty store and no --peers, to be joined.
-func startJoiner(t *testing.T, id string) (*server.Server, string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raftLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	raftAddr := raftLn.Addr().String()
-	raftLn.Close()
-	s, err := server.Start(server.Config{Listener: ln, Cluster: cluster.Config{
-		NodeID: id, RaftBind: raftAddr, DataDir: t.TempDir(),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s, raftAddr
-}
-
 // TestJoinOfUnreachableServerIsRefused: a join naming a Raft address where no node answers
 // is refused with 409 and a detail that says so, through a follower and the leader alike,
 // and leaves the configuration as it was (no fourth voter, no non-voter either).
@@ -117,7 +96,7 @@ func TestJoinedServerIsNonVoterUntilStable(t *testing.T) {
 	// Autopilot waits the stabilization time only once it has run that long itself (the
 	// library's rule, so that a new leader does not hold back servers it just met).
 	time.Sleep(stab + 200*time.Millisecond)
-	n4, raftAddr := startJoiner(t, "n4")
+	n4, raftAddr := servertest.StartJoiner(t, "n4")
 	joined := time.Now()
 	code, st := membershipPost(t, c.Node(leader).URL(), "join", fmt.Sprintf(`{"id":"n4","raftAddr":%q,"httpAddr":%q}`, raftAddr, n4.HTTPAddr()))
 	if code != http.StatusOK {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"log/slog"
 	"net/http"
@@ -70,7 +71,7 @@ func TestLibraryInquiryGetsPresumedAbort(t *testing.T) {
 	// A transaction whose deadline is before the cluster reached feature level 3 is past
 	// its retention horizon (404: not kept); wait until a probe's deadline is after it.
 	waitFor(t, "the cluster answers inquiries (feature level 3)", func() bool {
-		id := fmt.Sprintf("probe-%d", time.Now().UnixNano())
+		id := uuid.NewString()
 		resp, err := http.Get(protocol.InquiryURL(urls[0], id, protocol.FormatDeadline(time.Now().Add(-1500*time.Millisecond))))
 		if err != nil {
 			return false
@@ -84,8 +85,9 @@ func TestLibraryInquiryGetsPresumedAbort(t *testing.T) {
 	h := participant.NewHandler(cb.callbacks(), participant.NewMemStore(),
 		participant.WithInquiryGrace(100*time.Millisecond), participant.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	runLibrary(t, h)
+	neverLogged := uuid.NewString() // as a coordinator mints ids
 	reply, err := h.Do(context.Background(), participant.PhasePrepare, participant.Request{
-		TransactionID: "never-logged-1", Deadline: protocol.FormatDeadline(time.Now().Add(300 * time.Millisecond)), Inquiry: urls})
+		TransactionID: neverLogged, Deadline: protocol.FormatDeadline(time.Now().Add(300 * time.Millisecond)), Inquiry: urls})
 	if err != nil || reply.Status != participant.ACK {
 		t.Fatalf("prepare: %+v %v", reply, err)
 	}
@@ -95,13 +97,13 @@ func TestLibraryInquiryGetsPresumedAbort(t *testing.T) {
 	}
 	// The cluster keeps the presumed abort: every node answers rolled_back now.
 	for _, u := range urls {
-		resp, err := http.Get(protocol.InquiryURL(u, "never-logged-1", ""))
+		resp, err := http.Get(protocol.InquiryURL(u, neverLogged, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		o, err := protocol.ParseOutcome(raw, "never-logged-1")
+		o, err := protocol.ParseOutcome(raw, neverLogged)
 		if resp.StatusCode != http.StatusOK || err != nil || o.Outcome != protocol.OutcomeRolledBack {
 			t.Errorf("%s: %d %s (%v), want rolled_back", u, resp.StatusCode, raw, err)
 		}

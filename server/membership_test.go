@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -54,21 +53,7 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 	c.WaitLeader(10 * time.Second)
 	fURL := c.Node(c.Follower()).URL()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raftLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	raftAddr := raftLn.Addr().String()
-	raftLn.Close()
-	n4, err := server.Start(server.Config{Listener: ln, Cluster: cluster.Config{
-		NodeID: "n4", RaftBind: raftAddr, DataDir: t.TempDir(),
-		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 150 * time.Millisecond,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n4.Close()
+	n4, raftAddr := servertest.StartJoiner(t, "n4")
 
 	// Joins that could never name a working node, or would count one process twice or a
 	// dead address in the quorum, are refused and change nothing.
@@ -98,7 +83,7 @@ func TestMembershipJoinTransferRemove(t *testing.T) {
 		t.Fatalf("refused joins changed the voters: %v", got)
 	}
 
-	body := fmt.Sprintf(`{"id":"n4","raftAddr":%q,"httpAddr":%q}`, raftAddr, ln.Addr().String())
+	body := fmt.Sprintf(`{"id":"n4","raftAddr":%q,"httpAddr":%q}`, raftAddr, n4.HTTPAddr())
 	for i := 0; i < 2; i++ { // the second join is a no-op
 		if code, st := membershipPost(t, fURL, "join", body); code != http.StatusOK || len(st.Members) != 4 {
 			t.Fatalf("join #%d: HTTP %d, %d members", i+1, code, len(st.Members))

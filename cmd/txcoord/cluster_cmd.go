@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -33,18 +34,10 @@ cluster has one (--token, or env ` + envClusterToken + `).
 	}
 	withConn := func(c *cobra.Command, f *connFlags, wait *time.Duration) *cobra.Command {
 		f.preferClustr = true
-		f.register(c.Flags())
-		c.Flags().DurationVar(wait, "wait", 30*time.Second, "give up after this long (retrying unreachable nodes and 503 answers until then)")
 		c.Long = c.Short + ".\n\n" + clusterExitHelp
-		return c
+		return f.registerWithWait(c, wait)
 	}
-	ctxFor := func(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
-		ctx := cmd.Context()
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		return context.WithTimeout(ctx, d)
-	}
+	ctxFor := waitContext
 
 	var sf connFlags
 	var swait time.Duration
@@ -67,25 +60,44 @@ cluster has one (--token, or env ` + envClusterToken + `).
 			if err != nil {
 				return failed(cmd, err)
 			}
+			// Every other node is asked on its own short deadline, all at once: one that does
+			// not answer (a paused or cut-off leader) is shown unreachable and never costs
+			// the others their answers.
+			at := func(addr string) (*api.ClusterStatus, error) {
+				mctx, mcancel := context.WithTimeout(ctx, memberStatusTimeout)
+				defer mcancel()
+				return c.ClusterAt(mctx, addr)
+			}
 			// Health per member is measured by the leader's autopilot: ask the leader.
 			lv := st
-			if st.Role != "leader" && st.LeaderHTTP != "" {
-				if lv, err = c.ClusterAt(ctx, st.LeaderHTTP); err != nil {
-					lv = &api.ClusterStatus{}
-				}
-			}
-			health := map[string]*api.MemberHealth{}
-			for _, m := range lv.Members {
-				health[m.ID] = m.Health
-			}
 			views := make([]*api.ClusterStatus, len(st.Members))
 			errs := make([]error, len(st.Members))
+			var wg sync.WaitGroup
+			if st.Role != "leader" && st.LeaderHTTP != "" {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var lerr error
+					if lv, lerr = at(st.LeaderHTTP); lerr != nil {
+						lv = &api.ClusterStatus{}
+					}
+				}()
+			}
 			for i, m := range st.Members {
 				if m.HTTPAddr == "" {
 					errs[i] = fmt.Errorf("HTTP address unknown")
 					continue
 				}
-				views[i], errs[i] = c.ClusterAt(ctx, m.HTTPAddr)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					views[i], errs[i] = at(m.HTTPAddr)
+				}()
+			}
+			wg.Wait()
+			health := map[string]*api.MemberHealth{}
+			for _, m := range lv.Members {
+				health[m.ID] = m.Health
 			}
 			if sf.output == "json" {
 				nodeErrs := map[string]string{}
@@ -209,6 +221,11 @@ servers). With --wait (the default 2m) the command waits for that promotion and 
 	return cmd
 }
 
+// memberStatusTimeout bounds each member's answer to cluster status (GET /v1/cluster):
+// a healthy node answers in milliseconds; one that does not within this is shown
+// unreachable.
+const memberStatusTimeout = 3 * time.Second
+
 // usageArgs makes a wrong number of arguments exit with status 64 like a bad flag.
 func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -273,11 +290,7 @@ func waitVoter(cmd *cobra.Command, f *connFlags, id string, wait time.Duration) 
 	if err != nil {
 		return failed(cmd, err)
 	}
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	ctx, cancel := waitContext(cmd, wait)
 	defer cancel()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()

@@ -3,30 +3,21 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/txcoord/txcoord/api"
-	"github.com/txcoord/txcoord/httpapi"
-	"github.com/txcoord/txcoord/server"
-	"github.com/txcoord/txcoord/server/servertest"
 )
 
 // Every cluster command against a real cluster with tokens: --token and the environment,
 // --output table|json, and the documented exit statuses.
 func TestClusterCommands(t *testing.T) {
-	const clientTok, clusterTok = "cli-client-token-0123456789", "cli-cluster-token-0123456789"
-	t.Setenv(envToken, "")
-	t.Setenv(envAPITokens, "")
-	t.Setenv(envClusterToken, "")
-	t.Setenv("TXCOORD_NODE", "")
-	cl := servertest.Start(t, servertest.Options{Tune: func(_ int, c *server.Config) {
-		a, _ := httpapi.NewTokenSet(clientTok)
-		k, _ := httpapi.NewTokenSet(clusterTok)
-		c.API.Auth = &httpapi.Auth{API: a, Cluster: k}
-	}})
-	leader := cl.WaitLeader(30 * time.Second)
+	cl, leader := tokenCluster(t)
 	follower := (leader + 1) % 3
 	node := cl.Node(follower).URL()
 
@@ -92,5 +83,67 @@ func TestClusterCommands(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// QA F21: with the leader wedged (it accepts connections and never answers, as a paused
+// process does), cluster status through a healthy follower still shows every healthy
+// member's own view, and only the wedged one unreachable.
+func TestClusterStatusWithAWedgedLeader(t *testing.T) {
+	wedged, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wedged.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := wedged.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	var healthy [2]*httptest.Server
+	var addrs [2]string
+	members := func() []api.Member {
+		return []api.Member{
+			{ID: "n1", RaftAddr: "127.0.0.1:1", HTTPAddr: addrs[0], Suffrage: "voter"},
+			{ID: "n2", RaftAddr: "127.0.0.1:2", HTTPAddr: wedged.Addr().String(), Suffrage: "voter", Leader: true},
+			{ID: "n3", RaftAddr: "127.0.0.1:3", HTTPAddr: addrs[1], Suffrage: "voter"},
+		}
+	}
+	for i, id := range []string{"n1", "n3"} {
+		healthy[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(api.ClusterStatus{NodeID: id, Role: "follower", LeaderID: "n2", LeaderHTTP: wedged.Addr().String(), Term: 7, Ready: true, Members: members()})
+		}))
+		t.Cleanup(healthy[i].Close)
+		addrs[i] = strings.TrimPrefix(healthy[i].URL, "http://")
+	}
+	t.Setenv("TXCOORD_NODE", "")
+	stdout, stderr, code := run(t, "cluster", "status", "--node", healthy[0].URL)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[0], "n") {
+			rows[f[0]] = f[4] // ROLE
+		}
+	}
+	if rows["n1"] != "follower" || rows["n3"] != "follower" || rows["n2"] != "unreachable" {
+		t.Fatalf("roles %v, want n1 and n3 follower, the wedged n2 unreachable:\n%s", rows, stdout)
 	}
 }

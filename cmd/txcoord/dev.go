@@ -8,21 +8,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/internal/demo"
+	"github.com/txcoord/txcoord/internal/localcluster"
+	"github.com/txcoord/txcoord/internal/loopback"
 	"github.com/txcoord/txcoord/internal/tracing"
 	"github.com/txcoord/txcoord/server"
 )
@@ -68,9 +67,9 @@ Ports: nodes listen on --http-port, +1, +2 (Raft on --raft-port, +1, +2), partic
 
 // devDefaults are the tuning flags whose default differs in dev from serve's.
 var devDefaults = [][2]string{
-	{"heartbeat-timeout", "300ms"},
-	{"election-timeout", "300ms"},
-	{"leader-lease-timeout", "150ms"},
+	{"heartbeat-timeout", loopback.HeartbeatTimeout.String()},      // 300ms
+	{"election-timeout", loopback.ElectionTimeout.String()},        // 300ms
+	{"leader-lease-timeout", loopback.LeaderLeaseTimeout.String()}, // 150ms
 	{"memory-limit-mib", "0"},
 }
 
@@ -87,17 +86,13 @@ func setDefault(f *pflag.FlagSet, name, value string) {
 	fl.DefValue = value
 }
 
-// listen opens a loopback listener on port+i, or a free port when port is 0.
-func listen(port, i int) (net.Listener, error) {
-	p := 0
-	if port != 0 {
-		p = port + i
+// portHint adds, to a port dev cannot have, the flags that choose others.
+func portHint(err error) error {
+	var le *loopback.ListenError
+	if errors.As(err, &le) {
+		return fmt.Errorf("listening on %s (pick other ports with --http-port, --raft-port, --participant-port, or 0 for free ones): %w", le.Addr, le.Err)
 	}
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-	if err != nil {
-		return nil, fmt.Errorf("listening on 127.0.0.1:%d (pick other ports with --http-port, --raft-port, --participant-port, or 0 for free ones): %w", p, err)
-	}
-	return ln, nil
+	return err
 }
 
 func runDev(out io.Writer, fl *devFlags) (err error) {
@@ -143,9 +138,9 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	urls := make([]string, len(kinds))
 	plog := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for i, k := range kinds {
-		ln, err := listen(fl.participantPort, i)
+		ln, err := loopback.Listen(fl.participantPort, i)
 		if err != nil {
-			return err
+			return portHint(err)
 		}
 		svc, err := demo.New(demo.Config{Kind: k, DataDir: dir + "/participants", Logger: plog, Exit: func(int) { ln.Close() }})
 		if err != nil {
@@ -158,77 +153,24 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 		svcs[i], urls[i] = svc, "http://"+ln.Addr().String()
 	}
 
-	// Coordinator nodes: reserve the Raft ports first so every node gets the same peer list.
-	// All three stay open until all are chosen: with free ports (0), a port closed at once
-	// could be handed out again for the next node.
-	var peers []cluster.Peer
-	httpLns := make([]net.Listener, 3)
-	raftLns := make([]net.Listener, 0, 3)
-	closeAll := func() {
-		for _, l := range append(httpLns, raftLns...) {
-			if l != nil {
-				l.Close()
-			}
-		}
-	}
-	for i := 0; i < 3; i++ {
-		hl, err := listen(fl.httpPort, i)
-		if err != nil {
-			closeAll()
-			return err
-		}
-		httpLns[i] = hl
-		rl, err := listen(fl.raftPort, i)
-		if err != nil {
-			closeAll()
-			return err
-		}
-		raftLns = append(raftLns, rl)
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: rl.Addr().String(), HTTPAddr: hl.Addr().String()})
-	}
-	for _, rl := range raftLns {
-		rl.Close() // raft's transport binds each again below
-	}
-	nodes := make([]*server.Server, 3)
-	for i, p := range peers {
-		cfg := server.Config{
-			Listener: httpLns[i],
-			Logger:   lg.With("node", p.ID),
-			Cluster:  cluster.Config{NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: fmt.Sprintf("%s/%s", dir, p.ID), Peers: peers},
-			Tracing:  tr,
-		}
-		fl.tuning.apply(&cfg)
-		srv, err := server.Start(cfg)
-		if err != nil {
-			for _, l := range httpLns[i:] {
-				l.Close()
-			}
-			for _, n := range nodes[:i] {
-				_ = n.Close()
-			}
-			return fmt.Errorf("starting node %s: %w", p.ID, err)
-		}
-		nodes[i] = srv
-	}
-	// Stop the nodes together: one by one, the survivors would elect leaders as they go.
-	closers = append(closers, func() {
-		var wg sync.WaitGroup
-		for _, n := range nodes {
-			if n != nil {
-				wg.Add(1)
-				go func() { defer wg.Done(); _ = n.Close() }()
-			}
-		}
-		wg.Wait()
+	// Coordinator nodes, on --http-port+i and --raft-port+i (0: free ports).
+	cl, err := localcluster.Start(localcluster.Options{
+		Nodes: 3, Dir: dir, HTTPPort: fl.httpPort, RaftPort: fl.raftPort, Logger: lg,
+		Tune: func(_ int, cfg *server.Config) {
+			cfg.Tracing = tr
+			fl.tuning.apply(cfg)
+		},
 	})
-	if err := waitForLeader(nodes, 30*time.Second); err != nil {
-		return err
+	if err != nil {
+		return portHint(err)
 	}
+	closers = append(closers, func() { _ = cl.Close() })
 	// Payloads need feature level 2, which the leader enables once it has seen every
 	// node's build (a moment after the election).
-	if err := waitForLevel(nodes, 2, 30*time.Second); err != nil {
+	if _, err := cl.WaitReady(2, 30*time.Second); err != nil {
 		return err
 	}
+	nodes := cl.Running()
 	entry := nodes[0].URL()
 	for _, n := range nodes {
 		if !n.Node.LeaderReady() {
@@ -269,47 +211,6 @@ func runDev(out io.Writer, fl *devFlags) (err error) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
-	return nil
-}
-
-// waitForLevel waits until every node's FSM has feature level lv enabled.
-func waitForLevel(nodes []*server.Server, lv uint32, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for range tick.C {
-		ok := true
-		for _, n := range nodes {
-			ok = ok && n.Node.FSM.FeatureLevel() >= lv
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("feature level %d not enabled within %s", lv, within)
-		}
-	}
-	return nil
-}
-
-func waitForLeader(nodes []*server.Server, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for range tick.C {
-		ready := 0
-		for _, n := range nodes {
-			if n.Node.Ready() {
-				ready++
-			}
-		}
-		if ready == len(nodes) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no leader elected within %s", within)
-		}
-	}
 	return nil
 }
 

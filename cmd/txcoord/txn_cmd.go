@@ -64,6 +64,22 @@ func (f *connFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "table", "table (for people) or json (for scripts)")
 }
 
+// registerWithWait registers f's flags and --wait (into wait) on c, and returns c.
+func (f *connFlags) registerWithWait(c *cobra.Command, wait *time.Duration) *cobra.Command {
+	f.register(c.Flags())
+	c.Flags().DurationVar(wait, "wait", 30*time.Second, "give up after this long (retrying unreachable nodes and 503 answers until then)")
+	return c
+}
+
+// waitContext is cmd's context (Background when it has none) bounded by --wait's d.
+func waitContext(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return context.WithTimeout(ctx, d)
+}
+
 // tokenValue is the token a command sends: --token, else the environment as setCLIAuth
 // reads it.
 func (f *connFlags) tokenValue() string {
@@ -178,18 +194,10 @@ and prints a table, or JSON with --output json.
 
 ` + exitCodesHelp,
 	}
-	withConn := func(c *cobra.Command, f *connFlags, timeout *time.Duration) *cobra.Command {
-		f.register(c.Flags())
-		c.Flags().DurationVar(timeout, "wait", 30*time.Second, "give up after this long (retrying unreachable nodes and 503 answers until then)")
-		return c
+	withConn := func(c *cobra.Command, f *connFlags, wait *time.Duration) *cobra.Command {
+		return f.registerWithWait(c, wait)
 	}
-	ctxFor := func(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
-		ctx := cmd.Context()
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		return context.WithTimeout(ctx, d)
-	}
+	ctxFor := waitContext
 
 	var gf connFlags
 	var gwait time.Duration

@@ -37,9 +37,12 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// Every transaction command against a real cluster with tokens: outputs, exit statuses.
-func TestTxnCommands(t *testing.T) {
-	const clientTok, clusterTok = "cli-client-token-0123456789", "cli-cluster-token-0123456789"
+// The tokens of tokenCluster: clientTok for clients, clusterTok for nodes and operators.
+const clientTok, clusterTok = "cli-client-token-0123456789", "cli-cluster-token-0123456789"
+
+// tokenCluster starts a 3-node cluster that requires tokens (clientTok, clusterTok), with
+// no token or node in the CLI's environment, and returns it with its leader's index.
+func tokenCluster(t *testing.T) (*servertest.Cluster, int) {
 	t.Setenv(envToken, "")
 	t.Setenv(envAPITokens, "")
 	t.Setenv(envClusterToken, "")
@@ -49,7 +52,12 @@ func TestTxnCommands(t *testing.T) {
 		k, _ := httpapi.NewTokenSet(clusterTok)
 		c.API.Auth = &httpapi.Auth{API: a, Cluster: k}
 	}})
-	leader := cl.WaitLeader(30 * time.Second)
+	return cl, cl.WaitLeader(30 * time.Second)
+}
+
+// Every transaction command against a real cluster with tokens: outputs, exit statuses.
+func TestTxnCommands(t *testing.T) {
+	cl, leader := tokenCluster(t)
 	node := cl.Node((leader + 1) % 3).URL()
 	fp := participanttest.New(t)
 

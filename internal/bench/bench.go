@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -27,7 +26,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/txcoord/txcoord/cluster"
+	"github.com/txcoord/txcoord/internal/localcluster"
 	"github.com/txcoord/txcoord/server"
+	"github.com/txcoord/txcoord/version"
 )
 
 // Config is one `txcoord bench` invocation.
@@ -168,7 +169,7 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 	}
 
 	// Cluster.
-	var cl *Cluster
+	var cl *localcluster.Cluster
 	var entry []string
 	if len(c.Nodes) == 0 {
 		dir := c.DataDir
@@ -179,19 +180,23 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 			defer os.RemoveAll(dir)
 		}
 		c.note("starting a 3-node cluster in %s", dir)
-		if cl, err = StartCluster(ClusterOptions{Dir: dir, Logger: c.Logger, Tune: c.Tune}); err != nil {
+		if cl, err = startCluster(dir, c.Logger, c.Tune); err != nil {
 			return nil, err
 		}
 		defer func() {
 			if cl != nil {
-				cl.Close()
+				_ = cl.Close()
 			}
 		}()
 		switch c.Target {
 		case "leader":
-			entry = []string{cl.Leader().URL()}
+			l, err := cl.WaitLeader(10 * time.Second)
+			if err != nil {
+				return nil, err
+			}
+			entry = []string{cl.Node(l).URL()}
 		case "follower":
-			entry = []string{cl.Follower().URL()}
+			entry = []string{cl.Node(cl.Follower()).URL()}
 		default:
 			entry = cl.URLs()
 		}
@@ -237,10 +242,14 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 	if c.Floor {
 		c.note("measuring the floor (%s per measurement)", orDefault(c.FloorTime, 2*time.Second))
 		var nodes []*cluster.Node
-		for _, n := range cl.Nodes {
+		for _, n := range cl.Running() {
 			nodes = append(nodes, n.Node)
 		}
-		f, err := MeasureFloor(ctx, FloorConfig{Leader: cl.Leader().Node, Nodes: nodes, PrepareURLs: prepares, Time: c.FloorTime, Concurrency: c.FloorConc})
+		l, err := cl.WaitLeader(10 * time.Second)
+		if err != nil {
+			return nil, err
+		}
+		f, err := MeasureFloor(ctx, FloorConfig{Leader: cl.Node(l).Node, Nodes: nodes, PrepareURLs: prepares, Time: c.FloorTime, Concurrency: c.FloorConc})
 		if err != nil {
 			return nil, err
 		}
@@ -305,12 +314,12 @@ func Run(ctx context.Context, c Config) (rep *Report, err error) {
 
 	if cl != nil && c.MeasureLog {
 		c.note("stopping the cluster and reading the raft logs")
-		dirs := make([]string, len(cl.Nodes))
-		ids := make([]string, len(cl.Nodes))
-		for i, n := range cl.Nodes {
-			ids[i], dirs[i] = n.Node.ID(), filepath.Join(cl.Dir, n.Node.ID())
+		dirs := make([]string, cl.Len())
+		ids := make([]string, cl.Len())
+		for i := range ids {
+			ids[i], dirs[i] = cl.Peer(i).ID, cl.DataDir(i)
 		}
-		cl.Close()
+		_ = cl.Close()
 		cl = nil
 		for i := range dirs {
 			st, err := MeasureLog(ids[i], dirs[i])
@@ -349,4 +358,19 @@ func loadAvg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// startCluster starts the in-process cluster the bench measures, the way `txcoord dev`
+// starts one (tune: the CLI's tuning flags), and waits until it has a ready leader and
+// this build's feature level (payloads need level 2, fast mode 3).
+func startCluster(dir string, lg hclog.Logger, tune func(i int, c *server.Config)) (*localcluster.Cluster, error) {
+	cl, err := localcluster.Start(localcluster.Options{Dir: dir, Logger: lg, Tune: tune})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cl.WaitReady(version.FeatureLevel, 30*time.Second); err != nil {
+		_ = cl.Close()
+		return nil, err
+	}
+	return cl, nil
 }

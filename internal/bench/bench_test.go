@@ -168,7 +168,7 @@ func TestRunAgainstURLs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
-	cl, err := StartCluster(ClusterOptions{Dir: t.TempDir()})
+	cl, err := startCluster(t.TempDir(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +192,8 @@ func TestRunAgainstURLs(t *testing.T) {
 	if r.Phases.Source != "server-timestamps" || r.Phases.PhaseOne.N != 30 || r.Phases.Begin != nil {
 		t.Fatalf("phases %+v", r.Phases)
 	}
-	if len(rep.Setup.Entry) != 1 || rep.Setup.Entry[0] == cl.Leader().URL() || rep.Log != nil {
-		t.Fatalf("entry %v (leader %s), log %v", rep.Setup.Entry, cl.Leader().URL(), rep.Log)
+	if len(rep.Setup.Entry) != 1 || rep.Setup.Entry[0] == cl.Node(cl.Leader()).URL() || rep.Log != nil {
+		t.Fatalf("entry %v (leader %s), log %v", rep.Setup.Entry, cl.Node(cl.Leader()).URL(), rep.Log)
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 // p50s), so do not filter out the floor ones. `txcoord bench --floor` prints the same
 // comparison with percentiles and per-phase times.
 func BenchmarkFloor(b *testing.B) {
-	cl, err := StartCluster(ClusterOptions{Dir: b.TempDir()})
+	cl, err := startCluster(b.TempDir(), nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func BenchmarkFloor(b *testing.B) {
 	}
 	defer ps.Close()
 	ctx := context.Background()
-	ops := NewFloorOps(cl.Leader().Node, ps.PrepareURLs)
+	ops := NewFloorOps(cl.Node(cl.Leader()).Node, ps.PrepareURLs)
 	var applyP50, roundP50 float64
 
 	// serial runs fn b.N times and reports its p50 in ms.
@@ -84,7 +84,7 @@ func BenchmarkFloor(b *testing.B) {
 
 	body, _ := json.Marshal(map[string]any{"services": ps.PrepareURLs, "timeout": 5000})
 	hc := NewHTTPClient(64)
-	entry := cl.Leader().URL()
+	entry := cl.Node(cl.Leader()).URL()
 	post := func(w *worker) error {
 		lc := &LoadConfig{HTTP: hc, RequestTimeout: 20 * time.Second}
 		before := w.committed

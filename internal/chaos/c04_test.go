@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,9 @@ type c04 struct {
 	http    *http.Client
 	bound   time.Duration
 	n       int
+	// answers holds, by idempotency key, what the POST got back (status and body, or the
+	// error): a transaction that never appears says why.
+	answers sync.Map
 }
 
 // cellResult is one row of the matrix.
@@ -166,9 +171,15 @@ func (e *c04) submit(ctx context.Context, timeout time.Duration) (string, *Node)
 	go func() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, leader.URL+"/v1/transactions", bytes.NewReader(body))
 		req.Header.Set("Idempotency-Key", key)
-		if resp, err := e.http.Do(req); err == nil {
-			resp.Body.Close()
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := e.http.Do(req)
+		if err != nil {
+			e.answers.Store(key, err.Error())
+			return
 		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		e.answers.Store(key, fmt.Sprintf("HTTP %d %s", resp.StatusCode, b))
 	}()
 	return key, leader
 }
@@ -186,7 +197,11 @@ func (e *c04) find(ctx context.Context, n *Node, key string) txnView {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.t.Fatalf("transaction with key %s never appeared on %s", key, n.ID)
+	answer, ok := e.answers.Load(key)
+	if !ok {
+		answer = "no answer yet"
+	}
+	e.t.Fatalf("transaction with key %s never appeared on %s (the POST: %v)", key, n.ID, answer)
 	return txnView{}
 }
 

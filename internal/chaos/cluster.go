@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/internal/demo"
+	"github.com/txcoord/txcoord/internal/loopback"
 )
 
 // Node is one coordinator process.
@@ -105,26 +105,6 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// freePorts returns n distinct free loopback ports (held open together while chosen).
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // StartCluster starts cfg.Nodes coordinator nodes and the three demo participants, each a
 // separate process on loopback with its own data directory and log file under dir, and
 // waits until the cluster has a ready leader. On error everything started is killed.
@@ -137,13 +117,30 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 		}
 	}()
 	kinds := []string{demo.KindFlight, demo.KindHotel, demo.KindPayment}
-	// 2 per node, one per participant, then (with Partitions) one per node's Raft proxy.
-	ports, err := freePorts(3*cfg.Nodes + len(kinds))
+	// Every address is chosen before any is released (loopback's rule, as in-process
+	// clusters): the nodes', then one per participant, then (with Partitions) one per
+	// node's Raft proxy.
+	var ports loopback.Ports
+	defer ports.Close()
+	lps, err := ports.Peers(cfg.Nodes, 0, 0)
 	if err != nil {
 		return nil, err
 	}
+	extra := len(kinds)
+	if cfg.Partitions {
+		extra += cfg.Nodes
+	}
+	var more []string
+	for range extra {
+		a, err := ports.Listen(0, 0)
+		if err != nil {
+			return nil, err
+		}
+		more = append(more, a)
+	}
+	ports.Close() // the processes and proxies bind them again below
 	for i, kind := range kinds {
-		addr := fmt.Sprintf("127.0.0.1:%d", ports[2*cfg.Nodes+i])
+		addr := more[i]
 		capacity := "1000000000"
 		if kind == demo.KindPayment {
 			capacity = "100000000000" // cents per account; 100 per transaction
@@ -158,24 +155,25 @@ func StartCluster(ctx context.Context, cfg Config, bin, dir string, ev *eventLog
 	if cfg.NodeBin != "" {
 		nodeBin = cfg.NodeBin
 	}
-	var peers []string
-	for i := range cfg.Nodes {
-		n := &Node{ID: fmt.Sprintf("n%d", i+1), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]), RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]), Bin: nodeBin}
+	advertised := make([]loopback.Peer, len(lps)) // what --peers names: a proxy may stand in front of a Raft port
+	for i, lp := range lps {
+		n := &Node{ID: lp.ID, HTTPAddr: lp.HTTPAddr, RaftAddr: lp.RaftAddr, Bin: nodeBin}
 		n.URL = "http://" + n.HTTPAddr
 		n.RaftAdvertise = n.RaftAddr
 		if cfg.Partitions {
 			if c.net == nil {
 				c.net = newNetFabric()
 			}
-			proxyAddr := fmt.Sprintf("127.0.0.1:%d", ports[2*cfg.Nodes+len(kinds)+i])
-			if n.RaftAdvertise, err = c.net.add(n.ID, n.RaftAddr, proxyAddr); err != nil {
+			if n.RaftAdvertise, err = c.net.add(n.ID, n.RaftAddr, more[len(kinds)+i]); err != nil {
 				return nil, err
 			}
 		}
-		peers = append(peers, fmt.Sprintf("%s=%s@%s", n.ID, n.RaftAdvertise, n.HTTPAddr))
+		advertised[i] = loopback.Peer{ID: n.ID, HTTPAddr: n.HTTPAddr, RaftAddr: n.RaftAdvertise}
 		c.Nodes = append(c.Nodes, n)
 	}
-	c.peers = strings.Join(peers, ",")
+	if c.peers, err = loopback.PeersFlag(advertised); err != nil {
+		return nil, err
+	}
 	for _, n := range c.Nodes {
 		n.proc = c.procs.add(newProc("node-"+n.ID, nodeBin, filepath.Join(dir, "node-"+n.ID+".log"), c.serveArgs(ctx, n, nodeBin)...))
 	}

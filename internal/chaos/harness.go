@@ -29,6 +29,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/txcoord/txcoord/internal/loopback"
 )
 
 // Config configures a chaos run. Zero values take the defaults in brackets.
@@ -102,9 +104,9 @@ func (c *Config) defaults() {
 	}
 	set(&c.TxnTimeout, 2*time.Second)
 	set(&c.MaxRequestTime, 60*time.Second)
-	set(&c.HeartbeatTimeout, 300*time.Millisecond)
-	set(&c.ElectionTimeout, 300*time.Millisecond)
-	set(&c.LeaderLease, 150*time.Millisecond)
+	set(&c.HeartbeatTimeout, loopback.HeartbeatTimeout)
+	set(&c.ElectionTimeout, loopback.ElectionTimeout)
+	set(&c.LeaderLease, loopback.LeaderLeaseTimeout)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 2048
 	}

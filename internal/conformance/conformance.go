@@ -174,31 +174,25 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	add("reply-format", `200 {"status":"ACK"} or {"status":"NACK","reason":...}`, p1, p1.valid && (p1.reply.Status == participant.ACK || p1.reply.Reason != ""))
 	p1b := ck.call(ctx, participant.PhasePrepare, t1)
 	add("repeated-prepare", "the same vote as the first Prepare ("+string(p1.reply.Status)+")", p1b, p1.valid && p1b.valid && p1b.reply.Status == p1.reply.Status)
-	prepared := p1.ack()
-	if prepared {
-		c := ck.call(ctx, participant.PhaseCommit, t1)
-		add("commit-after-prepare", "ACK", c, c.ack())
-		c2 := ck.call(ctx, participant.PhaseCommit, t1)
-		add("repeated-commit", "ACK (without doing anything again)", c2, c2.ack())
-	} else {
-		why := "the first Prepare was not ACKed: " + p1.String()
-		skip("commit-after-prepare", "ACK", why)
-		skip("repeated-commit", "ACK", why)
+	// twice sends phase two to a transaction the participant prepared, then once more:
+	// both must be ACKed, the second without doing anything again.
+	twice := func(first, repeated string, phase participant.Phase, id string, prepare answer) {
+		if !prepare.ack() {
+			why := "the Prepare was not ACKed: " + prepare.String()
+			skip(first, "ACK", why)
+			skip(repeated, "ACK", why)
+			return
+		}
+		a := ck.call(ctx, phase, id)
+		add(first, "ACK", a, a.ack())
+		b := ck.call(ctx, phase, id)
+		add(repeated, "ACK (without doing anything again)", b, b.ack())
 	}
+	twice("commit-after-prepare", "repeated-commit", participant.PhaseCommit, t1, p1)
 
 	// A prepared transaction, then its rollback.
 	t2 := newID()
-	p2 := ck.call(ctx, participant.PhasePrepare, t2)
-	if p2.ack() {
-		r := ck.call(ctx, participant.PhaseRollback, t2)
-		add("rollback-after-prepare", "ACK", r, r.ack())
-		r2 := ck.call(ctx, participant.PhaseRollback, t2)
-		add("repeated-rollback", "ACK (without doing anything again)", r2, r2.ack())
-	} else {
-		why := "the Prepare was not ACKed: " + p2.String()
-		skip("rollback-after-prepare", "ACK", why)
-		skip("repeated-rollback", "ACK", why)
-	}
+	twice("rollback-after-prepare", "repeated-rollback", participant.PhaseRollback, t2, ck.call(ctx, participant.PhasePrepare, t2))
 
 	// Rollback before Prepare (the Prepare was slow): tombstone.
 	t3 := newID()

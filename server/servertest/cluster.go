@@ -1,15 +1,12 @@
 // Package servertest starts whole txcoord nodes (server.Start: real Raft over loopback
 // TCP, raft-boltdb stores, the engine and the HTTP API) inside one test process, and gives
-// tests the means to kill, restart and wait on them. Every wait is a condition polled
-// against a deadline, never a bare sleep.
+// tests the means to kill, restart and wait on them. It is a testing.TB wrapper over
+// internal/localcluster, the harness `txcoord dev` and bench run too: an error fails the
+// test, the cluster is closed at cleanup, node logs go to the test log. Every wait is a
+// condition polled against a deadline, never a bare sleep.
 package servertest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/txcoord/txcoord/cluster"
 	"github.com/txcoord/txcoord/internal/goroutines"
+	"github.com/txcoord/txcoord/internal/localcluster"
 	"github.com/txcoord/txcoord/server"
 )
 
@@ -32,145 +29,70 @@ type Options struct {
 }
 
 // Cluster is a set of in-process nodes with fixed addresses and data directories, so a
-// killed node restarts with its state, as a real process would.
+// killed node restarts with its state, as a real process would. The methods it does not
+// redefine (Node, Peer, DataDir, Len, Leader, Follower, URLs, ...) are localcluster's.
 type Cluster struct {
+	*localcluster.Cluster
 	t      testing.TB
-	opts   Options
-	peers  []cluster.Peer
-	dirs   []string
 	mu     sync.Mutex
-	nodes  []*server.Server // nil while a node is down
-	closed bool
+	closed bool // the test has ended: later log lines are dropped
 }
 
 // Start starts opts.Nodes nodes that bootstrap one cluster, and registers cleanup.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	if opts.Nodes == 0 {
-		opts.Nodes = 3
-	}
 	if opts.LogLevel == "" {
 		opts.LogLevel = "warn"
 	}
-	c := &Cluster{t: t, opts: opts, nodes: make([]*server.Server, opts.Nodes)}
-	base := t.TempDir()
-	var held []net.Listener
-	for i := 0; i < opts.Nodes; i++ {
-		id := fmt.Sprintf("n%d", i+1)
-		c.peers = append(c.peers, cluster.Peer{ID: id, RaftAddr: freeAddr(t, &held), HTTPAddr: freeAddr(t, &held)})
-		c.dirs = append(c.dirs, filepath.Join(base, id))
+	c := &Cluster{t: t}
+	lc, err := localcluster.Start(localcluster.Options{
+		Nodes: opts.Nodes,
+		Dir:   t.TempDir(),
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Level: hclog.LevelFromString(opts.LogLevel), Output: testWriter{c},
+		}),
+		Tune: opts.Tune,
+	})
+	if err != nil {
+		t.Fatalf("starting a test cluster: %v", err)
 	}
-	for _, ln := range held {
-		ln.Close()
-	}
-	for i := range c.nodes {
-		c.StartNode(i)
-	}
+	c.Cluster = lc
 	t.Cleanup(c.Close)
 	return c
 }
 
-// freeAddr returns a loopback address with a free port. The listener stays open (in held)
-// until every address is chosen, so the kernel cannot hand the same port out twice.
-func freeAddr(t testing.TB, held *[]net.Listener) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// StartJoiner starts node id outside the cluster, with an empty store and no peers, to be
+// joined to it (POST /v1/cluster/join), closes it at cleanup, and returns it with its Raft
+// address.
+func StartJoiner(t testing.TB, id string) (*server.Server, string) {
+	t.Helper()
+	srv, p, err := localcluster.StartJoiner(id, t.TempDir(), nil)
 	if err != nil {
-		t.Fatalf("reserving a port: %v", err)
+		t.Fatal(err)
 	}
-	*held = append(*held, ln)
-	return ln.Addr().String()
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, p.RaftAddr
 }
 
 // StartNode starts (or restarts) node i with its data directory as it was left.
 func (c *Cluster) StartNode(i int) *server.Server {
 	c.t.Helper()
-	p := c.peers[i]
-	cfg := server.Config{
-		HTTPBind: p.HTTPAddr,
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: p.ID, Level: hclog.LevelFromString(c.opts.LogLevel), Output: testWriter{c},
-		}),
-		Cluster: cluster.Config{
-			NodeID: p.ID, RaftBind: p.RaftAddr, HTTPAdvertise: p.HTTPAddr, DataDir: c.dirs[i], Peers: c.peers,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond,
-		},
-	}
-	if c.opts.Tune != nil {
-		c.opts.Tune(i, &cfg)
-	}
-	var srv *server.Server
-	// A port freed by a killed node can take a moment to be reusable.
-	err := c.Eventually(10*time.Second, func() error {
-		var err error
-		srv, err = server.Start(cfg)
-		return err
-	})
+	srv, err := c.Cluster.StartNode(i)
 	if err != nil {
-		c.t.Fatalf("starting %s: %v", p.ID, err)
+		c.t.Fatal(err)
 	}
-	c.mu.Lock()
-	c.nodes[i] = srv
-	c.mu.Unlock()
 	return srv
 }
 
-// Node returns node i, or nil while it is down.
-func (c *Cluster) Node(i int) *server.Server {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nodes[i]
-}
-
-// Peer returns node i's id and addresses (its entry of the static peer list).
-func (c *Cluster) Peer(i int) cluster.Peer { return c.peers[i] }
-
-// DataDir returns node i's data directory.
-func (c *Cluster) DataDir(i int) string { return c.dirs[i] }
-
-// Len returns the number of nodes, up or down.
-func (c *Cluster) Len() int { return len(c.nodes) }
-
 // Stop shuts node i down in order (as SIGTERM would: leadership is handed over first).
-func (c *Cluster) Stop(i int) {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	c.mu.Unlock()
-	if n != nil {
-		_ = n.Close()
-	}
-}
+func (c *Cluster) Stop(i int) { _ = c.Cluster.Stop(i) }
 
 // Kill stops node i abruptly, as a crash would: no leadership transfer, no draining.
-func (c *Cluster) Kill(i int) {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	c.mu.Unlock()
-	if n != nil {
-		_ = n.Kill()
-	}
-}
-
-// Leader returns the index of the running node that leads, or -1.
-func (c *Cluster) Leader() int {
-	for i := range c.nodes {
-		if n := c.Node(i); n != nil && n.Node.LeaderReady() {
-			return i
-		}
-	}
-	return -1
-}
+func (c *Cluster) Kill(i int) { _ = c.Cluster.Kill(i) }
 
 // Close stops every node that is up, all at once.
 func (c *Cluster) Close() {
-	var wg sync.WaitGroup
-	for i := range c.nodes {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Stop(i) }()
-	}
-	wg.Wait()
+	_ = c.Cluster.Close()
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -181,9 +103,9 @@ func (c *Cluster) Close() {
 // is diagnosable from the log alone.
 func (c *Cluster) Dump(what string) {
 	c.t.Helper()
-	for i := range c.nodes {
+	for i := 0; i < c.Len(); i++ {
 		if n := c.Node(i); n != nil {
-			c.t.Logf("%s: node %d (%s): applied %d, raft %v", what, i, c.peers[i].ID, n.Node.FSM.AppliedIndex(), n.Node.Raft.Stats())
+			c.t.Logf("%s: node %d (%s): applied %d, raft %v", what, i, c.Peer(i).ID, n.Node.FSM.AppliedIndex(), n.Node.Raft.Stats())
 		}
 	}
 	c.t.Logf("%s: goroutines:\n%s", what, goroutines.Dump())
@@ -191,16 +113,7 @@ func (c *Cluster) Dump(what string) {
 
 // Eventually calls f until it returns nil or within passes; it returns f's last error.
 func (c *Cluster) Eventually(within time.Duration, f func() error) error {
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		<-tick.C
-	}
+	return localcluster.Eventually(within, f)
 }
 
 // WaitLeader waits until one running node leads and every running node is ready (and has
@@ -208,76 +121,30 @@ func (c *Cluster) Eventually(within time.Duration, f func() error) error {
 // leader's index.
 func (c *Cluster) WaitLeader(within time.Duration) int {
 	c.t.Helper()
-	leader := -1
-	err := c.Eventually(within, func() error {
-		leader = -1
-		for i := range c.nodes {
-			n := c.Node(i)
-			if n == nil {
-				continue
-			}
-			if !n.Node.Ready() || !n.API.CaughtUp() {
-				return fmt.Errorf("%s not ready", n.Node.ID())
-			}
-			if n.Node.LeaderReady() {
-				leader = i
-			}
-		}
-		if leader < 0 {
-			return fmt.Errorf("no leader")
-		}
-		return nil
-	})
+	leader, err := c.Cluster.WaitLeader(within)
 	if err != nil {
-		c.t.Fatalf("waiting for a leader: %v", err)
+		c.t.Fatal(err)
 	}
 	return leader
-}
-
-// Follower returns the index of a running node that does not lead, or -1.
-func (c *Cluster) Follower() int {
-	for i := range c.nodes {
-		if n := c.Node(i); n != nil && !n.Node.LeaderReady() {
-			return i
-		}
-	}
-	return -1
 }
 
 // StateHash returns the SHA-256 of node i's FSM in snapshot form; equal hashes mean equal
 // state (oracle O4).
 func (c *Cluster) StateHash(i int) string {
-	h := sha256.New()
-	if err := c.Node(i).Node.FSM.WriteSnapshot(h); err != nil {
-		c.t.Fatalf("hashing state of node %d: %v", i, err)
+	c.t.Helper()
+	h, err := c.Cluster.StateHash(i)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return h
 }
 
 // WaitConverged waits until the cluster is quiet (no node holds a transaction that is not
 // terminal) and every running node holds the same state.
 func (c *Cluster) WaitConverged(within time.Duration) {
 	c.t.Helper()
-	err := c.Eventually(within, func() error {
-		var first string
-		for i := range c.nodes {
-			if c.Node(i) == nil {
-				continue
-			}
-			if n := len(c.Node(i).Node.FSM.Active()); n > 0 {
-				return fmt.Errorf("node %d holds %d transactions still in progress", i, n)
-			}
-			h := c.StateHash(i)
-			if first == "" {
-				first = h
-			} else if h != first {
-				return fmt.Errorf("node %d state differs", i)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		c.t.Fatalf("nodes did not converge: %v", err)
+	if err := c.Cluster.WaitConverged(within); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
