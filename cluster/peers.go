@@ -59,6 +59,7 @@ type peerEntry struct {
 	okMono    time.Time // monotonic time of the last answer
 	firstMono time.Time // monotonic time of the first probe at this address
 	httpAddr  string    // the HTTP address the peer last advertised
+	log       peerLog   // the peer's Raft log as it last answered (stall.go)
 }
 
 type peerMonitor struct {
@@ -107,6 +108,7 @@ func (n *Node) probeRound(ctx context.Context) {
 	if n.LeaderReady() {
 		n.raiseFeatureLevel(ctx, servers)
 		n.recordAdvertisedAddrs(ctx, servers)
+		n.repairStalledFollowers()
 	}
 }
 
@@ -177,6 +179,7 @@ func (n *Node) probeOne(ctx context.Context, id, addr string) {
 	}
 	e.Error = ""
 	e.okMono, e.httpAddr = time.Now(), info.HTTPAddr
+	e.log.observe(info, e.okMono)
 	e.Reached, e.Version, e.FeatureLevel = true, info.Version, info.FeatureLevel
 	if info.TimeUnixMicro != 0 {
 		mid := sent.Add(rtt / 2)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/txcoord/txcoord/internal/goroutines"
 	"github.com/txcoord/txcoord/internal/localcluster"
 	"github.com/txcoord/txcoord/server"
 )
@@ -95,6 +96,19 @@ func (c *Cluster) Close() {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
+}
+
+// Dump writes each running node's Raft stats and every goroutine's stack to the test log,
+// prefixed with what: call it when a wait times out, so that a stall on a loaded CI machine
+// is diagnosable from the log alone.
+func (c *Cluster) Dump(what string) {
+	c.t.Helper()
+	for i := 0; i < c.Len(); i++ {
+		if n := c.Node(i); n != nil {
+			c.t.Logf("%s: node %d (%s): applied %d, raft %v", what, i, c.Peer(i).ID, n.Node.FSM.AppliedIndex(), n.Node.Raft.Stats())
+		}
+	}
+	c.t.Logf("%s: goroutines:\n%s", what, goroutines.Dump())
 }
 
 // Eventually calls f until it returns nil or within passes; it returns f's last error.
