@@ -16,21 +16,20 @@
 # cluster.ErrShutdownAbandoned and TestStopReturnsWhenRaftShutdownIsStuck),
 # TestFailoverDuringPhaseTwo (asserted exact terms) and cluster's
 # TestFormationRestartedNodeNeverBootstraps (its nodes' stops, on a transport the test
-# gave, did not get the grace-period transport close; now they do). Still out:
-# TestDataDirStopsGrowing. It passed 6 loaded runs here; in a seventh, after two leader
-# changes, the former leader (a follower then) applied nothing for 60 s while the other
-# two went on ("failed to get previous log" from it, "appendEntries rejected, sending
-# older logs" from the new leader, then silence): a replication stall to investigate
-# (with TrailingLogs 100 and a snapshot check every 50 ms), not a test expectation. Since
-# main's level-3 Prune rules it also fails idle ("N transactions kept, retention is 100").
+# gave, did not get the grace-period transport close; now they do), and
+# TestDataDirStopsGrowing (back since the third session): the follower that once applied
+# nothing for 60 s here was hashicorp/raft#697 (a deposed leader's uncommitted suffix kept
+# across InstallSnapshot; the leader now repairs it: cluster/stall.go, docs/failover.md),
+# reproduced by TestDeposedLeaderWithDivergentSuffixCatchesUp; the test itself now accepts
+# 202 and prunes the keys followers mint. 64 of 64 loaded race runs passed after that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
-server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestSkewedNodeNeverLeads)$}"
+server_tests="${LOADED_SERVER_TESTS:-^(TestC07_ReplayIsSilent|TestPostDuringLeadershipTransfersIsBounded|TestRemovedNodeAnswers503AtOnce|TestFailover.*|TestClusterCommitsThroughLeaderAndFollower|TestTracesOverOTLP|TestSkewedNodeNeverLeads|TestDataDirStopsGrowing)$}"
 # -short: the same faults and checker over 200 transactions instead of 1,000 (make test runs
 # the 1,000; loaded they took 100 s here).
 short_tests="${LOADED_SHORT_TESTS:-^(TestAtomicityUnderParticipantFaults)$}"
-cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*|TestFormationRestartedNodeNeverBootstraps|TestStopReturnsWhenRaftShutdownIsStuck)$}"
+cluster_tests="${LOADED_CLUSTER_TESTS:-^(TestLeaderWhoseLogWritesFailStepsDownAndStaysOut|TestDamaged.*|TestGarbage.*|TestFormationRestartedNodeNeverBootstraps|TestStopReturnsWhenRaftShutdownIsStuck|TestDeposedLeaderWithDivergentSuffixCatchesUp|TestRemovePeerBackToBackThroughAnElection)$}"
 default=0
 [ ${#pkgs[@]} -gt 0 ] || { pkgs=(./httpapi/... ./coordinator/...); default=1; }
 if ! command -v stress-ng >/dev/null; then
