@@ -21,6 +21,11 @@ import (
 // (issue 17; docs/participant-protocol.md, "Inquiry").
 const InquiryPath = "/v1/transactions/:id/outcome"
 
+// maxInquiryRetryAfter caps a pending inquiry's Retry-After: the longest phase one a
+// transaction may ask for (--max-timeout's default), so a participant asks again at least
+// that often whatever deadline it sent.
+const maxInquiryRetryAfter = 60 * time.Second
+
 // InquiryAnswer is the answer of GET /v1/transactions/{id}/outcome (api.InquiryAnswer).
 type InquiryAnswer = api.InquiryAnswer
 
@@ -55,6 +60,11 @@ func (s *Server) getOutcome(c echo.Context) error {
 			return writeError(c, badRequest(fmt.Sprintf(`"deadline" must be the deadline of the Prepare, RFC 3339 (2026-12-02T06:40:00.000Z), not %q`, v)))
 		}
 		deadline = d
+		if deadline.IsZero() {
+			// 0001-01-01T00:00:00Z is a deadline long past, not "no deadline" (the zero
+			// value means that below): any instant before the horizon answers the same.
+			deadline = time.Unix(0, 0)
+		}
 	}
 	if t, ok := s.state.Get(id); ok && t.Decision != fsm.DecisionNone {
 		return writeInquiry(c, asked, coordinator.Answer{Outcome: coordinator.OutcomeOf(t), Txn: t})
@@ -102,7 +112,10 @@ func lookupID(raw string) string {
 
 func writeInquiry(c echo.Context, id string, a coordinator.Answer) error {
 	if a.Outcome == coordinator.OutcomePending {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(a.RetryAfter, time.Second).Seconds()))))
+		// At least 1 s, at most maxInquiryRetryAfter: a far-future deadline (year 9999) must
+		// not tell a participant to wait centuries.
+		wait := min(max(a.RetryAfter, time.Second), maxInquiryRetryAfter)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	}
 	return c.JSON(http.StatusOK, InquiryAnswer{TransactionID: id, Outcome: string(a.Outcome)})
 }

@@ -207,3 +207,16 @@ func TestInquiryOnFollower(t *testing.T) {
 		t.Fatal("the leader did not log the presumed abort")
 	}
 }
+
+// QA F5: a pending answer's Retry-After is capped (a year-9999 deadline does not say
+// "ask again in 292 years"), and the zero instant 0001-01-01 is a deadline long past (404
+// past the horizon), not "no deadline".
+func TestInquiryDeadlineExtremes(t *testing.T) {
+	e := inquiryEnv(t, nil)
+	rec := e.do(http.MethodGet, "/v1/transactions/"+uuid.NewString()+"/outcome?deadline=9999-12-31T23:59:59Z", nil)
+	if a := inquiryAnswer(t, rec); a.Outcome != "pending" || atoi(rec.Header().Get("Retry-After")) != 60 {
+		t.Fatalf("far-future deadline: %+v, Retry-After %q, want pending and 60", a, rec.Header().Get("Retry-After"))
+	}
+	e.apply(&fsm.Prune{FinishedBefore: time.Now().UnixMilli()}) // the horizon is now
+	checkRec(t, e.do(http.MethodGet, "/v1/transactions/"+uuid.NewString()+"/outcome?deadline=0001-01-01T00:00:00Z", nil), http.StatusNotFound, codeNotFound)
+}
