@@ -251,8 +251,8 @@ func TestReadyz(t *testing.T) {
 	rec = e.do(http.MethodGet, "/readyz", nil)
 	checkJSONType(t, rec.Header())
 	m = nil
-	if rec.Code != http.StatusServiceUnavailable || json.Unmarshal(rec.Body.Bytes(), &m) != nil || m["ready"] != false {
-		t.Errorf("not ready: %d %s", rec.Code, rec.Body)
+	if rec.Code != http.StatusServiceUnavailable || json.Unmarshal(rec.Body.Bytes(), &m) != nil || m["ready"] != false || m["reason"] != "no leader known" {
+		t.Errorf("not ready: %d %s, want 503 with the reason (QA F7)", rec.Code, rec.Body)
 	}
 	if rec.Header().Get("Retry-After") == "" {
 		t.Error("no Retry-After on a node that is not ready")

@@ -324,6 +324,16 @@ func (s *Server) readyz(c echo.Context) error {
 		}
 	}
 	body["ready"] = ready
+	if !ready && body["reason"] == nil {
+		switch err := s.unavailable(); {
+		case err != nil:
+			body["reason"] = err.Error() // removed, not yet a member, Raft stopped
+		case st.LeaderID == "":
+			body["reason"] = "no leader known"
+		default:
+			body["reason"] = "not ready: catching up with leader " + st.LeaderID
+		}
+	}
 	if !ready {
 		c.Response().Header().Set("Retry-After", "1")
 		return c.JSON(http.StatusServiceUnavailable, body)
