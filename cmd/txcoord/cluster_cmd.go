@@ -213,9 +213,6 @@ servers). With --wait (the default 2m) the command waits for that promotion and 
 		},
 	}, &tf, &twait)
 	transfer.Flags().StringVar(&to, "to", "", "id of the voter that should lead")
-	for _, c := range []*cobra.Command{status, join, remove, transfer} {
-		c.Args = usageArgs(c.Args)
-	}
 	cmd.AddCommand(status, join, remove, transfer)
 	cmd.SetFlagErrorFunc(flagError)
 	return cmd

@@ -103,7 +103,6 @@ says so on stderr.
 	cmd.Flags().StringVar(&from, "from", "", "earliest creation time (inclusive)")
 	cmd.Flags().StringVar(&to, "to", "", "latest creation time (exclusive)")
 	cmd.Flags().IntVar(&limit, "page", 1000, "transactions per request (1 to 1000)")
-	cmd.Args = usageArgs(cmd.Args)
 	cmd.SetFlagErrorFunc(flagError)
 	return cmd
 }
@@ -210,9 +209,6 @@ and leaves DIR without Raft state.
 	restore.Flags().StringVar(&dataDir, "data-dir", "", "the new node's (empty) data directory")
 	restore.Flags().StringVar(&archiveFrom, "archive-from", "", "an old node's archive directory (DATA/archive, copied from a stopped node) to keep its history in the new cluster")
 	restore.Flags().StringVar(&servers, "servers", "", "the new cluster's first servers, id=raftaddr,... (usually one)")
-	for _, c := range []*cobra.Command{save, restore} {
-		c.Args = usageArgs(c.Args)
-	}
 	cmd.AddCommand(save, restore)
 	cmd.SetFlagErrorFunc(flagError)
 	return cmd

@@ -32,6 +32,19 @@ func newRootCmd() *cobra.Command {
 	for _, extra := range extraCommands {
 		root.AddCommand(extra())
 	}
+	// Every usage error, in every command, exits 64 (README: "64 bad flags"): a wrong
+	// number of arguments as much as an unknown flag.
+	root.SetFlagErrorFunc(flagError)
+	var wrap func(c *cobra.Command)
+	wrap = func(c *cobra.Command) {
+		if c.Args != nil {
+			c.Args = usageArgs(c.Args)
+		}
+		for _, sub := range c.Commands() {
+			wrap(sub)
+		}
+	}
+	wrap(root)
 	return root
 }
 

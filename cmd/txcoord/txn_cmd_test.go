@@ -155,3 +155,21 @@ func TestSubmitToNoNodeIsUnreachable(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want %d and a message saying nothing was started", code, stderr, exitError)
 	}
 }
+
+// QA F10, F16: a usage error exits 64 in every command (README: "64 bad flags"), a
+// missing positional argument as much as an unknown flag.
+func TestUsageErrorsExit64Everywhere(t *testing.T) {
+	t.Setenv("TXCOORD_NODE", "")
+	for _, args := range [][]string{
+		{"submit", "--node", "http://127.0.0.1:1"},
+		{"txn", "get", "--node", "http://127.0.0.1:1"},
+		{"cluster", "remove"},
+		{"snapshot", "save"},
+		{"serve", "--bogus"},
+		{"peers", "remove"},
+	} {
+		if _, stderr, code := run(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d (%q), want %d", args, code, stderr, exitUsage)
+		}
+	}
+}
