@@ -71,8 +71,8 @@ func parseListQuery(c echo.Context) (fsm.ListQuery, *apiError) {
 	if aerr := checkParams(c, listParams...); aerr != nil {
 		return q, aerr
 	}
-	if v := c.QueryParam("status"); v != "" {
-		st, err := fsm.ParseStatus(v)
+	if v, given := c.QueryParams()["status"]; given {
+		st, err := fsm.ParseStatus(v[0]) // "" (status=) is no status either
 		if err != nil {
 			return q, badRequest(`"status": ` + err.Error())
 		}

@@ -116,6 +116,9 @@ type StuckList = api.StuckList
 // still preparing that long after they began [Config.StuckAfter], with each participant's
 // attempts and last error (on the leader, as of now: see liveView).
 func (s *Server) listStuck(c echo.Context) error {
+	if aerr := checkParams(c, "olderThan"); aerr != nil {
+		return writeError(c, aerr)
+	}
 	older := s.cfg.StuckAfter
 	if v := c.QueryParam("olderThan"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)

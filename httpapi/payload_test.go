@@ -133,6 +133,14 @@ func TestStuckAfterCountsFromTheDecision(t *testing.T) {
 	if p := out.Transactions[0].Participants[0]; p.LastError != "HTTP 500: ledger down" || p.Attempts != 7 {
 		t.Fatalf("participant %+v", p)
 	}
+	// Unknown, repeated and malformed parameters are 400s naming the parameter (QA F14).
+	for _, q := range []string{"?foo=1", "?olderThan=1&olderThan=2", "?olderThan=-5"} {
+		rec := e.do(http.MethodGet, "/v1/stuck"+q, nil)
+		checkRec(t, rec, http.StatusBadRequest, codeBadRequest)
+		if name := strings.TrimLeft(strings.SplitN(q, "=", 2)[0], "?"); !strings.Contains(rec.Body.String(), name) {
+			t.Errorf("%s: %s does not name %q", q, rec.Body, name)
+		}
+	}
 }
 
 // opSubmitter adds the Operator methods (unused here) so that the operator routes,

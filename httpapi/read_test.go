@@ -186,7 +186,7 @@ func TestListTransactions_StatusFilter(t *testing.T) {
 func TestListTransactions_BadQueryIs400(t *testing.T) {
 	e := newEnv(t, Config{})
 	for _, q := range []string{"status=done", "status=COMMITTED", "limit=0", "limit=-1", "limit=1001", "limit=x", "limit=1.5", "limit=99999999999999999999",
-		"order=up", "after=txn-04", "after=x_", "createdFrom=yesterday", "createdTo=0", "createdFrom=2000&createdTo=1000", "consistency=strong", "nope=1", "limit=1&limit=2"} {
+		"order=up", "after=txn-04", "after=x_", "createdFrom=yesterday", "createdTo=0", "createdFrom=2000&createdTo=1000", "consistency=strong", "nope=1", "limit=1&limit=2", "status="} {
 		t.Run(q, func(t *testing.T) {
 			checkRec(t, e.do(http.MethodGet, "/v1/transactions?"+q, nil), http.StatusBadRequest, codeBadRequest)
 		})
