@@ -407,11 +407,16 @@ func TestLeaderLoop(t *testing.T) {
 	mu.Lock()
 	hold[L.id] = release
 	mu.Unlock()
-	leadsBefore := count(L.id, "lead")
 
-	// Leadership moves away: L's work sees its context canceled and is held there.
+	// Leadership moves away: L's work sees its context canceled and is held there. (On a
+	// loaded machine L may also have lost and regained leadership by itself before the hold
+	// was set: count the runs once exactly one, the last, is held.)
 	c.transferUntil(20*time.Second, "", func() bool { return L.n.Raft.State() != raft.Leader }, "leadership to leave "+L.id)
-	waitFor(t, 10*time.Second, func() bool { return count(L.id, "canceled") >= leadsBefore }, L.id+"'s leader work to see its context canceled")
+	waitFor(t, 10*time.Second, func() bool {
+		leads := count(L.id, "lead")
+		return count(L.id, "canceled") == leads && count(L.id, "returned") == leads-1
+	}, L.id+"'s leader work to see its context canceled and be held")
+	leadsBefore := count(L.id, "lead")
 	M := c.waitReadyLeader(20*time.Second, func(m *tnode) bool { return m != L }, "a ready leader other than "+L.id)
 	commit(M, "marker-2")
 
