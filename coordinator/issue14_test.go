@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
@@ -410,5 +412,44 @@ func TestSeveralDeadURLsEndRolledBack(t *testing.T) {
 				t.Errorf("live participant: %d commits, %d rollbacks, holds %v", fps[0].Count(commit), fps[0].Count(rollback), fps[0].Held())
 			}
 		})
+	}
+}
+
+// TestNeverDeliveredUnloggedIsNotAnswered (QA F19): when the entry that logs a
+// never-delivered participant as acknowledged is lost with the leadership (a transfer, a
+// partition), the client is not told rolled_back: the driver stops unsettled, so no answer
+// is followed by a record still waiting on that participant.
+func TestNeverDeliveredUnloggedIsNotAnswered(t *testing.T) {
+	fps := newFPs(t, 1)
+	dead := deadURL(t)
+	r := newRig(t)
+	r.log.fail(func(c fsm.Command) bool { _, ok := c.(*fsm.Progress); return ok }, raft.ErrLeadershipLost, false)
+	l := r.lead(fastCfg(), nil)
+	l.caller.mu.Lock()
+	l.caller.before = func(url string) {
+		if url == dead+"/prepare" { // refused only once the live one has its Prepare
+			waitFP(t, fps[0], "the live participant's Prepare arrived", func() bool { return fps[0].Count(prepare) >= 1 })
+		}
+	}
+	l.caller.mu.Unlock()
+	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := l.eng.Settled(txn.ID)
+	eventually(t, "the driver stopped", func() bool { return l.eng.Settled(txn.ID) == nil })
+	if settled != nil {
+		select {
+		case <-settled:
+			t.Fatal("settled (the client would be answered rolled_back) without the never-delivered participant logged")
+		default:
+		}
+	}
+	if got, _ := r.fsm.Get(txn.ID); got.Status != fsm.StatusRollingBack || got.States[1].Acked {
+		t.Fatalf("record %s, want rolling_back with the unreached participant not yet acknowledged", describe(got))
+	}
+	if n := fps[0].Count(rollback); n != 0 {
+		t.Errorf("%d Rollbacks sent before the never-delivered entry was logged", n)
 	}
 }
