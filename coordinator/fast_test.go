@@ -73,7 +73,7 @@ func TestFastNACKRollsBackAtOnce(t *testing.T) {
 	fps := newFPs(t, 3)
 	r := newLevel3Rig(t)
 	l := r.lead(fastCfg(), nil)
-	fps[1].Set(prepare, participanttest.NACK("no rooms"))
+	nackAfterArrivals(t, fps[1], "no rooms", fps[0], fps[2]) // the others have voted yes first
 	// The abort entry is held until the yes-voters got their Rollback: the calls go out
 	// without waiting for it (a leader that logged first would never get past this gate).
 	var early bool

@@ -235,7 +235,9 @@ type callRec struct {
 type watchCaller struct {
 	inner coordinator.Caller
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// before, when set, runs before each call is passed on (a test orders calls with it).
+	before   func(url string)
 	calls    []callRec
 	inflight int
 	stopped  bool
@@ -250,12 +252,16 @@ func (w *watchCaller) Call(ctx context.Context, url string, p participant.Phase,
 		w.late = append(w.late, rec)
 	}
 	w.inflight++
+	before := w.before
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
 		w.inflight--
 		w.mu.Unlock()
 	}()
+	if before != nil {
+		before(url)
+	}
 	return w.inner.Call(ctx, url, p, req)
 }
 
@@ -433,6 +439,24 @@ func describe(x *fsm.Txn) string {
 }
 
 // waitFP waits until cond holds at fp.
+// nackAfterArrivals makes nacker refuse its Prepare with reason only once its own Prepare and
+// every other's have arrived: the others were then sent theirs (a Prepare the refusal
+// cancels before it was sent reaches nobody and needs no Rollback) and count as reached.
+func nackAfterArrivals(t testing.TB, nacker *participanttest.FP, reason string, others ...*participanttest.FP) {
+	nacker.Set(participant.PhasePrepare, participanttest.Behavior{Vote: participant.NACK, Reason: reason, Hold: true})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+		defer cancel()
+		for _, fp := range append([]*participanttest.FP{nacker}, others...) {
+			if err := fp.Wait(ctx, func() bool { return fp.Count(participant.PhasePrepare) >= 1 }); err != nil {
+				t.Errorf("waiting for %s's Prepare: %v", fp.URL(), err)
+				return
+			}
+		}
+		nacker.Release(participant.PhasePrepare)
+	}()
+}
+
 func waitFP(t testing.TB, fp *participanttest.FP, what string, cond func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)

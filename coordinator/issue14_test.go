@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/coordinator/call"
 	"github.com/txcoord/txcoord/fsm"
@@ -107,9 +109,10 @@ func TestConnectionRefusedEndsRolledBack(t *testing.T) {
 	if n := len(l.caller.times(dead + "/rollback")); n != 0 {
 		t.Errorf("%d rollbacks sent to a participant that never received a call", n)
 	}
-	for _, fp := range fps { // their Prepare may have been cut short by the refusal
-		if fp.Count(participant.PhasePrepare) > 1 || fp.Count(commit) != 0 || fp.Count(rollback) != 1 {
-			t.Errorf("%s: %d prepares, %d commits, %d rollbacks; want at most 1, 0, 1", fp.URL(), fp.Count(participant.PhasePrepare), fp.Count(commit), fp.Count(rollback))
+	for _, fp := range fps { // their Prepare may have been cut short by the refusal, even before it was sent
+		prep, rb := fp.Count(participant.PhasePrepare), fp.Count(rollback)
+		if prep > 1 || fp.Count(commit) != 0 || rb > 1 || prep > 0 && rb != 1 {
+			t.Errorf("%s: %d prepares, %d commits, %d rollbacks; want at most 1, 0, and a Rollback for a Prepare that arrived", fp.URL(), prep, fp.Count(commit), rb)
 		}
 	}
 }
@@ -126,6 +129,15 @@ func TestNeverDeliveredSurvivesLeaderChange(t *testing.T) {
 	dead := deadURL(t)
 	r := newRig(t)
 	l1 := r.lead(fastCfg(), nil)
+	// The dead URL is tried once the live participant has its Prepare, so that the refusal
+	// (which cancels the other Prepares) cannot come before that one was sent.
+	l1.caller.mu.Lock()
+	l1.caller.before = func(url string) {
+		if url == dead+"/prepare" {
+			waitFP(t, fps[0], "the live participant's Prepare arrived", func() bool { return fps[0].Count(prepare) >= 1 })
+		}
+	}
+	l1.caller.mu.Unlock()
 	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
 	txn, err := l1.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
 	if err != nil {
@@ -360,5 +372,84 @@ func TestFenceAfterDeadlineStillDecides(t *testing.T) {
 	got := r.waitTerminal(t, "late-1")
 	if got.Status != fsm.StatusRolledBack {
 		t.Fatalf("got %s, want rolled_back", describe(got))
+	}
+}
+
+// TestSeveralDeadURLsEndRolledBack (QA F15): with several URLs where nothing listens, the
+// first refusal decides the transaction and cancels the other Prepares, some of them before
+// they had a connection. None of those was ever written either: every dead URL is "never
+// delivered: no rollback needed", none gets a Rollback, and the transaction ends
+// rolled_back in both modes (not rolling_back until the retry window fails it).
+func TestSeveralDeadURLsEndRolledBack(t *testing.T) {
+	for _, mode := range []coordinator.Mode{coordinator.ModeDefault, coordinator.ModeFast} {
+		t.Run(string(mode), func(t *testing.T) {
+			fps := newFPs(t, 1)
+			r := newLevel3Rig(t)
+			l := r.lead(fastCfg(), nil)
+			ps := parts(fps...)
+			var dead []string
+			for range 4 {
+				d := deadURL(t)
+				dead = append(dead, d)
+				ps = append(ps, fsm.Participant{Prepare: d + "/prepare", Commit: d + "/commit", Rollback: d + "/rollback"})
+			}
+			txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy, Mode: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := r.waitStatus(t, txn.ID, fsm.StatusRolledBack)
+			for _, d := range dead {
+				if n := len(l.caller.times(d + "/rollback")); n != 0 {
+					t.Errorf("%d rollbacks sent to %s, which never received a call", n, d)
+				}
+			}
+			for i, st := range got.States {
+				if i > 0 && !strings.Contains(st.Reason, "no rollback needed") {
+					t.Errorf("participant %d (%s): reason %q, want it named never delivered", i, ps[i].Prepare, st.Reason)
+				}
+			}
+			if fps[0].Count(commit) != 0 || fps[0].Count(rollback) > 1 || len(fps[0].Held()) != 0 {
+				t.Errorf("live participant: %d commits, %d rollbacks, holds %v", fps[0].Count(commit), fps[0].Count(rollback), fps[0].Held())
+			}
+		})
+	}
+}
+
+// TestNeverDeliveredUnloggedIsNotAnswered (QA F19): when the entry that logs a
+// never-delivered participant as acknowledged is lost with the leadership (a transfer, a
+// partition), the client is not told rolled_back: the driver stops unsettled, so no answer
+// is followed by a record still waiting on that participant.
+func TestNeverDeliveredUnloggedIsNotAnswered(t *testing.T) {
+	fps := newFPs(t, 1)
+	dead := deadURL(t)
+	r := newRig(t)
+	r.log.fail(func(c fsm.Command) bool { _, ok := c.(*fsm.Progress); return ok }, raft.ErrLeadershipLost, false)
+	l := r.lead(fastCfg(), nil)
+	l.caller.mu.Lock()
+	l.caller.before = func(url string) {
+		if url == dead+"/prepare" { // refused only once the live one has its Prepare
+			waitFP(t, fps[0], "the live participant's Prepare arrived", func() bool { return fps[0].Count(prepare) >= 1 })
+		}
+	}
+	l.caller.mu.Unlock()
+	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := l.eng.Settled(txn.ID)
+	eventually(t, "the driver stopped", func() bool { return l.eng.Settled(txn.ID) == nil })
+	if settled != nil {
+		select {
+		case <-settled:
+			t.Fatal("settled (the client would be answered rolled_back) without the never-delivered participant logged")
+		default:
+		}
+	}
+	if got, _ := r.fsm.Get(txn.ID); got.Status != fsm.StatusRollingBack || got.States[1].Acked {
+		t.Fatalf("record %s, want rolling_back with the unreached participant not yet acknowledged", describe(got))
+	}
+	if n := fps[0].Count(rollback); n != 0 {
+		t.Errorf("%d Rollbacks sent before the never-delivered entry was logged", n)
 	}
 }

@@ -23,7 +23,9 @@ import (
 // left (O3).
 func TestC01_RollbackToParticipantThatNeverPrepared(t *testing.T) {
 	fps := newFPs(t, 3)
-	fps[1].Set(prepare, participanttest.NACK("no rooms"))
+	// FP-B's NACK waits until FP-A and FP-C have their Prepares (sent, so they count as
+	// reached: a Prepare canceled before it was sent needs no Rollback).
+	nackAfterArrivals(t, fps[1], "no rooms", fps[0], fps[2])
 	// FP-C holds the Prepare unprocessed (so FP-B's NACK decides), then drops it.
 	fps[2].Set(prepare, participanttest.Behavior{Hold: true, Drop: participanttest.DropBefore})
 	r := newRig(t)

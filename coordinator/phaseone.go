@@ -121,9 +121,11 @@ func (e *Engine) collectVotes(ctx context.Context, txn *fsm.Txn, reached []bool)
 				isCE := errors.As(err, &ce)
 				canceled := errors.Is(err, context.Canceled) || isCE && ce.Kind == call.KindCanceled
 				a = answer{i: i, vote: fsm.VoteError, reason: e.prepareError(err, txn), canceled: canceled,
-					// Only a call that ended in its own failure to connect proves the
-					// participant holds nothing; a canceled one is counted as reached.
-					notSent: isCE && ce.NotSent && !canceled && ce.Kind == call.KindTransport,
+					// A call provably never written (it failed to connect, or it was canceled
+					// before it had a connection: another participant had already said no)
+					// proves the participant holds nothing, as this transaction is fresh and no
+					// other leader called it. Anything else counts as reached.
+					notSent: isCE && ce.NotSent && (canceled || ce.Kind == call.KindTransport),
 					fenced:  isCE && ce.Kind == call.KindFenced}
 			}
 			if e.traced() {
@@ -150,6 +152,10 @@ func (e *Engine) collectVotes(ctx context.Context, txn *fsm.Txn, reached []bool)
 			// Canceled because another participant already said no: no answer, not an
 			// error. Other errors (a second timeout at the deadline, a 500 that raced a
 			// NACK) are kept, so that the errors list names every participant that failed.
+			// One canceled before it was sent is said so: it gets no Rollback either.
+			if a.notSent {
+				votes[a.i], reasons[a.i] = fsm.VoteError, "not sent: another participant had already refused"
+			}
 			continue
 		}
 		votes[a.i], reasons[a.i] = a.vote, a.reason

@@ -56,10 +56,13 @@ func (e *Engine) phaseTwo(ctx context.Context, lg *lazyLog, txn *fsm.Txn, reache
 		// Only this term knows that no call ever reached that participant (reached is
 		// memory). Log it as acknowledged before the others' Rollbacks, which may take long:
 		// a later leader then skips it too, instead of calling a URL where nothing listens
-		// until the retry window ends the transaction failed (issue 14). Best effort: if the
-		// entry is lost with this term, the later leader calls it, as before.
-		if _, err := e.log.Apply(ctx, &fsm.Progress{ID: txn.ID, Reports: p2.snapshot()}); err != nil && ctx.Err() == nil {
-			e.lg.Debug("logging never-delivered participants failed", "txn", txn.ID, "error", err)
+		// until the retry window ends the transaction failed (issue 14). It must be logged
+		// before the client can be told the outcome: a leadership lost first (a transfer, a
+		// partition) ends this driver here, unsettled, and the later leader, which does not
+		// know, calls that participant as before (docs/participant-protocol.md); an answered
+		// rolled_back is never followed by a record still waiting on it (QA F19).
+		if _, err := e.apply(ctx, lg, &fsm.Progress{ID: txn.ID, Reports: p2.snapshot()}); err != nil {
+			return err
 		}
 	}
 	e.mu.Lock()

@@ -165,8 +165,11 @@ func TestC08_UnclassifiedRepliesOnPrepare(t *testing.T) {
 				msg = "no answer within 150 ms"
 			}
 			errorsContain(t, got, fps[1].Endpoints().Prepare+": "+msg)
-			// (A hanging FP-B may not even have received the Prepare on a loaded machine.)
-			if fps[1].Count(prepare) > 1 || fps[1].Count(rollback) != 1 || fps[0].Count(rollback) != 1 {
+			// (A hanging FP-B may not even have received the Prepare on a loaded machine.) A's
+			// Prepare may have been canceled before it was sent once B refused: A then needs
+			// no Rollback; one that arrived gets exactly one.
+			aPrep, aRb := fps[0].Count(prepare), fps[0].Count(rollback)
+			if fps[1].Count(prepare) > 1 || fps[1].Count(rollback) != 1 || aRb > 1 || aPrep > 0 && aRb != 1 {
 				t.Errorf("calls: A %+v, B %+v", fps[0].Log(), fps[1].Log())
 			}
 			fps[1].Release(prepare)
@@ -210,7 +213,7 @@ func TestC08_UnclassifiedRepliesInPhaseTwo(t *testing.T) {
 			fps := newFPs(t, 2)
 			fps[1].Set(phase, tc.b)
 			if phase == rollback {
-				fps[0].Set(prepare, participanttest.NACK("no seats"))
+				nackAfterArrivals(t, fps[0], "no seats", fps[1]) // FP-B got a Prepare: it is sent Rollback
 			}
 			r := newRig(t)
 			l := r.lead(cfg, nil)

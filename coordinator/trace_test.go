@@ -205,7 +205,7 @@ func TestTraceRolledBack(t *testing.T) {
 		t.Run(string(m.mode), func(t *testing.T) {
 			r, sr, tp := tracedRig(t)
 			a, b := participanttest.New(t), participanttest.New(t)
-			b.Set(participant.PhasePrepare, participanttest.NACK("no rooms"))
+			nackAfterArrivals(t, b, "no rooms", a) // A got its Prepare: it is rolled back
 			cfg := fastCfg()
 			cfg.TracerProvider = tp
 			l := r.lead(cfg, nil)
