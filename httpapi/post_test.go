@@ -195,6 +195,25 @@ func TestPost_IndeterminateUnresolvedIs503(t *testing.T) {
 	}
 }
 
+// A fast transaction that was never logged and then presumed aborted (its participants
+// asked) has a record without the request's key: it must not answer the request
+// rolled_back, since the key is free and a retry with it may still commit (seen in the
+// fast-mode chaos run: "answered with txn X, which has key \"\""). 503 indeterminate, with
+// the id, as when nothing shows up.
+func TestPost_IndeterminateNotAnsweredByAnUnkeyedRecord(t *testing.T) {
+	e := newEnv(t, Config{PhaseTwoWait: 10 * time.Millisecond})
+	e.apply(&fsm.SetFeatures{Level: 3, At: time.Now().Add(-time.Hour).UnixMilli()})
+	id := uuid.Must(uuid.NewV7()).String()
+	e.apply(&fsm.PresumeAbort{ID: id, At: time.Now().UnixMilli(), Deadline: time.Now().Add(-time.Second).UnixMilli()})
+	e.sub.setFn(func(_ context.Context, r coordinator.Request) (*fsm.Txn, error) {
+		return &fsm.Txn{ID: id, Key: r.Key}, fmt.Errorf("%w: leadership ended in phase one", coordinator.ErrIndeterminate)
+	})
+	rec := e.post(`{"services":["`+flight+`"],"timeout":20}`, participant.IdempotencyKeyHeader, "order-3")
+	if got := checkRec(t, rec, http.StatusServiceUnavailable, codeIndeterminate); got["transactionId"] != id {
+		t.Errorf("transactionId = %q, want %q", got["transactionId"], id)
+	}
+}
+
 // A Submitter that reports ErrIndeterminate without a record must not crash the handler.
 func TestPost_IndeterminateWithoutRecord(t *testing.T) {
 	e := newEnv(t, Config{})

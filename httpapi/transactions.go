@@ -196,6 +196,13 @@ func (s *Server) answerIndeterminate(c echo.Context, id, key string, timeout tim
 		ctx, cancel := context.WithTimeout(c.Request().Context(), timeout+p2)
 		defer cancel()
 		t, _ := s.state.WaitFor(ctx, id, func(t *fsm.Txn) bool { return t != nil && t.Status.Terminal() })
+		// Only a record bound to this request's key answers it. A fast transaction that was
+		// never logged ends as a presumed-abort record without a key: the key is free, and a
+		// retry with it may start another transaction that commits, so "rolled_back" from
+		// that record would be an answer the key later contradicts.
+		if t != nil && key != "" && t.Key != key {
+			t = nil
+		}
 		if t != nil {
 			// The Begin committed: the transaction exists. 200 with its outcome, or 202
 			// while it is still running.
