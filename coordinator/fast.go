@@ -152,11 +152,6 @@ func payloadsOf(r Request) []string {
 func (e *Engine) waitFast(ctx context.Context, run *fastRun) (*fsm.Txn, error) {
 	select {
 	case <-run.done:
-		if run.res == nil && errors.Is(run.err, ErrIndeterminate) {
-			// Its id names it to the client (503 indeterminate carries transactionId) even
-			// though nothing may be logged: an inquiry or GET with it learns the outcome.
-			return &fsm.Txn{ID: run.txn.ID, Key: run.txn.Key}, run.err
-		}
 		return run.res, run.err
 	case <-ctx.Done():
 		// The transaction goes on: its outcome is for GET (or the key) to learn.
