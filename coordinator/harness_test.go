@@ -457,6 +457,18 @@ func nackAfterArrivals(t testing.TB, nacker *participanttest.FP, reason string, 
 	}()
 }
 
+// afterArrival makes l's calls to url wait until fp has received a Prepare: a refusal
+// there (which cancels the other Prepares) then comes after fp's Prepare was sent.
+func (l *leader) afterArrival(t testing.TB, url string, fp *participanttest.FP) {
+	l.caller.mu.Lock()
+	defer l.caller.mu.Unlock()
+	l.caller.before = func(u string) {
+		if u == url {
+			waitFP(t, fp, "a Prepare at "+fp.URL(), func() bool { return fp.Count(participant.PhasePrepare) >= 1 })
+		}
+	}
+}
+
 func waitFP(t testing.TB, fp *participanttest.FP, what string, cond func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)

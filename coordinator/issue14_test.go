@@ -68,6 +68,13 @@ func TestPhaseTwoWindowEnds(t *testing.T) {
 	counts(t, fps[1], 1, int(got.States[1].Attempts), 0)
 }
 
+// deadParticipant is a participant at deadURL: every call to it is refused before a
+// request is written.
+func deadParticipant(t *testing.T) (string, fsm.Participant) {
+	d := deadURL(t)
+	return d, fsm.Participant{Prepare: d + "/prepare", Commit: d + "/commit", Rollback: d + "/rollback"}
+}
+
 // deadURL returns the base URL of a loopback port where nothing listens (a typo'd URL:
 // every call is refused before a request is written).
 func deadURL(t *testing.T) string {
@@ -85,10 +92,10 @@ func deadURL(t *testing.T) string {
 // with a clear error, and no Rollback is sent there; the others get theirs.
 func TestConnectionRefusedEndsRolledBack(t *testing.T) {
 	fps := newFPs(t, 2)
-	dead := deadURL(t)
+	dead, deadP := deadParticipant(t)
 	r := newRig(t)
 	l := r.lead(fastCfg(), nil)
-	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	ps := append(parts(fps...), deadP)
 	txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
 	if err != nil {
 		t.Fatal(err)
@@ -126,19 +133,13 @@ func TestNeverDeliveredSurvivesLeaderChange(t *testing.T) {
 	// The other participant's Rollback hangs: no failed attempt (whose Progress entry would
 	// carry every report anyway) before the leader changes.
 	fps[0].Set(rollback, participanttest.Hang())
-	dead := deadURL(t)
+	dead, deadP := deadParticipant(t)
 	r := newRig(t)
 	l1 := r.lead(fastCfg(), nil)
 	// The dead URL is tried once the live participant has its Prepare, so that the refusal
 	// (which cancels the other Prepares) cannot come before that one was sent.
-	l1.caller.mu.Lock()
-	l1.caller.before = func(url string) {
-		if url == dead+"/prepare" {
-			waitFP(t, fps[0], "the live participant's Prepare arrived", func() bool { return fps[0].Count(prepare) >= 1 })
-		}
-	}
-	l1.caller.mu.Unlock()
-	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	l1.afterArrival(t, dead+"/prepare", fps[0])
+	ps := append(parts(fps...), deadP)
 	txn, err := l1.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
 	if err != nil {
 		t.Fatal(err)
@@ -389,9 +390,9 @@ func TestSeveralDeadURLsEndRolledBack(t *testing.T) {
 			ps := parts(fps...)
 			var dead []string
 			for range 4 {
-				d := deadURL(t)
+				d, p := deadParticipant(t)
 				dead = append(dead, d)
-				ps = append(ps, fsm.Participant{Prepare: d + "/prepare", Commit: d + "/commit", Rollback: d + "/rollback"})
+				ps = append(ps, p)
 			}
 			txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy, Mode: mode})
 			if err != nil {
@@ -421,18 +422,12 @@ func TestSeveralDeadURLsEndRolledBack(t *testing.T) {
 // is followed by a record still waiting on that participant.
 func TestNeverDeliveredUnloggedIsNotAnswered(t *testing.T) {
 	fps := newFPs(t, 1)
-	dead := deadURL(t)
+	dead, deadP := deadParticipant(t)
 	r := newRig(t)
 	r.log.fail(func(c fsm.Command) bool { _, ok := c.(*fsm.Progress); return ok }, raft.ErrLeadershipLost, false)
 	l := r.lead(fastCfg(), nil)
-	l.caller.mu.Lock()
-	l.caller.before = func(url string) {
-		if url == dead+"/prepare" { // refused only once the live one has its Prepare
-			waitFP(t, fps[0], "the live participant's Prepare arrived", func() bool { return fps[0].Count(prepare) >= 1 })
-		}
-	}
-	l.caller.mu.Unlock()
-	ps := append(parts(fps...), fsm.Participant{Prepare: dead + "/prepare", Commit: dead + "/commit", Rollback: dead + "/rollback"})
+	l.afterArrival(t, dead+"/prepare", fps[0])
+	ps := append(parts(fps...), deadP)
 	txn, err := l.eng.Submit(context.Background(), coordinator.Request{Participants: ps, Timeout: roomy})
 	if err != nil {
 		t.Fatal(err)
